@@ -1,0 +1,3 @@
+from bigmodel.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Load a `get_config(arg)` file, apply `--config.a.b=value` overrides, validate once.
+
+Every mistake becomes one `ConfigError` line that names the key and the fix; the CLI prints it
+and exits 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message is the one line the user sees."""
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """`"configs/lm.py:L4"` → the ConfigDict its `get_config("L4")` returns."""
+    path, _, arg = spec.partition(":")
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path!r} not found: pass --config path/to/file.py[:arg]")
+    module_spec = importlib.util.spec_from_file_location(f"_bigmodel_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} defines no get_config(arg)")
+    try:
+        return module.get_config(arg) if arg else module.get_config()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def parse_override(arg: str) -> tuple[str, str]:
+    """`"--config.train.steps=200"` → ("train.steps", "200")."""
+    key, sep, value = arg.removeprefix("--config.").partition("=")
+    if not arg.startswith("--config.") or not sep:
+        raise ConfigError(f"cannot read override {arg!r}: write --config.group.key=value")
+    return key, value
+
+
+def _coerce(key: str, text: str, current):
+    """Parse `text` as the type of the value it replaces."""
+    wanted = type(current)
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, str):
+            return text
+        value = ast.literal_eval(text)  # tuples, lists, None-valued fields
+        if current is not None and not isinstance(value, (tuple, list)):
+            raise ValueError
+        return tuple(value) if isinstance(current, tuple) else value
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"config.{key} expects {wanted.__name__}, got {text!r}") from None
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+    """Set each dotted key to its parsed value; unknown keys are errors, never silently added."""
+    config = ml_collections.ConfigDict(config)  # copy: the caller's config stays as it was
+    for key, text in overrides.items():
+        *groups, leaf = key.split(".")
+        node = config
+        for depth, group in enumerate(groups):
+            if not isinstance(node, ml_collections.ConfigDict) or group not in node:
+                known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
+                where = ".".join(groups[:depth]) or "config"
+                raise ConfigError(f"unknown config key config.{key}: {where} has {known}")
+            node = node[group]
+        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+            known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
+            raise ConfigError(f"unknown config key config.{key}: valid keys here are {known}")
+        if isinstance(node[leaf], ml_collections.ConfigDict):
+            raise ConfigError(f"config.{key} is a group: set one of its keys, e.g. config.{key}.{next(iter(node[leaf].keys()))}")
+        node[leaf] = _coerce(key, text, node[leaf])
+    return config
+
+
+def load_config(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
+    return apply_overrides(load_config_file(spec), overrides or {})
+
+
+CHOICES = {
+    "model.positions": ("rope", "learned"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.remat": ("none", "full", "dots"),
+    "data.tokenizer": ("bytes", "spm"),
+    "optim.name": ("adamw",),
+    "optim.schedule": ("constant", "cosine", "wsd"),
+}
+POSITIVE_INTS = (
+    "model.d_model", "model.n_layers", "model.n_heads", "model.d_ff", "model.max_seq_len",
+    "data.seq_len", "data.vocab_size", "train.steps", "train.batch_size", "train.grad_accum",
+    "train.log_every", "checkpoint.every_steps", "checkpoint.keep", "eval.every_steps", "eval.batches",
+)
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def _get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if part not in node:
+            raise ConfigError(f"config.{dotted} is missing: start from configs/lm.py and override keys")
+        node = node[part]
+    return node
+
+
+def resolve_mesh_shape(mesh_config, n_devices: int) -> dict[str, int]:
+    """Fill the one −1 axis so the mesh covers every device; errors say what would fit."""
+    shape = {axis: int(mesh_config[axis]) for axis in MESH_AXES}
+    fill = [axis for axis, size in shape.items() if size == -1]
+    if len(fill) > 1 or any(size == 0 or size < -1 for size in shape.values()):
+        raise ConfigError(f"config.mesh {shape} is invalid: use positive sizes and at most one -1 (fill)")
+    fixed = math.prod(size for size in shape.values() if size != -1)
+    if fill:
+        if n_devices % fixed:
+            raise ConfigError(f"config.mesh {shape} cannot fill {n_devices} devices: the fixed axes' product {fixed} must divide it")
+        shape[fill[0]] = n_devices // fixed
+    elif fixed != n_devices:
+        raise ConfigError(f"config.mesh {shape} uses {fixed} devices but {n_devices} are present: make the product {n_devices} or set one axis to -1")
+    return shape
+
+
+def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int = 1) -> None:
+    """Raise ConfigError for the first problem found; return None when the config can run."""
+    for key in POSITIVE_INTS:
+        value = _get(config, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"config.{key} must be a positive integer, got {value!r}")
+    for key, allowed in CHOICES.items():
+        if _get(config, key) not in allowed:
+            raise ConfigError(f"config.{key} must be one of {', '.join(allowed)}, got {_get(config, key)!r}")
+    model, data, train, optim = config.model, config.data, config.train, config.optim
+    if model.d_model % model.n_heads:
+        raise ConfigError(f"config.model.d_model={model.d_model} is not divisible by n_heads={model.n_heads}: pick n_heads dividing d_model")
+    if model.positions == "rope" and (model.d_model // model.n_heads) % 2:
+        raise ConfigError(f"rotary positions need an even head_dim, got d_model/n_heads={model.d_model // model.n_heads}")
+    if data.seq_len > model.max_seq_len:
+        raise ConfigError(f"config.data.seq_len={data.seq_len} is above the model's limit model.max_seq_len={model.max_seq_len}: lower seq_len or raise max_seq_len")
+    if not 0.0 <= model.dropout < 1.0:
+        raise ConfigError(f"config.model.dropout must be in [0, 1), got {model.dropout}")
+    if data.tokenizer == "bytes" and data.vocab_size != 256:
+        raise ConfigError(f"config.data.vocab_size must be 256 with the bytes tokenizer, got {data.vocab_size}")
+    if data.dataset != "kjv" and not (data.dataset.startswith("tfds:") and len(data.dataset) > 5):
+        raise ConfigError(f"config.data.dataset={data.dataset!r} is unknown: use kjv or tfds:<name> of a prepared tfds text dataset")
+    if not optim.lr > 0:
+        raise ConfigError(f"config.optim.lr must be positive, got {optim.lr}")
+    if optim.warmup_steps < 0 or optim.warmup_steps > train.steps:
+        raise ConfigError(f"config.optim.warmup_steps={optim.warmup_steps} must be between 0 and train.steps={train.steps}")
+    if not (0.0 <= optim.b1 < 1.0 and 0.0 <= optim.b2 < 1.0):
+        raise ConfigError(f"config.optim.b1 and b2 must be in [0, 1), got {optim.b1}, {optim.b2}")
+    if optim.weight_decay < 0 or optim.grad_clip < 0:
+        raise ConfigError("config.optim.weight_decay and grad_clip must be >= 0")
+    if not 0.0 < optim.decay_fraction <= 1.0 or not 0.0 <= optim.min_lr_ratio <= 1.0:
+        raise ConfigError("config.optim.decay_fraction must be in (0, 1] and min_lr_ratio in [0, 1]")
+    if train.batch_size % train.grad_accum:
+        raise ConfigError(f"config.train.batch_size={train.batch_size} is not divisible by grad_accum={train.grad_accum}")
+    mesh = resolve_mesh_shape(config.mesh, n_devices)
+    batch_shards = mesh["data"] * mesh["fsdp"]
+    micro_batch = train.batch_size // train.grad_accum
+    if micro_batch % batch_shards or micro_batch % n_processes:
+        raise ConfigError(
+            f"micro-batch batch_size/grad_accum={micro_batch} must be divisible by mesh data*fsdp={batch_shards} "
+            f"and by the {n_processes} processes: change train.batch_size or the mesh"
+        )
+    for axis in ("tensor",):
+        for name, size in (("n_heads", model.n_heads), ("d_ff", model.d_ff), ("vocab_size", data.vocab_size)):
+            if size % mesh[axis]:
+                raise ConfigError(f"config.model/data {name}={size} is not divisible by mesh.{axis}={mesh[axis]}")
+    if model.d_model % mesh["fsdp"]:
+        raise ConfigError(f"config.model.d_model={model.d_model} is not divisible by mesh.fsdp={mesh['fsdp']}")
+    for logical, mesh_axes in config.sharding.rules:
+        names = mesh_axes if isinstance(mesh_axes, (tuple, list)) else (mesh_axes,)
+        unknown = [name for name in names if name is not None and name not in MESH_AXES]
+        if unknown:
+            raise ConfigError(f"config.sharding.rules maps {logical!r} to unknown mesh axis {unknown[0]!r}: use {', '.join(MESH_AXES)}")
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """Inverse of `to_json` (lists come back as tuples, as the config files write them)."""
+
+    def tuplify(value):
+        if isinstance(value, list):
+            return tuple(tuplify(item) for item in value)
+        if isinstance(value, dict):
+            return {key: tuplify(item) for key, item in value.items()}
+        return value
+
+    return ml_collections.ConfigDict(tuplify(json.loads(text)))

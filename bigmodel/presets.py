@@ -1,0 +1,27 @@
+"""Model size presets: one family, decoded in one place.
+
+The rule: a preset `L<n>` has n_layers = n, d_model = 32·n (aspect ratio d_model/n_layers = 32),
+head_dim = 32 (so n_heads = n) and d_ff = 4·d_model. Non-embedding parameters are then
+≈ 12·n·d_model² = 12,288·n³, which walks from ~12K (L1) to ~1.4B (L48) in even log steps.
+Any `L<n>` decodes; `PRESETS` lists the ladder that `bigmodel presets` prints and sweeps walk.
+"""
+
+from __future__ import annotations
+
+import re
+
+ASPECT_RATIO = 32  # d_model / n_layers
+HEAD_DIM = 32
+FF_MULT = 4
+
+PRESETS = ("L1", "L2", "L3", "L4", "L5", "L6", "L8", "L10", "L12", "L16", "L20", "L24", "L32", "L40", "L48")
+
+
+def model_shape(preset: str) -> dict[str, int]:
+    """`"L4"` → {"n_layers": 4, "d_model": 128, "n_heads": 4, "d_ff": 512}."""
+    match = re.fullmatch(r"L(\d+)", preset)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"unknown preset {preset!r}: use L<n_layers> such as L4 (see `bigmodel presets`)")
+    n_layers = int(match.group(1))
+    d_model = ASPECT_RATIO * n_layers
+    return {"n_layers": n_layers, "d_model": d_model, "n_heads": d_model // HEAD_DIM, "d_ff": FF_MULT * d_model}
