@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train (or resume) a model in --workdir")
     train.add_argument("--config", required=True, help="path/to/config.py[:arg]")
     train.add_argument("--workdir", required=True, help="run directory; an existing one is resumed")
+    train.add_argument("--stop_at_step", type=int, default=None, help="checkpoint and exit after this step (resume later)")
 
     evaluate = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
     evaluate.add_argument("--workdir", required=True)
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list model size presets with params and FLOPs/token")
     presets.add_argument("--vocab_size", type=int, default=256)
     presets.add_argument("--seq_len", type=int, default=256)
+
+    for command in (train, evaluate):  # multi-host: every process runs the same command with its own id
+        command.add_argument("--coordinator", default=None, help="host:port of process 0 (jax.distributed)")
+        command.add_argument("--num_processes", type=int, default=None)
+        command.add_argument("--process_id", type=int, default=None)
 
     sweep = commands.add_parser("sweep", help="run a scaling study: experiments/<name>.py")
     sweep.add_argument("experiment", help="path/to/experiment.py")
@@ -89,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(rest)
         if args.command == "presets":
             return _print_presets(args)
+        if args.command in ("train", "eval"):
+            from bigmodel.sharding import maybe_initialize_distributed
+
+            maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
         if args.command == "train":
             from bigmodel.train import train_command
 
-            return train_command(args.config, overrides, args.workdir)
+            return train_command(args.config, overrides, args.workdir, args.stop_at_step)
         if args.command == "eval":
             from bigmodel.evaluate import eval_command
 

@@ -94,6 +94,7 @@ CHOICES = {
     "model.positions": ("rope", "learned"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.remat": ("none", "full", "dots"),
+    "model.attention": ("xla", "cudnn"),
     "data.tokenizer": ("bytes", "spm"),
     "optim.name": ("adamw",),
     "optim.schedule": ("constant", "cosine", "wsd"),

@@ -25,6 +25,7 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.model.tie_embeddings = False
     config.model.dtype = "float32"  # compute dtype; params are always float32
     config.model.remat = "none"  # none | full | dots (nn.scan remat policy)
+    config.model.attention = "xla"  # xla | cudnn (fused kernel on NVIDIA GPUs, bf16/fp16)
 
     config.data = ml_collections.ConfigDict()
     config.data.dataset = "kjv"  # kjv | tfds:<name>[/<config>] of a prepared tfds text dataset

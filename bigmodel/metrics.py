@@ -1,0 +1,102 @@
+"""Run outputs: metrics.jsonl, TensorBoard scalars, a progress bar, atomic JSON files.
+
+Only process 0 writes; other processes get writers whose methods do nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write to a temporary file and rename, so readers never see half a file."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+def read_metrics(workdir: Path) -> list[dict]:
+    path = Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics_after(workdir: Path, step: int) -> None:
+    """Drop lines logged after `step`: a resumed run re-logs them, so the curve stays single-valued."""
+    kept = [record for record in read_metrics(workdir) if record["step"] <= step]
+    path = Path(workdir) / METRICS_FILE
+    if path.exists():
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        os.replace(temporary, path)
+
+
+class MetricsLog:
+    """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+    def __init__(self, workdir: Path, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from tensorboardX import SummaryWriter
+
+        self._file = open(Path(workdir) / METRICS_FILE, "a")
+        self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                self._tensorboard.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self._file.close()
+            self._tensorboard.close()
+
+
+class Progress:
+    """A tqdm bar (steps, loss, tokens/s, ETA) on a terminal; plain log lines otherwise."""
+
+    def __init__(self, total_steps: int, start_step: int, enabled: bool = True):
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self.interactive = enabled and sys.stderr.isatty()
+        self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True) if self.interactive else None
+        self._start_time, self._start_step = time.perf_counter(), start_step
+
+    def update(self, step: int, record: dict) -> None:
+        if not self.enabled:
+            return
+        loss, rate = record.get("loss"), record.get("tokens_per_s")
+        if self._bar is not None:
+            self._bar.n = step
+            self._bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
+            self._bar.refresh()
+            return
+        elapsed = time.perf_counter() - self._start_time
+        done = max(step - self._start_step, 1)
+        eta = elapsed / done * (self.total_steps - step)
+        print(f"step {step}/{self.total_steps} loss {loss:.4f} tokens/s {rate:,.0f} eta {eta:.0f}s", flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        (self._bar.write if self._bar is not None else print)(text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

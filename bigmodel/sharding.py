@@ -1,0 +1,53 @@
+"""Device mesh (data, fsdp, tensor), logical-axis rules, and the shardings derived from them.
+
+The rules that map logical names (`batch`, `embed`, `heads`, ...) to mesh axes are config
+data (`config.sharding.rules`); this module only turns them into `NamedSharding`s.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bigmodel.config import MESH_AXES, resolve_mesh_shape
+
+
+def maybe_initialize_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """Join a multi-process system when asked (must run before any other JAX call)."""
+    if coordinator:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def make_mesh(mesh_config) -> Mesh:
+    shape = resolve_mesh_shape(mesh_config, jax.device_count())
+    axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    return jax.make_mesh(tuple(shape[axis] for axis in MESH_AXES), MESH_AXES, axis_types=axis_types)
+
+
+def logical_rules(config) -> tuple[tuple[str, object], ...]:
+    """`config.sharding.rules` as the tuple-of-pairs flax expects."""
+    return tuple((logical, tuple(axes) if isinstance(axes, list) else axes) for logical, axes in config.sharding.rules)
+
+
+def tree_shardings(abstract_boxed_tree, mesh: Mesh, rules):
+    """NamedShardings for a tree whose leaves carry logical partitioning metadata."""
+    specs = nn.get_partition_spec(abstract_boxed_tree)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
+    """Token batches [batch, seq]: batch split like the `batch` logical axis, seq replicated."""
+    return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch", None), rules))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def global_batch(local_rows: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """Assemble each process's rows into one global array (one process: a plain device_put)."""
+    if jax.process_count() == 1:
+        return jax.device_put(local_rows, sharding)
+    return jax.make_array_from_process_local_data(sharding, local_rows)
