@@ -7,6 +7,7 @@ and exits 2 before anything is written.
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
 import json
 import math
@@ -67,7 +68,7 @@ def _coerce(key: str, text: str, current):
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
     """Set each dotted key to its parsed value; unknown keys are errors, never silently added."""
-    config = ml_collections.ConfigDict(config)  # copy: the caller's config stays as it was
+    config = copy.deepcopy(config)  # the caller's config stays as it was
     for key, text in overrides.items():
         *groups, leaf = key.split(".")
         node = config

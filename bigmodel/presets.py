@@ -8,6 +8,7 @@ Any `L<n>` decodes; `PRESETS` lists the ladder that `bigmodel presets` prints an
 
 from __future__ import annotations
 
+import math
 import re
 
 ASPECT_RATIO = 32  # d_model / n_layers
@@ -25,3 +26,25 @@ def model_shape(preset: str) -> dict[str, int]:
     n_layers = int(match.group(1))
     d_model = ASPECT_RATIO * n_layers
     return {"n_layers": n_layers, "d_model": d_model, "n_heads": d_model // HEAD_DIM, "d_ff": FF_MULT * d_model}
+
+
+def preset_non_embedding_params(n_layers: int) -> int:
+    """Non-embedding parameters of `L<n_layers>` (same count as `flops.param_counts`)."""
+    from bigmodel.flops import param_counts
+
+    shape = model_shape(f"L{n_layers}")
+    return param_counts(d_model=shape["d_model"], n_layers=n_layers, d_ff=shape["d_ff"], vocab_size=1)["non_embedding_params"]
+
+
+def shape_for_params(target_non_embedding_params: float) -> dict[str, int]:
+    """The family member whose non-embedding parameter count is nearest the target in log space.
+
+    The family has one size per depth (d_model = 32·n_layers), so targets snap to `L<n>`:
+    N ≈ 12,288·n³ means neighbours differ by (1 + 1/n)³, e.g. 8× from L1 to L2 but 1.4× from L8 to L9.
+    """
+    if not target_non_embedding_params > 0:
+        raise ValueError(f"target parameter count must be positive, got {target_non_embedding_params!r}")
+    estimate = max(1, round((target_non_embedding_params / 12_288) ** (1 / 3)))
+    candidates = range(max(1, estimate - 1), estimate + 2)
+    distance = lambda n: abs(math.log(preset_non_embedding_params(n) / target_non_embedding_params))  # noqa: E731
+    return model_shape(f"L{min(candidates, key=distance)}")

@@ -31,6 +31,8 @@ from bigmodel.optim import make_optimizer
 
 # Keys that may change between a run and its resumption without changing what is computed
 # (train.steps is allowed so a finished run can be extended; its schedule then changes).
+# One validation order for every run, so eval losses compare across seeds and sizes.
+VALIDATION_SEED = 0
 RESUMABLE_CHANGES = ("train.steps", "train.log_every", "mesh.", "checkpoint.", "eval.every_steps")
 
 
@@ -169,7 +171,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
     setup = build(config)
     stats = model_stats(config.model, config.data)
     train_data = load_dataset(config.data, "train", config.seed)
-    validation = load_dataset(config.data, "validation", config.seed)
+    validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     state, start_step = restore_or_init(setup, manager)
     if is_writer:
@@ -193,6 +195,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
 
     run_start = interval_start = time.perf_counter()
     interval_steps, last_eval, last_good_checkpoint, exit_code = 0, {}, manager.latest_step(), 0
+    paused_s = 0.0  # eval and checkpoint time inside the current log interval: not step time
     record = {}
     for step in range(start_step, end_step):
         state, step_metrics = train_step(state, batch_at(step))
@@ -201,7 +204,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
         checkpoint_now = done % config.checkpoint.every_steps == 0 or done == end_step
         if done % config.train.log_every == 0 or checkpoint_now:
             step_metrics = jax.device_get(step_metrics)
-            elapsed = time.perf_counter() - interval_start
+            elapsed = time.perf_counter() - interval_start - paused_s
             record = {
                 "step": done,
                 "loss": float(step_metrics["loss"]),
@@ -220,7 +223,8 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
                 break
             log.write(record)
             progress.update(done, record)
-            interval_start, interval_steps = time.perf_counter(), 0
+            interval_start, interval_steps, paused_s = time.perf_counter(), 0, 0.0
+        pause_start = time.perf_counter()
         if done % config.eval.every_steps == 0 or done == config.train.steps:
             last_eval = evaluate(setup, eval_step, state.params, validation, config.eval.batches)
             log.write({"step": done, **last_eval})
@@ -228,6 +232,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
         if checkpoint_now:
             checkpoint.save(manager, done, state)
             last_good_checkpoint = done
+        paused_s += time.perf_counter() - pause_start
     manager.wait_until_finished()
     manager.close()
     progress.close()

@@ -1,0 +1,69 @@
+"""`bigmodel bench`: time real training steps (real data, the jitted train step) after warm-up.
+
+Prints one JSON line: tokens_per_s, flops_per_s (the run metadata's FLOPs formula), mfu (null
+when the device's peak is unknown, e.g. on CPU), step_time_s and compile_time_s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+
+from bigmodel import config as config_lib, sharding
+from bigmodel.flops import FLOPS_FORMULA, device_peak_flops, mfu, model_stats
+from bigmodel.train import build, make_train_step
+
+
+def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int, peak_flops: float | None) -> int:
+    from bigmodel.data import load_dataset
+
+    if steps < 1 or warmup < 0:
+        raise config_lib.ConfigError("bench needs --steps >= 1 and --warmup >= 0")
+    config = config_lib.load_config(spec, overrides)
+    config_lib.validate(config, jax.device_count(), jax.process_count())
+    setup = build(config)
+    data = load_dataset(config.data, "train", config.seed)
+    process = (jax.process_index(), jax.process_count())
+
+    def batch_at(step: int):
+        return sharding.global_batch(data.batch(step, config.train.batch_size, *process), setup.batch_sharding)
+
+    state = setup.init_state(jax.random.key(config.seed))
+    compile_start = time.perf_counter()
+    train_step = make_train_step(setup).lower(state, batch_at(0)).compile()
+    compile_time_s = time.perf_counter() - compile_start
+    for step in range(warmup):
+        state, step_metrics = train_step(state, batch_at(step))
+    jax.block_until_ready(state)
+
+    start = time.perf_counter()
+    for step in range(warmup, warmup + steps):
+        state, step_metrics = train_step(state, batch_at(step))
+    jax.block_until_ready((state, step_metrics))
+    elapsed = time.perf_counter() - start
+
+    stats = model_stats(config.model, config.data)
+    tokens_per_s = steps * config.train.batch_size * config.data.seq_len / elapsed
+    flops_per_s = tokens_per_s * stats["flops_per_token"]
+    device = jax.devices()[0]
+    peak = peak_flops or float(os.environ.get("BIGMODEL_PEAK_FLOPS", 0)) or device_peak_flops(device.device_kind)
+    print(json.dumps({
+        "tokens_per_s": tokens_per_s,
+        "flops_per_s": flops_per_s,
+        "mfu": mfu(flops_per_s, peak, jax.device_count()),
+        "step_time_s": elapsed / steps,
+        "compile_time_s": compile_time_s,
+        "params": stats["params"],
+        "non_embedding_params": stats["non_embedding_params"],
+        "flops_per_token": stats["flops_per_token"],
+        "flops_formula": FLOPS_FORMULA,
+        "peak_flops_per_device": peak,
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+        "dtype": config.model.dtype,
+        "steps": steps,
+    }))
+    return 0

@@ -1,0 +1,155 @@
+"""The language-model data pipeline: a split → one flat token array → shuffled windows → batches.
+
+1. A split's documents are tokenized once, joined by a blank line, into a flat token array cached
+   as `<data_dir>/bigmodel_tokens/<dataset>-<split>-<tokenizer>.npy` (+ a .json of counts),
+   written under a file lock so parallel jobs tokenize once.
+2. The array is cut into `num_windows = (num_tokens - 1) // seq_len` windows of `seq_len + 1`
+   tokens starting every `seq_len` tokens: inputs `window[:-1]` never overlap, and each token is a
+   target exactly once per epoch (a window's last token is the next window's first input).
+3. A grain `MapDataset` over window indices, shuffled with `seed`, repeated with a fresh shuffle
+   each epoch and batched. It is random access, so the batch at step `s` is a pure function of
+   (seed, s): there is no iterator state, and a resumed run sees exactly the batches an
+   uninterrupted run would have seen.
+
+Process `p` of `P` takes rows `[p·B/P, (p+1)·B/P)` of the global batch of `B` rows, which is the
+grain batch of `B/P` windows at index `s·P + p`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import grain
+import numpy as np
+
+from bigmodel.config import ConfigError
+from bigmodel.data.cachefiles import file_lock, temporary_sibling, write_atomically
+from bigmodel.data.sources import check_dataset_name, dataset_slug, read_split_texts, resolve_data_dir
+from bigmodel.data.tokenizers import make_tokenizer
+
+DOCUMENT_SEPARATOR = "\n\n"  # a blank line: documents are told apart without a special token
+DOCUMENTS_PER_CHUNK = 4096  # tokenize this many documents per call: bounds memory on big splits
+TOKENS_DIR = "bigmodel_tokens"
+TOKENIZERS_DIR = "bigmodel_tokenizers"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 halves the cache and the page cache for vocabularies up to 65,536."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
+
+
+def tokenize_documents(tokenizer, documents: list[str]) -> tuple[np.ndarray, int]:
+    """(tokens of the documents joined by DOCUMENT_SEPARATOR, UTF-8 bytes of that text).
+
+    Tokenizers encode line by line, so chunks joined by the separator's tokens equal the tokens
+    of the whole text.
+    """
+    dtype = token_dtype(tokenizer.vocab_size)
+    separator = np.asarray(tokenizer.encode(DOCUMENT_SEPARATOR), dtype)
+    pieces, num_bytes = [], 0
+    for start in range(0, len(documents), DOCUMENTS_PER_CHUNK):
+        text = DOCUMENT_SEPARATOR.join(documents[start : start + DOCUMENTS_PER_CHUNK])
+        if start:
+            pieces.append(separator)
+            num_bytes += len(DOCUMENT_SEPARATOR.encode("utf-8"))
+        pieces.append(np.asarray(tokenizer.encode(text), dtype))
+        num_bytes += len(text.encode("utf-8"))
+    return (np.concatenate(pieces) if pieces else np.zeros(0, dtype)), num_bytes
+
+
+def token_cache_path(data_dir: str, dataset: str, split: str, tokenizer_name: str, vocab_size: int) -> Path:
+    tokenizer_tag = "bytes" if tokenizer_name == "bytes" else f"{tokenizer_name}{vocab_size}"
+    return Path(data_dir) / TOKENS_DIR / f"{dataset_slug(dataset)}-{split}-{tokenizer_tag}.npy"
+
+
+def save_tokens(path: Path, tokens: np.ndarray, num_bytes: int) -> None:
+    """The .npy first, then the .json that marks the cache complete (both renamed into place)."""
+    temporary = temporary_sibling(path)
+    temporary.parent.mkdir(parents=True, exist_ok=True)
+    with open(temporary, "wb") as file:
+        np.save(file, tokens)
+    temporary.replace(path)
+    counts = {"num_tokens": int(tokens.size), "num_bytes": int(num_bytes)}
+    write_atomically(path.with_suffix(".json"), json.dumps(counts).encode())
+
+
+def load_or_tokenize(path: Path, tokenizer, read_documents: Callable[[], list[str]]) -> tuple[np.ndarray, int]:
+    """(tokens memory-mapped from the cache, UTF-8 bytes they encode); tokenizes first if needed."""
+    counts_path = path.with_suffix(".json")
+    if not counts_path.exists():
+        with file_lock(path.with_name(path.name + ".lock")):
+            if not counts_path.exists():  # another process may have written it while we waited
+                save_tokens(path, *tokenize_documents(tokenizer, [text for text in read_documents() if text]))
+    counts = json.loads(counts_path.read_text())
+    return np.load(path, mmap_mode="r"), counts["num_bytes"]
+
+
+class LMDataset:
+    """Windows of `seq_len + 1` tokens of one split, batched as a pure function of (seed, step)."""
+
+    def __init__(self, tokens: np.ndarray, *, seq_len: int, seed: int, vocab_size: int, tokenizer, bytes_per_token: float, name: str = ""):
+        self.tokens = tokens
+        self.seq_len = seq_len
+        self.seed = seed
+        self.vocab_size = vocab_size
+        self.tokenizer = tokenizer
+        self.bytes_per_token = bytes_per_token
+        self.num_windows = (tokens.size - 1) // seq_len
+        if self.num_windows < 1:
+            raise ConfigError(f"{name or 'the split'} has {tokens.size} tokens, too few for one window of seq_len+1={seq_len + 1}: lower config.data.seq_len")
+        self._window_offsets = np.arange(seq_len + 1)
+        # Epoch e is a fresh permutation: repeat() folds the epoch number into the shuffle seed.
+        self._window_order = grain.MapDataset.range(self.num_windows).shuffle(seed=seed).repeat()
+        self._batched_orders: dict[int, grain.MapDataset] = {}
+
+    def window(self, index: int) -> np.ndarray:
+        """Window `index` in storage order (before shuffling), as int32."""
+        start = index * self.seq_len
+        return np.asarray(self.tokens[start : start + self.seq_len + 1], np.int32)
+
+    def window_indices(self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1) -> np.ndarray:
+        """Which windows make up this process's rows of the batch at `step`."""
+        if step < 0 or batch_size < 1 or not 0 <= process_index < process_count:
+            raise ValueError(f"need step >= 0, batch_size >= 1 and 0 <= process_index < process_count, got {step}, {batch_size}, {process_index}, {process_count}")
+        if batch_size % process_count:
+            raise ValueError(f"batch_size={batch_size} is not divisible by process_count={process_count}: each process takes an equal slice")
+        rows = batch_size // process_count
+        if rows not in self._batched_orders:
+            self._batched_orders[rows] = self._window_order.batch(rows)
+        return np.asarray(self._batched_orders[rows][step * process_count + process_index])
+
+    def batch(self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1) -> np.ndarray:
+        """int32 [batch_size // process_count, seq_len + 1]: this process's rows of global batch `step`."""
+        windows = self.window_indices(step, batch_size, process_index, process_count)
+        return np.asarray(self.tokens[windows[:, None] * self.seq_len + self._window_offsets], np.int32)
+
+
+def load_dataset(data_config, split: str = "train", seed: int = 0) -> LMDataset:
+    """The `split` of `data_config.dataset`, tokenized (cached) and windowed to `data_config.seq_len`.
+
+    Builds kjv, trains the spm tokenizer and tokenizes the split on first use, each cached in the
+    data dir (see `resolve_data_dir`); later calls only memory-map the cached tokens.
+    """
+    dataset = data_config.dataset
+    check_dataset_name(dataset)
+    data_dir = resolve_data_dir(data_config)
+    tokenizer = make_tokenizer(
+        data_config.tokenizer,
+        data_config.vocab_size,
+        Path(data_dir) / TOKENIZERS_DIR,
+        dataset_slug(dataset),
+        training_texts=lambda: read_split_texts(dataset, "train", data_dir),
+    )
+    path = token_cache_path(data_dir, dataset, split, data_config.tokenizer, data_config.vocab_size)
+    tokens, num_bytes = load_or_tokenize(path, tokenizer, lambda: read_split_texts(dataset, split, data_dir))
+    return LMDataset(
+        tokens,
+        seq_len=data_config.seq_len,
+        seed=seed,
+        vocab_size=data_config.vocab_size,
+        tokenizer=tokenizer,
+        bytes_per_token=num_bytes / max(tokens.size, 1),
+        name=f"{dataset} {split}",
+    )

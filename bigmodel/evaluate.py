@@ -1,0 +1,55 @@
+"""`bigmodel eval --workdir DIR`: validation loss and bits/byte of a run's latest checkpoint.
+
+The checkpoint is restored onto the devices present now: the run's own mesh when it fits,
+otherwise plain data parallelism over every device.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+
+from bigmodel import checkpoint, config as config_lib, metrics as metrics_lib
+from bigmodel.train import VALIDATION_SEED, build, evaluate, make_eval_step, restore_or_init
+
+
+def config_for_these_devices(config):
+    """The saved config with a mesh that fits jax.device_count() (and a batch it divides)."""
+    try:
+        config_lib.validate(config, jax.device_count(), jax.process_count())
+        return config
+    except config_lib.ConfigError:
+        config = config_lib.apply_overrides(config, {"mesh.data": "-1", "mesh.fsdp": "1", "mesh.tensor": "1"})
+        config_lib.validate(config, jax.device_count(), jax.process_count())
+        return config
+
+
+def eval_command(workdir: str, batches: int | None = None) -> int:
+    from bigmodel.data import load_dataset
+
+    workdir = Path(workdir)
+    config_path = workdir / "config.json"
+    if not config_path.exists():
+        raise config_lib.ConfigError(f"{workdir} has no config.json: pass the --workdir of a bigmodel train run")
+    step = checkpoint.latest_step(workdir)
+    if step is None:
+        raise config_lib.ConfigError(f"{workdir} has no checkpoint yet: train it first (bigmodel train --workdir {workdir})")
+    config = config_for_these_devices(config_lib.from_json(config_path.read_text()))
+    setup = build(config)
+    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
+    state, step = restore_or_init(setup, manager)
+    manager.close()
+    validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)
+    n_batches = batches or config.eval.batches
+    result = {
+        "step": step,
+        "batches": n_batches,
+        "tokens": n_batches * (config.train.batch_size // config.train.grad_accum) * config.data.seq_len,
+        **evaluate(setup, make_eval_step(setup), state.params, validation, n_batches),
+    }
+    if jax.process_index() == 0:
+        metrics_lib.write_json_atomic(workdir / "eval.json", result)
+        print(json.dumps(result))
+    return 0
