@@ -19,15 +19,6 @@ def make_manager(workdir: Path, keep: int, every_steps: int | None = None) -> oc
     return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
 
 
-def latest_step(workdir: Path) -> int | None:
-    """Latest finished checkpoint step, without creating anything."""
-    directory = Path(workdir).absolute() / CHECKPOINT_DIR
-    if not directory.exists():
-        return None
-    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True)) as manager:
-        return manager.latest_step()
-
-
 def save(manager: ocp.CheckpointManager, step: int, state) -> None:
     manager.save(step, args=ocp.args.StandardSave(state))
 

@@ -33,12 +33,14 @@ def eval_command(workdir: str, batches: int | None = None) -> int:
     config_path = workdir / "config.json"
     if not config_path.exists():
         raise config_lib.ConfigError(f"{workdir} has no config.json: pass the --workdir of a bigmodel train run")
-    step = checkpoint.latest_step(workdir)
-    if step is None:
-        raise config_lib.ConfigError(f"{workdir} has no checkpoint yet: train it first (bigmodel train --workdir {workdir})")
     config = config_for_these_devices(config_lib.from_json(config_path.read_text()))
-    setup = build(config)
+    no_checkpoint = f"{workdir} has no checkpoint yet: train it first (bigmodel train --workdir {workdir} ...)"
+    if not (workdir / checkpoint.CHECKPOINT_DIR).is_dir():
+        raise config_lib.ConfigError(no_checkpoint)
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
+    if manager.latest_step() is None:
+        raise config_lib.ConfigError(no_checkpoint)
+    setup = build(config)
     state, step = restore_or_init(setup, manager)
     manager.close()
     validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)

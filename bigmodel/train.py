@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -163,19 +164,50 @@ def _finite(record: dict) -> bool:
     return math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])
 
 
+def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
+    """summary.json from config and metrics.jsonl (so it is right after any number of resumes)."""
+    records = metrics_lib.read_metrics(workdir)
+    train_records = [record for record in records if "loss" in record]
+    eval_records = [record for record in records if "eval_loss" in record]
+    stats = model_stats(config.model, config.data)
+    tokens = config.train.steps * config.train.batch_size * config.data.seq_len
+    summary = {
+        **stats,
+        "tokens": tokens,
+        "flops": stats["flops_per_token"] * tokens,
+        "final_loss": train_records[-1]["loss"] if train_records else None,
+        "final_eval_loss": eval_records[-1]["eval_loss"] if eval_records else None,
+        "eval_bpb": eval_records[-1]["eval_bpb"] if eval_records else None,
+        "steps": config.train.steps,
+        "wall_time_s": train_records[-1]["wall_time_s"] if train_records else None,
+        "compile_time_s": compile_time_s,
+        **run_info.environment(),
+    }
+    metrics_lib.write_json_atomic(Path(workdir) / "summary.json", summary)
+    return summary
+
+
 def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | None = None) -> int:
     """Train until config.train.steps (or stop_at_step), checkpointing; return an exit code."""
     from bigmodel.data import load_dataset  # tensorflow-datasets is slow to import; only runs need it
 
     is_writer = jax.process_index() == 0
+    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
+    if (manager.latest_step() or 0) >= config.train.steps:
+        manager.close()
+        if is_writer and not (workdir / "summary.json").exists():
+            write_summary(config, workdir, compile_time_s=None)
+        print(f"{workdir} already finished {config.train.steps} steps; see {workdir / 'summary.json'}")
+        return 0
+
     setup = build(config)
-    stats = model_stats(config.model, config.data)
     train_data = load_dataset(config.data, "train", config.seed)
     validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)
-    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     state, start_step = restore_or_init(setup, manager)
     if is_writer:
         metrics_lib.truncate_metrics_after(workdir, start_step)
+    earlier = [record for record in metrics_lib.read_metrics(workdir) if "wall_time_s" in record]
+    earlier_wall_time_s = earlier[-1]["wall_time_s"] if earlier else 0.0  # wall time accumulates over resumes
     log = metrics_lib.MetricsLog(workdir, enabled=is_writer)
     end_step = min(config.train.steps, stop_at_step or config.train.steps)
     progress = metrics_lib.Progress(config.train.steps, start_step, enabled=is_writer)
@@ -188,15 +220,14 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
     def batch_at(step: int) -> jax.Array:
         return sharding.global_batch(train_data.batch(step, global_batch, *process), setup.batch_sharding)
 
-    compile_start = time.perf_counter()
+    run_start = time.perf_counter()
     train_step = make_train_step(setup).lower(state, batch_at(start_step)).compile()
-    compile_time_s = time.perf_counter() - compile_start
+    compile_time_s = time.perf_counter() - run_start
     eval_step = make_eval_step(setup)
 
-    run_start = interval_start = time.perf_counter()
-    interval_steps, last_eval, last_good_checkpoint, exit_code = 0, {}, manager.latest_step(), 0
+    interval_start = time.perf_counter()
+    interval_steps, last_good_checkpoint, exit_code = 0, manager.latest_step(), 0
     paused_s = 0.0  # eval and checkpoint time inside the current log interval: not step time
-    record = {}
     for step in range(start_step, end_step):
         state, step_metrics = train_step(state, batch_at(step))
         interval_steps += 1
@@ -204,7 +235,8 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
         checkpoint_now = done % config.checkpoint.every_steps == 0 or done == end_step
         if done % config.train.log_every == 0 or checkpoint_now:
             step_metrics = jax.device_get(step_metrics)
-            elapsed = time.perf_counter() - interval_start - paused_s
+            now = time.perf_counter()
+            elapsed = now - interval_start - paused_s
             record = {
                 "step": done,
                 "loss": float(step_metrics["loss"]),
@@ -213,11 +245,13 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
                 "tokens_seen": done * tokens_per_step,
                 "tokens_per_s": interval_steps * tokens_per_step / elapsed,
                 "step_time_s": elapsed / interval_steps,
+                "wall_time_s": earlier_wall_time_s + now - run_start,
             }
             if not _finite(record):
-                progress.message(
+                print(
                     f"error: loss became non-finite by step {done} (loss={record['loss']}, grad_norm={record['grad_norm']}); "
-                    f"kept the last good checkpoint (step {last_good_checkpoint}); lower optim.lr or raise optim.warmup_steps"
+                    f"kept the last good checkpoint (step {last_good_checkpoint}); lower optim.lr or raise optim.warmup_steps",
+                    file=sys.stderr,
                 )
                 exit_code = 1
                 break
@@ -226,9 +260,9 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
             interval_start, interval_steps, paused_s = time.perf_counter(), 0, 0.0
         pause_start = time.perf_counter()
         if done % config.eval.every_steps == 0 or done == config.train.steps:
-            last_eval = evaluate(setup, eval_step, state.params, validation, config.eval.batches)
-            log.write({"step": done, **last_eval})
-            progress.message(f"step {done} eval_loss {last_eval['eval_loss']:.4f} eval_bpb {last_eval['eval_bpb']:.4f}")
+            result = evaluate(setup, eval_step, state.params, validation, config.eval.batches)
+            log.write({"step": done, **result})
+            progress.message(f"step {done} eval_loss {result['eval_loss']:.4f} eval_bpb {result['eval_bpb']:.4f}")
         if checkpoint_now:
             checkpoint.save(manager, done, state)
             last_good_checkpoint = done
@@ -239,22 +273,8 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
     log.close()
     if exit_code or end_step < config.train.steps:
         return exit_code
-
     if is_writer:
-        summary = {
-            **stats,
-            "tokens": config.train.steps * tokens_per_step,
-            "flops": stats["flops_per_token"] * config.train.steps * tokens_per_step,
-            "final_loss": record.get("loss"),
-            "final_eval_loss": last_eval.get("eval_loss"),
-            "eval_bpb": last_eval.get("eval_bpb"),
-            "steps": config.train.steps,
-            "resumed_from_step": start_step,
-            "wall_time_s": time.perf_counter() - run_start + compile_time_s,
-            "compile_time_s": compile_time_s,
-            **run_info.environment(),
-        }
-        metrics_lib.write_json_atomic(Path(workdir) / "summary.json", summary)
+        summary = write_summary(config, workdir, compile_time_s)
         print(json.dumps({key: summary[key] for key in ("steps", "final_loss", "final_eval_loss", "eval_bpb", "wall_time_s")}))
     return 0
 
