@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -164,6 +166,15 @@ def _finite(record: dict) -> bool:
     return math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])
 
 
+def _stop_requested_flag() -> threading.Event:
+    """An event set by SIGTERM (preemption) or Ctrl-C, so the loop can checkpoint before exiting."""
+    requested = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: requested.set())
+    return requested
+
+
 def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
     """summary.json from config and metrics.jsonl (so it is right after any number of resumes)."""
     records = metrics_lib.read_metrics(workdir)
@@ -225,6 +236,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
     compile_time_s = time.perf_counter() - run_start
     eval_step = make_eval_step(setup)
 
+    preempted = _stop_requested_flag()
     interval_start = time.perf_counter()
     interval_steps, last_good_checkpoint, exit_code = 0, manager.latest_step(), 0
     paused_s = 0.0  # eval and checkpoint time inside the current log interval: not step time
@@ -232,6 +244,8 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
         state, step_metrics = train_step(state, batch_at(step))
         interval_steps += 1
         done = step + 1
+        if preempted.is_set():  # SIGTERM/SIGINT: checkpoint this step, then stop; rerun resumes here
+            end_step = done
         checkpoint_now = done % config.checkpoint.every_steps == 0 or done == end_step
         if done % config.train.log_every == 0 or checkpoint_now:
             step_metrics = jax.device_get(step_metrics)
@@ -267,10 +281,14 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
             checkpoint.save(manager, done, state)
             last_good_checkpoint = done
         paused_s += time.perf_counter() - pause_start
+        if done == end_step:
+            break
     manager.wait_until_finished()
     manager.close()
     progress.close()
     log.close()
+    if preempted.is_set():
+        progress.message(f"stopped by signal after step {end_step} and checkpointed; run the same command to resume")
     if exit_code or end_step < config.train.steps:
         return exit_code
     if is_writer:

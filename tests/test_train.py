@@ -7,6 +7,7 @@ processes on localhost (within float tolerance).
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -159,3 +160,22 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint
     kept = sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
     assert kept and max(kept) < 100
     assert all(np.isfinite(loss) for loss in losses(workdir).values())
+
+
+def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes(tmp_path, kjv_data_dir):
+    workdir = tmp_path / "preempted"
+    settings = {**TINY, "data.data_dir": kjv_data_dir, "train.steps": 100_000, "train.log_every": 1,
+                "checkpoint.every_steps": 100_000, "eval.every_steps": 100_000, "optim.warmup_steps": 0}
+    command = [sys.executable, "-m", "bigmodel", "train", "--config", "configs/lm.py:L1", "--workdir", str(workdir)]
+    command += [f"--config.{key}={value}" for key, value in settings.items()]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # wait until training steps are running, then preempt
+        if line.startswith("step 3/"):
+            break
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "stopped by signal" in out
+    saved = [int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit()]
+    assert len(saved) == 1 and saved[0] == max(losses(workdir)) >= 3
+    assert not (workdir / "summary.json").exists()
