@@ -1,0 +1,1 @@
+"""Scaling studies: sweep expansion and runner, law fitting, plots."""
