@@ -1,0 +1,329 @@
+"""A scaling study as data, expanded into a list of fully specified training runs.
+
+An experiment file (`experiments/*.py`) defines `get_study()` returning a `Study`: a base config
+(`configs/lm.py:<preset>` plus overrides), a grid of model sizes (`SizeGrid` at a fixed token
+budget or tokens-per-parameter ratio, or `IsoFlopGrid` over compute budgets), optional seeds and
+learning rates, and per-run rules written as plain functions in the experiment file (lr as a
+power of N, warmup as a share of steps, ...). `expand(study)` turns it into `Run`s; each run is
+a config spec plus string overrides, so `run.command(workdir)` re-runs it by hand exactly.
+
+Counting uses `bigmodel.flops.model_stats` (the one formula) for every N, D and C here:
+steps = round(D / (batch_size · seq_len)), tokens = steps · batch_size · seq_len,
+flops = flops_per_token · tokens, so a run's FLOPs are its budget up to the rounding of steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bigmodel.config import ConfigError, apply_overrides, load_config, validate
+from bigmodel.flops import model_stats, param_counts
+from bigmodel.presets import FF_MULT, HEAD_DIM, model_shape, preset_non_embedding_params, shape_for_params
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "d_ff")
+# Keys the grid owns: a rule that sets them would silently break N, D or C.
+GRID_KEYS = tuple(f"model.{key}" for key in SHAPE_KEYS) + ("train.steps", "train.batch_size", "seed")
+
+
+# ----------------------------------------------------------------------------- the study format
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeGrid:
+    """Model sizes trained on a fixed token budget or a fixed tokens-per-parameter ratio.
+
+    sizes: presets ("L1", "L4") or shape dicts; `sizes_between` makes a log-spaced list.
+    tokens: the same training tokens for every size (Kaplan-style L(N) at fixed D), or
+    tokens_per_param: D = ratio · params (all parameters, Chinchilla's convention).
+    """
+
+    sizes: Sequence[str | Mapping[str, int]]
+    tokens: float | None = None
+    tokens_per_param: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IsoFlopGrid:
+    """Compute budgets C (FLOPs); per budget every size whose D = C / flops_per_token(N) gives a
+    tokens-per-parameter ratio inside `tokens_per_param_range` (too few tokens: the run is all
+    warm-up; too many: the size is far from the budget's optimum and only costs time)."""
+
+    budgets: Sequence[float]
+    sizes: Sequence[str | Mapping[str, int]]
+    tokens_per_param_range: tuple[float, float] = (1.0, 1000.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What a rule sees about one run before its overrides are fixed."""
+
+    n_layers: int
+    d_model: int
+    params: int
+    non_embedding_params: int
+    flops_per_token: int
+    tokens: int
+    steps: int
+    batch_size: int
+    seq_len: int
+    budget: float | None
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """base_config: "configs/lm.py:L4" (a path relative to the working directory or the repo).
+    overrides: {"train.log_every": 5, ...} applied to every run.
+    batch_size: sequences per step, a number or a function of the model stats
+      (dict with params, non_embedding_params, flops_per_token, n_layers, d_model); None keeps the
+      base config's.
+    rules: RunPlan → {"optim.lr": ..., "optim.warmup_steps": ...}, the visible per-size rules.
+    learning_rates: a list to sweep; it replaces the lr the rules chose.
+    analysis: e.g. {"law": "power", "x": "params", "holdout": "largest", "bootstrap": 200}.
+    """
+
+    base_config: str
+    grid: SizeGrid | IsoFlopGrid
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    batch_size: int | Callable[[dict], int] | None = None
+    rules: Callable[[RunPlan], Mapping[str, Any]] | None = None
+    seeds: Sequence[int] = (0,)
+    learning_rates: Sequence[float] | None = None
+    analysis: Mapping[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run: `config_spec` + `overrides` is its whole config."""
+
+    name: str
+    config_spec: str
+    overrides: dict[str, str]
+    params: int
+    non_embedding_params: int
+    flops_per_token: int
+    tokens: int
+    flops: int
+    steps: int
+    batch_size: int
+    seq_len: int
+    learning_rate: float
+    seed: int
+    budget: float | None = None
+
+    def command(self, workdir: str | Path, python: str = "python") -> list[str]:
+        """The argv that trains this run into `workdir` (resuming if it exists)."""
+        flags = [f"--config.{key}={value}" for key, value in self.overrides.items()]
+        return [python, "-m", "bigmodel", "train", "--config", self.config_spec, "--workdir", str(workdir), *flags]
+
+    def command_line(self, workdir: str | Path) -> str:
+        return shlex.join(self.command(workdir))
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON row `sweep --dry-run --json` prints."""
+        row = {key: getattr(self, key) for key in (
+            "name", "params", "non_embedding_params", "tokens", "flops", "steps", "batch_size",
+            "seq_len", "flops_per_token", "learning_rate", "seed", "budget",
+        )}
+        row["overrides"] = dict(self.overrides)
+        return row
+
+
+# ----------------------------------------------------------------------------- size helpers
+
+
+def sizes_between(min_non_embedding_params: float, max_non_embedding_params: float, count: int) -> list[dict[str, int]]:
+    """`count` log-spaced targets snapped to the preset family, duplicates dropped (small sizes
+    are 8× apart, so asking for many small sizes returns fewer)."""
+    if not 0 < min_non_embedding_params <= max_non_embedding_params or count < 1:
+        raise ConfigError("sizes_between needs 0 < min <= max and count >= 1")
+    ratio = max_non_embedding_params / min_non_embedding_params
+    targets = [min_non_embedding_params * ratio ** (i / max(count - 1, 1)) for i in range(count)]
+    shapes = []
+    for target in targets:
+        shape = shape_for_params(target)
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
+
+
+def shape_of(n_layers: int, d_model: int) -> dict[str, int]:
+    """A shape with the family's head_dim and d_ff rules at any depth and width (a multiple of 32)."""
+    return {"n_layers": n_layers, "d_model": d_model, "n_heads": d_model // HEAD_DIM, "d_ff": FF_MULT * d_model}
+
+
+def shape_without_heads(shape: dict[str, int]) -> dict[str, int]:
+    return {key: shape[key] for key in ("n_layers", "d_model", "d_ff")}
+
+
+def half_step_sizes(min_non_embedding_params: float, max_non_embedding_params: float) -> list[dict[str, int]]:
+    """The family L<n> (d_model = 32·n) and, between neighbours, the same depth one head wider
+    (d_model = 32·(n+1)): ≈ 12,288·n·(n+1)² parameters, so steps of 2–4× at the small end where
+    family members are 8× apart (L1 12K, 49K, L2 99K, 221K, L3 332K, 590K, L4 788K, ...)."""
+    shapes, n_layers = [], 1
+    while preset_non_embedding_params(n_layers) <= max_non_embedding_params:
+        for shape in (shape_of(n_layers, HEAD_DIM * n_layers), shape_of(n_layers, HEAD_DIM * (n_layers + 1))):
+            size = param_counts(**shape_without_heads(shape), vocab_size=1)["non_embedding_params"]
+            if min_non_embedding_params <= size <= max_non_embedding_params:
+                shapes.append(shape)
+        n_layers += 1
+    return shapes
+
+
+def resolve_shape(size: str | Mapping[str, int]) -> dict[str, int]:
+    if isinstance(size, str):
+        try:
+            return model_shape(size)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    missing = [key for key in SHAPE_KEYS if key not in size]
+    if missing:
+        raise ConfigError(f"size {dict(size)} lacks {', '.join(missing)}: give a preset like 'L4' or all of {', '.join(SHAPE_KEYS)}")
+    return {key: int(size[key]) for key in SHAPE_KEYS}
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def format_number(value: float, digits: int = 3, scientific: bool = False) -> str:
+    """Short and exact enough for names: 2100000 → 2.1M, 0.003 → 3e-3, scientific 3e11 → 3e11."""
+    if value == 0:
+        return "0"
+    if not scientific:
+        for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"), (1, "")):
+            scaled = float(f"{value / threshold:.{digits}g}")  # round first: 999.96K is 1M
+            if 1 <= abs(scaled) < 1000:
+                return f"{scaled:.6f}".rstrip("0").rstrip(".") + suffix
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def format_override(value: Any) -> str:
+    """A value as `--config.key=<text>` writes it; `config._coerce` reads it back exactly."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return repr(tuple(value))
+    return str(value)
+
+
+def run_name(shape: dict[str, int], tokens: int, learning_rate: float, seed: int, budget: float | None) -> str:
+    """`L4-d128-tok2.1M-lr3e-3-s0`, prefixed `C1e13-` (the budget) in isoFLOP grids."""
+    name = f"L{shape['n_layers']}-d{shape['d_model']}-tok{format_number(tokens)}-lr{format_number(learning_rate)}-s{seed}"
+    return f"C{format_number(budget, 2, scientific=True)}-{name}" if budget is not None else name
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def resolve_config_spec(spec: str) -> str:
+    """Keep a spec whose file exists from the working directory; else point at the repo's copy."""
+    path, sep, arg = spec.partition(":")
+    if Path(path).is_file() or not (REPO_ROOT / path).is_file():
+        return spec
+    return f"{REPO_ROOT / path}{sep}{arg}"
+
+
+def token_targets(grid: SizeGrid | IsoFlopGrid, stats: dict) -> list[tuple[float | None, float]]:
+    """(budget, tokens wanted) pairs for one size."""
+    if isinstance(grid, SizeGrid):
+        if (grid.tokens is None) == (grid.tokens_per_param is None):
+            raise ConfigError("SizeGrid needs exactly one of tokens= or tokens_per_param=")
+        return [(None, grid.tokens if grid.tokens is not None else grid.tokens_per_param * stats["params"])]
+    low, high = grid.tokens_per_param_range
+    targets = []
+    for budget in grid.budgets:
+        tokens = budget / stats["flops_per_token"]
+        if low <= tokens / stats["params"] <= high:
+            targets.append((float(budget), tokens))
+    return targets
+
+
+def batch_size_for(study: Study, stats: dict, base_batch_size: int) -> int:
+    if study.batch_size is None:
+        return base_batch_size
+    value = study.batch_size(stats) if callable(study.batch_size) else study.batch_size
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"the study's batch_size must be a positive int, got {value!r}")
+    return value
+
+
+def rule_overrides(study: Study, plan: RunPlan) -> dict[str, Any]:
+    overrides = dict(study.rules(plan)) if study.rules else {}
+    owned = [key for key in overrides if key in GRID_KEYS]
+    if owned:
+        raise ConfigError(f"rules set {owned[0]}, which the grid decides: use Study.batch_size or the grid instead")
+    return overrides
+
+
+def expand(study: Study) -> list[Run]:
+    """Every run of the study, in grid order (sizes, then budgets, then seeds, then lrs)."""
+    if not isinstance(study.grid, (SizeGrid, IsoFlopGrid)):
+        raise ConfigError(f"Study.grid must be a SizeGrid or IsoFlopGrid, got {type(study.grid).__name__}")
+    spec = resolve_config_spec(study.base_config)
+    base_overrides = {key: format_override(value) for key, value in study.overrides.items()}
+    base = load_config(spec, base_overrides)
+    runs = []
+    for size in study.grid.sizes:
+        shape = resolve_shape(size)
+        shape_overrides = {f"model.{key}": str(value) for key, value in shape.items()}
+        config = apply_overrides(base, shape_overrides)
+        stats = model_stats(config.model, config.data)
+        stats.update(n_layers=shape["n_layers"], d_model=shape["d_model"])
+        batch_size = batch_size_for(study, stats, config.train.batch_size)
+        seq_len = config.data.seq_len
+        for budget, wanted_tokens in token_targets(study.grid, stats):
+            steps = max(1, round(wanted_tokens / (batch_size * seq_len)))
+            tokens = steps * batch_size * seq_len
+            for seed in study.seeds:
+                plan = RunPlan(
+                    n_layers=shape["n_layers"], d_model=shape["d_model"], params=stats["params"],
+                    non_embedding_params=stats["non_embedding_params"], flops_per_token=stats["flops_per_token"],
+                    tokens=tokens, steps=steps, batch_size=batch_size, seq_len=seq_len, budget=budget, seed=seed,
+                )
+                chosen = rule_overrides(study, plan)
+                for learning_rate in study.learning_rates or [chosen.get("optim.lr", config.optim.lr)]:
+                    overrides = {
+                        **base_overrides, **shape_overrides,
+                        "train.steps": str(steps), "train.batch_size": str(batch_size), "seed": str(seed),
+                        **{key: format_override(value) for key, value in chosen.items()},
+                        "optim.lr": format_override(float(learning_rate)),
+                    }
+                    runs.append(Run(
+                        name=run_name(shape, tokens, float(learning_rate), seed, budget), config_spec=spec,
+                        overrides=overrides, params=stats["params"], non_embedding_params=stats["non_embedding_params"],
+                        flops_per_token=stats["flops_per_token"], tokens=tokens, flops=stats["flops_per_token"] * tokens,
+                        steps=steps, batch_size=batch_size, seq_len=seq_len, learning_rate=float(learning_rate),
+                        seed=seed, budget=budget,
+                    ))
+    if isinstance(study.grid, IsoFlopGrid):
+        runs.sort(key=lambda run: run.budget)  # stable: sizes stay in order within a budget
+    check_names(runs)
+    return runs
+
+
+def check_names(runs: list[Run]) -> None:
+    if not runs:
+        raise ConfigError("the study expands to no runs: give sizes (and, for isoFLOP, budgets whose tokens-per-param ratio falls in range)")
+    seen = {}
+    for run in runs:
+        if run.name in seen:
+            raise ConfigError(f"two runs are both named {run.name!r}: the grid repeats a size, seed or lr")
+        seen[run.name] = run
+
+
+def validate_runs(runs: list[Run], n_devices: int = 1) -> None:
+    """Load and validate every run's full config, so a bad one stops the sweep before it starts."""
+    for run in runs:
+        try:
+            validate(load_config(run.config_spec, run.overrides), n_devices=n_devices)
+        except ConfigError as error:
+            raise ConfigError(f"run {run.name}: {error}") from None

@@ -1,0 +1,278 @@
+"""Sweeps: study expansion (names, N, D, FLOPs from the one formula), dry runs, bad experiment
+files, and the real runner against the real trainer (skip finished runs, isolate a failure)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bigmodel.cli import main
+from bigmodel.config import ConfigError, load_config
+from bigmodel.flops import model_stats
+from bigmodel.presets import preset_non_embedding_params, shape_for_params
+from bigmodel.scaling.runner import REGISTRY_COLUMNS, child_environment, cpu_slots, load_study, run_analysis, write_registry
+from bigmodel.scaling.sweep import IsoFlopGrid, SizeGrid, Study, expand, format_number, half_step_sizes, shape_of, sizes_between
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SPEC = "configs/lm.py:L4"
+SMALL = {"data.seq_len": 64, "train.batch_size": 8}
+
+
+def stats_of(run):
+    config = load_config(run.config_spec, run.overrides)
+    return config, model_stats(config.model, config.data)
+
+
+def write_experiment(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def test_size_grid_counts_come_from_the_one_formula():
+    study = Study(SPEC, SizeGrid(["L1", "L2", "L3"], tokens=100_000), overrides=SMALL, seeds=(0, 1), learning_rates=(1e-3, 3e-3))
+    runs = expand(study)
+    assert len(runs) == 3 * 2 * 2
+    assert len({run.name for run in runs}) == len(runs)
+    assert [run.name for run in runs] == [run.name for run in expand(study)]  # deterministic
+    assert runs[0].name == "L1-d32-tok99.8K-lr1e-3-s0"  # 195 steps · 8 · 64 tokens
+    for run in runs:
+        config, stats = stats_of(run)
+        assert run.steps == round(100_000 / (8 * 64)) == config.train.steps
+        assert run.tokens == run.steps * 8 * 64
+        assert run.params == stats["params"] and run.non_embedding_params == stats["non_embedding_params"]
+        assert run.flops == stats["flops_per_token"] * run.tokens
+        assert config.optim.lr == run.learning_rate and config.seed == run.seed
+    assert {run.non_embedding_params for run in runs} == {preset_non_embedding_params(n) for n in (1, 2, 3)}
+
+
+def test_tokens_per_param_ratio_is_held_within_one_step():
+    runs = expand(Study(SPEC, SizeGrid(["L1", "L3"], tokens_per_param=20), overrides=SMALL))
+    for run in runs:
+        assert abs(run.tokens - 20 * run.params) <= run.batch_size * run.seq_len / 2
+
+
+def test_isoflop_runs_spend_their_budget_within_the_rounding_of_steps():
+    budgets = (1e12, 1e13)
+    grid = IsoFlopGrid(budgets, [f"L{n}" for n in range(1, 7)], tokens_per_param_range=(1, 5000))
+    runs = expand(Study(SPEC, grid, overrides=SMALL))
+    assert {run.budget for run in runs} == set(budgets)
+    for run in runs:
+        _, stats = stats_of(run)
+        assert run.flops == stats["flops_per_token"] * run.tokens
+        assert abs(run.flops - run.budget) <= stats["flops_per_token"] * run.batch_size * run.seq_len / 2
+        assert 1 <= run.budget / stats["flops_per_token"] / run.params <= 5000
+        assert run.name.startswith(f"C{format_number(run.budget, 2, scientific=True)}-L")
+    small_budget_sizes = sorted(run.non_embedding_params for run in runs if run.budget == 1e12)
+    assert len(small_budget_sizes) >= 3 and len({run.name for run in runs}) == len(runs)
+
+
+def test_rules_see_the_run_and_cannot_touch_grid_keys():
+    def rules(plan):
+        return {"optim.lr": 0.01 * (plan.non_embedding_params / 1e4) ** -0.5, "optim.warmup_steps": max(1, plan.steps // 10)}
+
+    runs = expand(Study(SPEC, SizeGrid(["L1", "L2"], tokens=50_000), overrides=SMALL, rules=rules, batch_size=lambda stats: 4))
+    for run in runs:
+        config, _ = stats_of(run)
+        assert config.train.batch_size == 4 and config.optim.warmup_steps == max(1, run.steps // 10)
+        assert math.isclose(config.optim.lr, 0.01 * (run.non_embedding_params / 1e4) ** -0.5)
+    with pytest.raises(ConfigError, match="train.steps"):
+        expand(Study(SPEC, SizeGrid(["L1"], tokens=50_000), rules=lambda plan: {"train.steps": 5}))
+
+
+def test_numbers_in_names_are_short_and_readable():
+    cases = {2_100_000: "2.1M", 6144: "6.14K", 999_960: "1M", 300: "300", 0.003: "3e-3", 0.0024: "2.4e-3", 1e30: "1e30", 12.5: "12.5"}
+    assert {value: format_number(value) for value in cases} == cases
+    assert format_number(3e11, 2, scientific=True) == "3e11" and format_number(1e13, 2, scientific=True) == "1e13"
+
+
+def test_repeated_sizes_are_an_error_not_a_silent_overwrite():
+    with pytest.raises(ConfigError, match="both named"):
+        expand(Study(SPEC, SizeGrid(["L2", "L2"], tokens=50_000), overrides=SMALL))
+
+
+def test_shape_for_params_snaps_to_the_nearest_family_member():
+    assert shape_for_params(800_000) == {"n_layers": 4, "d_model": 128, "n_heads": 4, "d_ff": 512}
+    assert shape_for_params(1)["n_layers"] == 1
+    shapes = sizes_between(12_000, 3e6, 12)
+    assert [shape["n_layers"] for shape in shapes] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match="positive"):
+        shape_for_params(0)
+
+
+def test_half_step_sizes_put_one_wider_shape_between_family_members():
+    shapes = half_step_sizes(1e4, 8e5)
+    assert [(shape["n_layers"], shape["d_model"]) for shape in shapes] == [(1, 32), (1, 64), (2, 64), (2, 96), (3, 96), (3, 128), (4, 128)]
+    assert shapes[1] == shape_of(1, 64) == {"n_layers": 1, "d_model": 64, "n_heads": 2, "d_ff": 256}
+    runs = expand(Study(SPEC, SizeGrid(shapes, tokens=50_000), overrides=SMALL))
+    sizes = [run.non_embedding_params for run in runs]
+    assert sizes == sorted(sizes) and 2 <= min(b / a for a, b in zip(sizes, sizes[1:])) and max(b / a for a, b in zip(sizes, sizes[1:])) <= 4
+
+
+# ----------------------------------------------------------------------------- the command, dry
+
+
+GOOD_EXPERIMENT = """
+    from bigmodel.scaling.sweep import SizeGrid, Study
+
+    def get_study():
+        return Study("configs/lm.py:L4", SizeGrid(["L1", "L2"], tokens=40_000),
+                     overrides={"data.seq_len": 64, "train.batch_size": 8, "optim.warmup_steps": 10}, seeds=(0, 1))
+"""
+
+
+def test_dry_run_prints_parseable_rows_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    experiment = write_experiment(tmp_path / "study.py", GOOD_EXPERIMENT)
+    workdir = tmp_path / "sweep"
+    assert main(["sweep", str(experiment), "--workdir", str(workdir), "--dry-run", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 4
+    for row in rows:
+        assert {"name", "params", "non_embedding_params", "tokens", "flops", "steps", "batch_size"} <= set(row)
+        assert row["flops"] == row["flops_per_token"] * row["tokens"] and row["batch_size"] == 8
+        assert row["command"].startswith("python -m bigmodel train --config configs/lm.py:L4 --workdir ")
+    assert main(["sweep", str(experiment), "--workdir", str(workdir), "--dry-run"]) == 0
+    table = capsys.readouterr().out
+    assert all(row["name"] in table for row in rows) and "GFLOP/s" in table
+    assert not workdir.exists() and sorted(path.name for path in tmp_path.iterdir()) == ["study.py"]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (None, "not found"),
+        ("x = 1\n", "defines no get_study"),
+        ("from bigmodel.scaling.sweep import SizeGrid, Study\n"
+         "def get_study():\n    return Study('configs/lm.py:L4', SizeGrid(['L1'], tokens=1e5), overrides={'train.stepz': 5})\n",
+         "unknown config key config.train.stepz"),
+        ("from bigmodel.scaling.sweep import SizeGrid, Study\n"
+         "def get_study():\n    return Study('configs/lm.py:L4', SizeGrid(['L1'], tokens=1e5), rules=lambda plan: {'optim.warmup_steps': plan.steps + 5})\n",
+         "warmup_steps"),
+        ("def get_study():\n    return {'grid': []}\n", "expected bigmodel.scaling.sweep.Study"),
+    ],
+)
+def test_bad_experiment_is_one_error_line_and_exit_2(tmp_path, capsys, body, message):
+    experiment = tmp_path / "bad.py"
+    if body is not None:
+        write_experiment(experiment, body)
+    workdir = tmp_path / "sweep"
+    assert main(["sweep", str(experiment), "--workdir", str(workdir)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error and error.count("\n") == 1
+    assert not workdir.exists()
+
+
+def test_parallel_jobs_get_disjoint_cores_and_matching_thread_counts():
+    cpus = sorted(os.sched_getaffinity(0))
+    slots = cpu_slots(len(cpus))
+    assert sorted(cpu for slot in slots for cpu in slot) == cpus  # one core each, none shared
+    assert cpu_slots(1) == [cpus] and len(cpu_slots(3 * len(cpus))) == 3 * len(cpus)
+    environment = child_environment(1, pinned=True)
+    assert environment["OMP_NUM_THREADS"] == "1" and "intra_op_parallelism_threads=1" in environment["XLA_FLAGS"]
+
+
+def test_analysis_fits_the_registry_and_draws_plots(tmp_path, capsys):
+    sizes = [12_384, 49_344, 98_624, 221_664, 332_448, 590_720]
+    rows = [
+        {"name": f"run{index}", "status": "done", "params": 2 * size, "non_embedding_params": size, "tokens": 10**6,
+         "flops": 6 * size * 10**6, "final_loss": "", "final_eval_loss": 1.0 + 5.0 * size**-0.25, "eval_bpb": "",
+         "wall_time_s": 1.0, "error": ""}
+        for index, size in enumerate(sizes)
+    ]
+    rows.append({**rows[0], "name": "broken", "status": "failed", "final_eval_loss": ""})
+    write_registry(tmp_path / "runs.csv", rows)
+    assert run_analysis({"law": "power", "x": "params", "holdout": "largest", "bootstrap": 0}, tmp_path)
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["alpha"] == pytest.approx(0.25, abs=0.01) and fit["holdout"]["params"] == sizes[-1]
+    assert any(path.suffix == ".png" for path in (tmp_path / "plots").iterdir())
+    assert "L = " in capsys.readouterr().out
+    assert not run_analysis({"law": "no-such-law"}, tmp_path)  # reported, not raised
+
+
+def test_shipped_experiments_expand_and_validate():
+    for name in ("demo", "isoflop"):
+        study = load_study(REPO_ROOT / "experiments" / f"{name}.py")
+        runs = expand(study)
+        assert len(runs) >= 6
+    demo = expand(load_study(REPO_ROOT / "experiments" / "demo.py"))
+    sizes = sorted({run.non_embedding_params for run in demo})
+    assert len(sizes) >= 6 and sizes[-1] / sizes[0] >= 30
+
+
+# ----------------------------------------------------------------------------- the command, for real
+
+# One L1 run that trains and one whose learning rate (valid: positive) sends the loss to
+# non-finite values at the first step, which the trainer reports as a failure.
+REAL_EXPERIMENT = """
+    from bigmodel.scaling.sweep import SizeGrid, Study
+
+    def get_study():
+        return Study(
+            "configs/lm.py:L1",
+            SizeGrid(["L1"], tokens=12 * 8 * 64),
+            overrides={{"data.seq_len": 64, "train.batch_size": 8, "train.log_every": 4, "eval.batches": 2,
+                        "optim.warmup_steps": 0, "data.data_dir": {data_dir!r}}},
+            learning_rates=(3e-3, 1e30),
+        )
+"""
+
+
+def sweep(experiment: Path, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "bigmodel", "sweep", str(experiment), "--workdir", str(workdir), *extra]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def first_sweep(tmp_path_factory, kjv_data_dir):
+    root = tmp_path_factory.mktemp("sweep")
+    experiment = write_experiment(root / "tiny.py", REAL_EXPERIMENT.format(data_dir=str(kjv_data_dir)))
+    workdir = root / "runs"
+    return experiment, workdir, sweep(experiment, workdir, "--jobs", "2")
+
+
+def registry(workdir: Path) -> dict[str, dict]:
+    with open(workdir / "runs.csv", newline="") as file:
+        reader = csv.DictReader(file)
+        assert tuple(reader.fieldnames) == REGISTRY_COLUMNS
+        return {row["name"]: row for row in reader}
+
+
+def test_a_failing_run_is_recorded_and_the_others_finish(first_sweep):
+    _, workdir, result = first_sweep
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = registry(workdir)
+    good, bad = rows["L1-d32-tok6.14K-lr3e-3-s0"], rows["L1-d32-tok6.14K-lr1e30-s0"]
+    assert good["status"] == "done" and bad["status"] == "failed"
+    summary = json.loads((workdir / good["name"] / "summary.json").read_text())
+    assert float(good["final_loss"]) == pytest.approx(summary["final_loss"]) and 0 < summary["final_loss"] < math.log(256)
+    assert int(good["flops"]) == summary["flops"] and int(good["tokens"]) == 12 * 8 * 64
+    assert "non-finite" in bad["error"] and not (workdir / bad["name"] / "summary.json").exists()
+    assert bad["error"].startswith("exit 1: ") and bad["error"].removeprefix("exit 1: ") in (workdir / bad["name"] / "train.log").read_text()
+    assert "failed   L1-d32-tok6.14K-lr1e30-s0" in result.stdout and "finished L1-d32-tok6.14K-lr3e-3-s0" in result.stdout
+    command = (workdir / good["name"] / "command.sh").read_text()
+    assert f"--workdir {workdir / good['name']}" in command and "--config.optim.lr=0.003" in command
+
+
+def test_rerun_skips_finished_runs_and_retries_failed_ones(first_sweep):
+    experiment, workdir, _ = first_sweep
+    good_summary = workdir / "L1-d32-tok6.14K-lr3e-3-s0" / "summary.json"
+    modified_ns = good_summary.stat().st_mtime_ns
+    result = sweep(experiment, workdir)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "skipped  L1-d32-tok6.14K-lr3e-3-s0 (done: loss " in result.stdout and "started  L1-d32-tok6.14K-lr3e-3-s0" not in result.stdout
+    assert "started  L1-d32-tok6.14K-lr1e30-s0" in result.stdout
+    assert good_summary.stat().st_mtime_ns == modified_ns
+    assert (workdir / "L1-d32-tok6.14K-lr3e-3-s0" / "train.log").read_text().count("=== ") == 1
+    rows = registry(workdir)
+    assert [rows[name]["status"] for name in sorted(rows)] == ["failed", "done"]
