@@ -116,7 +116,7 @@ def make_train_step(setup: Setup):
             loss, grads = jax.tree.map(lambda total: total / accum, (loss, grads))
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state)
-        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": setup.schedule(state.step)}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": setup.schedule(state.step)}
 
     def with_rules(state, batch):
         with nn.logical_axis_rules(rules):

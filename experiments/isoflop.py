@@ -1,23 +1,25 @@
 """IsoFLOP profiles (Chinchilla Approach 2): at each compute budget C, train every size whose
-D = C / flops_per_token(N) leaves it 5–400 tokens per parameter; the loss minimum over N at each
-budget traces the compute-optimal N_opt(C).
+D = C / flops_per_token(N) leaves it 1–300 tokens per parameter; per budget, the minimum of a
+parabola of loss in log N is the compute-optimal N_opt(C), and a line through the minima gives
+N_opt ∝ C^a.
 
-  python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop --dry-run   # the runs
-  python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop             # ≈ TBD, 2-core CPU
+  python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop --dry-run   # the 12 runs
+  python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop             # ≈ 33 min, 2-core CPU
 
-FLOPs per token come from bigmodel.flops (6·N + 12·L·d·T, N with the LM head), never 6N, so a
-run's FLOPs equal its budget up to the rounding of steps (shown by the dry run).
+FLOPs per token come from bigmodel.flops (6·N + 12·L·d·T, N with the LM head), never 6N, so each
+run's FLOPs equal its budget up to the rounding of steps (the dry run's FLOPs column). Sizes and
+the lr rule are the demo's (experiments/demo.py explains why widths at a fixed depth on a CPU).
 """
 
-from bigmodel.scaling.sweep import IsoFlopGrid, RunPlan, Study, half_step_sizes
+from bigmodel.scaling.sweep import IsoFlopGrid, RunPlan, Study, shape_of
 
-BUDGETS = (1e12, 3e12, 1e13)  # FLOPs per run
-SIZES = half_step_sizes(1e4, 1.6e6)  # 9 sizes, 2–4× apart: L1 (12K) … L5 (1.5M)
+BUDGETS = (1e12, 3e12, 1e13)  # training FLOPs per run
+SIZES = [shape_of(2, d_model) for d_model in range(32, 257, 32)]  # 2 layers, d_model 32 … 256: 25K … 1.6M
 
 
 def learning_rate(non_embedding_params: int) -> float:
-    """The demo's rule: 3e-3 at L4, ∝ N^-1/3, at most 1e-2."""
-    return float(f"{min(1e-2, 3e-3 * (non_embedding_params / 787_584) ** (-1 / 3)):.2g}")
+    """The demo's rule: 6e-3 at d_model 128, ∝ N^-1/4."""
+    return float(f"{6e-3 * (non_embedding_params / 393_600) ** (-1 / 4):.2g}")
 
 
 def rules(plan: RunPlan) -> dict:
@@ -31,8 +33,8 @@ def rules(plan: RunPlan) -> dict:
 
 def get_study() -> Study:
     return Study(
-        base_config="configs/lm.py:L4",
-        overrides={"train.batch_size": 16, "data.seq_len": 128, "eval.batches": 8, "train.log_every": 20},
+        base_config="configs/lm.py:L2",
+        overrides={"train.batch_size": 16, "data.seq_len": 128, "eval.batches": 16, "train.log_every": 20},
         grid=IsoFlopGrid(BUDGETS, SIZES, tokens_per_param_range=(1, 300)),
         rules=rules,
         analysis={"law": "isoflop", "x": "params", "bootstrap": 100},

@@ -71,7 +71,7 @@ def test_gradients_are_clipped_to_the_global_norm_before_adam():
     state, reference_state = optimizer.init(PARAMS), unclipped_adam.init(PARAMS)
     for grads in steps:
         updates, state = optimizer.update(grads, state, PARAMS)
-        factor = min(1.0, 1.0 / float(optax.global_norm(grads)))
+        factor = min(1.0, 1.0 / float(optax.tree.norm(grads)))
         expected, reference_state = unclipped_adam.update(jax.tree.map(lambda g: g * factor, grads), reference_state, PARAMS)
         for got, want in zip(jax.tree.leaves(updates), jax.tree.leaves(expected)):
             np.testing.assert_allclose(got, want, rtol=1e-5)

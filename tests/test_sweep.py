@@ -19,7 +19,7 @@ from bigmodel.config import ConfigError, load_config
 from bigmodel.flops import model_stats
 from bigmodel.presets import preset_non_embedding_params, shape_for_params
 from bigmodel.scaling.runner import REGISTRY_COLUMNS, child_environment, cpu_slots, load_study, run_analysis, write_registry
-from bigmodel.scaling.sweep import IsoFlopGrid, SizeGrid, Study, expand, format_number, half_step_sizes, shape_of, sizes_between
+from bigmodel.scaling.sweep import IsoFlopGrid, SizeGrid, Study, expand, format_number, shape_of, sizes_between
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC = "configs/lm.py:L4"
@@ -110,13 +110,9 @@ def test_shape_for_params_snaps_to_the_nearest_family_member():
         shape_for_params(0)
 
 
-def test_half_step_sizes_put_one_wider_shape_between_family_members():
-    shapes = half_step_sizes(1e4, 8e5)
-    assert [(shape["n_layers"], shape["d_model"]) for shape in shapes] == [(1, 32), (1, 64), (2, 64), (2, 96), (3, 96), (3, 128), (4, 128)]
-    assert shapes[1] == shape_of(1, 64) == {"n_layers": 1, "d_model": 64, "n_heads": 2, "d_ff": 256}
-    runs = expand(Study(SPEC, SizeGrid(shapes, tokens=50_000), overrides=SMALL))
-    sizes = [run.non_embedding_params for run in runs]
-    assert sizes == sorted(sizes) and 2 <= min(b / a for a, b in zip(sizes, sizes[1:])) and max(b / a for a, b in zip(sizes, sizes[1:])) <= 4
+def test_shape_of_keeps_the_family_rules_at_any_depth():
+    assert shape_of(2, 96) == {"n_layers": 2, "d_model": 96, "n_heads": 3, "d_ff": 384}
+    assert shape_of(4, 128) == shape_for_params(800_000)
 
 
 # ----------------------------------------------------------------------------- the command, dry
@@ -160,6 +156,9 @@ def test_dry_run_prints_parseable_rows_and_writes_nothing(tmp_path, capsys, monk
          "def get_study():\n    return Study('configs/lm.py:L4', SizeGrid(['L1'], tokens=1e5), rules=lambda plan: {'optim.warmup_steps': plan.steps + 5})\n",
          "warmup_steps"),
         ("def get_study():\n    return {'grid': []}\n", "expected bigmodel.scaling.sweep.Study"),
+        ("from bigmodel.scaling.sweep import SizeGrid, Study\n"
+         "def get_study():\n    return Study('configs/lm.py:L4', SizeGrid(['L1'], tokens=1e5), rules=lambda plan: {'optim.lr': plan.n_paramz})\n",
+         "AttributeError"),
     ],
 )
 def test_bad_experiment_is_one_error_line_and_exit_2(tmp_path, capsys, body, message):

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -44,10 +45,11 @@ MAX_EXIT_CODE = 125  # 126+ mean "not executable", "not found" and signals to a 
 POLL_INTERVAL_S = 0.5
 
 # Time estimate for --dry-run: FLOPs at the rate the trainer sustained on this 2-core CPU over
-# the demo's sizes (12K–788K non-embedding params, fp32, seq_len 128, batch 16: 21–44 GFLOP/s,
-# 31 overall), plus a fixed cost per run (start Python, import JAX, compile). The demo predicted
-# this way: 13.3 min; measured: 13.7 min (2026-11-22, --jobs 1, machine shared with other work).
-CPU_FLOPS_PER_S = 35e9
+# experiments/demo.py (2 layers, d_model 32–192, fp32, seq_len 128, batch 16: 18 GFLOP/s for the
+# smallest, 45 for the largest, 36 overall), plus a fixed cost per run (start Python, import
+# JAX and tfds). Predicted this way: 12.0 min; measured 12.1 min (2026-11-22, --jobs 1, on a
+# machine shared with other work). Small models are overhead-bound and run below this rate.
+CPU_FLOPS_PER_S = 40e9
 RUN_OVERHEAD_S = 10.0
 
 
@@ -74,8 +76,8 @@ def load_study(path: str | Path) -> Study:
         study = module.get_study()
     except ConfigError:
         raise
-    except (ValueError, TypeError, KeyError) as error:
-        raise ConfigError(f"{path}: get_study() failed: {error}") from None
+    except Exception as error:  # noqa: BLE001 — the experiment's code, reported as one line
+        raise ConfigError(f"{path}: get_study() failed: {type(error).__name__}: {error}") from None
     if not isinstance(study, Study):
         raise ConfigError(f"{path}: get_study() returned {type(study).__name__}, expected bigmodel.scaling.sweep.Study")
     return study
@@ -86,10 +88,10 @@ def plan_runs(experiment: str | Path) -> tuple[Study, list[Run]]:
     study = load_study(experiment)
     try:
         runs = expand(study)
-    except (ValueError, TypeError, KeyError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(f"{experiment}: the study does not expand: {error}") from None
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 — e.g. a typo in the experiment's rules
+        raise ConfigError(f"{experiment}: the study does not expand: {type(error).__name__}: {error}") from None
     validate_runs(runs, n_devices=1)
     return study, runs
 
@@ -107,7 +109,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
-def dry_run_table(runs: list[Run], workdir: Path, jobs: int) -> str:
+def dry_run_table(runs: list[Run], workdir: Path) -> str:
     width = max(len(run.name) for run in runs)
     lines = [
         f"# {len(runs)} runs; est. time = {RUN_OVERHEAD_S:.0f}s per run + FLOPs at {CPU_FLOPS_PER_S / 1e9:.0f} GFLOP/s "
@@ -299,7 +301,7 @@ def execute(runs: list[Run], workdir: Path, jobs: int) -> int:
                     print(f"{position[run.name]} failed   {run.name} ({row['wall_time_s']:.0f}s) {row['error']}", flush=True)
     except KeyboardInterrupt:
         for process, (run, _, _) in running.items():
-            process.terminate()  # Ctrl-C reached them too; this covers a SIGINT sent to us alone
+            process.terminate()  # the trainer checkpoints on SIGTERM; Ctrl-C in a terminal reached it already
             process.wait()
             rows[run.name] = registry_row(run, "pending", error="interrupted: rerun the sweep to resume")
         save()
@@ -342,6 +344,11 @@ def run_analysis(analysis: dict, workdir: Path) -> bool:
 # ----------------------------------------------------------------------------- the command
 
 
+def interrupt(signum, frame):
+    """SIGTERM → KeyboardInterrupt: `execute` then passes it on to the runs (which checkpoint)."""
+    raise KeyboardInterrupt
+
+
 def sweep_command(args) -> int:
     """Entry point from `bigmodel.cli`; returns the exit code."""
     if args.jobs < 1:
@@ -351,7 +358,7 @@ def sweep_command(args) -> int:
     study, runs = plan_runs(args.experiment)
     workdir = Path(args.workdir)
     if args.dry_run:
-        print(dry_run_json(runs, workdir) if args.json else dry_run_table(runs, workdir, args.jobs), flush=True)
+        print(dry_run_json(runs, workdir) if args.json else dry_run_table(runs, workdir), flush=True)
         return 0
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -359,11 +366,14 @@ def sweep_command(args) -> int:
         raise ConfigError(f"cannot create --workdir {workdir}: {error.strerror}; pick another directory") from None
     print(f"sweep {args.experiment}: {len(runs)} runs in {workdir}/ (registry {workdir / REGISTRY_FILE})", flush=True)
     started = time.perf_counter()
+    previous_handler = signal.signal(signal.SIGTERM, interrupt)  # a preempted sweep stops its runs too
     try:
         failed = execute(runs, workdir, args.jobs)
     except KeyboardInterrupt:
         print(f"interrupted: unfinished runs are marked pending in {workdir / REGISTRY_FILE}; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     print(f"sweep done in {format_duration(time.perf_counter() - started)}: {len(runs) - failed} finished, {failed} failed", flush=True)
     if study.analysis:
         run_analysis(study.analysis, workdir)

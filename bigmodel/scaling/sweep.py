@@ -15,15 +15,14 @@ flops = flops_per_token · tokens, so a run's FLOPs are its budget up to the rou
 from __future__ import annotations
 
 import dataclasses
-import math
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bigmodel.config import ConfigError, apply_overrides, load_config, validate
-from bigmodel.flops import model_stats, param_counts
-from bigmodel.presets import FF_MULT, HEAD_DIM, model_shape, preset_non_embedding_params, shape_for_params
+from bigmodel.flops import model_stats
+from bigmodel.presets import FF_MULT, HEAD_DIM, model_shape, shape_for_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "d_ff")
@@ -154,26 +153,9 @@ def sizes_between(min_non_embedding_params: float, max_non_embedding_params: flo
 
 
 def shape_of(n_layers: int, d_model: int) -> dict[str, int]:
-    """A shape with the family's head_dim and d_ff rules at any depth and width (a multiple of 32)."""
+    """A shape off the preset ladder that keeps the family's head_dim (32) and d_ff (4·d_model)
+    rules: for width sweeps at a fixed depth. d_model must be a multiple of 32."""
     return {"n_layers": n_layers, "d_model": d_model, "n_heads": d_model // HEAD_DIM, "d_ff": FF_MULT * d_model}
-
-
-def shape_without_heads(shape: dict[str, int]) -> dict[str, int]:
-    return {key: shape[key] for key in ("n_layers", "d_model", "d_ff")}
-
-
-def half_step_sizes(min_non_embedding_params: float, max_non_embedding_params: float) -> list[dict[str, int]]:
-    """The family L<n> (d_model = 32·n) and, between neighbours, the same depth one head wider
-    (d_model = 32·(n+1)): ≈ 12,288·n·(n+1)² parameters, so steps of 2–4× at the small end where
-    family members are 8× apart (L1 12K, 49K, L2 99K, 221K, L3 332K, 590K, L4 788K, ...)."""
-    shapes, n_layers = [], 1
-    while preset_non_embedding_params(n_layers) <= max_non_embedding_params:
-        for shape in (shape_of(n_layers, HEAD_DIM * n_layers), shape_of(n_layers, HEAD_DIM * (n_layers + 1))):
-            size = param_counts(**shape_without_heads(shape), vocab_size=1)["non_embedding_params"]
-            if min_non_embedding_params <= size <= max_non_embedding_params:
-                shapes.append(shape)
-        n_layers += 1
-    return shapes
 
 
 def resolve_shape(size: str | Mapping[str, int]) -> dict[str, int]:
