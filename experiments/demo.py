@@ -4,16 +4,16 @@ Six widths of a 2-layer Transformer (d_model 32 … 192: 25K → 886K non-embedd
 36×) each train on the same 1.6M bytes (Kaplan et al. 2020: L(N) at fixed data), then
 L(N) = E + A·N^-α is fitted to the five smallest and checked against the largest:
 
-  python -m bigmodel sweep experiments/demo.py --workdir runs/demo            # 12 min, 2-core CPU
+  python -m bigmodel sweep experiments/demo.py --workdir runs/demo            # 11 min, 2-core CPU
   python -m bigmodel sweep experiments/demo.py --workdir runs/demo --dry-run  # the table of runs
 
 Writes runs/demo/runs.csv (one row per run), runs/demo/fit.json (the law, with the held-out
 prediction against the measurement) and runs/demo/plots/. Rerunning skips finished runs.
 
-Measured 2026-11-22 (2-core CPU shared with other work, --jobs 1, 12.1 min): eval loss 1.624,
-1.450, 1.389, 1.344, 1.319 nats/byte from 25K to 615K parameters; fit L = 1.17 + 15.8·N^-0.352
-(α 95% CI [0.08, 0.47], 200 bootstrap refits); held out 886K: predicted 1.302, measured 1.317
-(−1.2%). The curve flattens at the top: 1.6M bytes is few tokens for the largest models.
+Measured 2026-11-22 (quiet 2-core CPU, --jobs 1, 10.8 min): eval loss 1.628, 1.450, 1.392,
+1.348, 1.322 nats/byte from 25K to 615K parameters; fit L = 1.19 + 19.4·N^-0.376 (α 95% CI
+[0.067, 0.523], 200 bootstrap refits); held out 886K: predicted 1.307, measured 1.317 (−0.8%).
+The curve flattens at the top: 1.6M bytes is few tokens for the largest models.
 
 Why widths at one depth rather than the preset ladder: at this budget (781 steps) depth barely
 pays. Measured here: 3 → 4 layers at d_model 128 gave eval loss 1.328 → 1.326 at the best lr of
