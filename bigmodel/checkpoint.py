@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 CHECKPOINT_DIR = "checkpoints"
 
 
-def make_manager(workdir: Path, keep: int, every_steps: int | None = None) -> ocp.CheckpointManager:
+def make_manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
     return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
 
