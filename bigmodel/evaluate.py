@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jax
 
-from bigmodel import checkpoint, config as config_lib, metrics as metrics_lib
+from bigmodel import checkpoint, config as config_lib, files, metrics as metrics_lib
 from bigmodel.train import VALIDATION_SEED, build, evaluate, make_eval_step, restore_or_init
 
 
@@ -52,6 +52,6 @@ def eval_command(workdir: str, batches: int | None = None) -> int:
         **evaluate(setup, make_eval_step(setup), state.params, validation, n_batches),
     }
     if jax.process_index() == 0:
-        metrics_lib.write_json_atomic(workdir / "eval.json", result)
+        files.write_json_atomic(workdir / "eval.json", result)
         print(json.dumps(result))
     return 0

@@ -1,4 +1,4 @@
-"""Run outputs: metrics.jsonl, TensorBoard scalars, a progress bar, atomic JSON files.
+"""Run outputs: metrics.jsonl, TensorBoard scalars, a progress bar.
 
 Only process 0 writes; other processes get writers whose methods do nothing.
 """
@@ -7,38 +7,27 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from bigmodel.files import read_jsonl, write_jsonl_atomic
+
 METRICS_FILE = "metrics.jsonl"
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write to a temporary file and rename, so readers never see half a file."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
-
-
 def read_metrics(workdir: Path) -> list[dict]:
-    path = Path(workdir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """metrics.jsonl's records (a torn last line from a killed process is skipped)."""
+    return read_jsonl(Path(workdir) / METRICS_FILE)
 
 
 def truncate_metrics_after(workdir: Path, step: int) -> None:
     """Drop lines logged after `step`: a resumed run re-logs them, so the curve stays single-valued."""
-    kept = [record for record in read_metrics(workdir) if record["step"] <= step]
     path = Path(workdir) / METRICS_FILE
     if path.exists():
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text("".join(json.dumps(record) + "\n" for record in kept))
-        os.replace(temporary, path)
+        write_jsonl_atomic(path, [record for record in read_metrics(workdir) if record.get("step", 0) <= step])
 
 
 class MetricsLog:

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from bigmodel import checkpoint, config as config_lib, metrics as metrics_lib, run_info, sharding
+from bigmodel import checkpoint, config as config_lib, files, metrics as metrics_lib, run_info, sharding
 from bigmodel.flops import model_stats
 from bigmodel.model import Transformer, cross_entropy, model_config
 from bigmodel.optim import make_optimizer
@@ -194,7 +194,7 @@ def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
         "compile_time_s": compile_time_s,
         **run_info.environment(),
     }
-    metrics_lib.write_json_atomic(Path(workdir) / "summary.json", summary)
+    files.write_json_atomic(Path(workdir) / "summary.json", summary)
     return summary
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from bigmodel.config import ConfigError, load_config
 from bigmodel.data import ByteTokenizer, LMDataset, load_dataset, resolve_data_dir
-from bigmodel.data.cachefiles import file_lock
+from bigmodel.files import file_lock
 from bigmodel.data.kjv import KJV_SHA256, NUM_CHAPTERS, locate_kjv_jsonl, prepare_kjv, read_verses
 
 CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "lm.py"

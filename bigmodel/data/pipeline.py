@@ -25,7 +25,7 @@ import grain
 import numpy as np
 
 from bigmodel.config import ConfigError
-from bigmodel.data.cachefiles import file_lock, temporary_sibling, write_atomically
+from bigmodel.files import file_lock, temporary_sibling, write_atomically
 from bigmodel.data.sources import check_dataset_name, dataset_slug, read_split_texts, resolve_data_dir
 from bigmodel.data.tokenizers import make_tokenizer
 

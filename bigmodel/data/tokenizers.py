@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 import sentencepiece
 
 from bigmodel.config import ConfigError
-from bigmodel.data.cachefiles import file_lock, write_atomically
+from bigmodel.files import file_lock, write_atomically
 
 NEWLINE = "\n"
 NEWLINE_PIECE = "<0x0A>"  # sentencepiece's byte-fallback piece for "\n"

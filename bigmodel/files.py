@@ -1,0 +1,128 @@
+"""Files that must never be seen half-written or written by two processes at once.
+
+Every file bigmodel rewrites (summary.json, eval.json, runs.csv, fit.json, the token cache, a
+tokenizer model, metrics.jsonl after a resume) goes through `write_atomically`: write a
+temporary sibling, then `os.replace` it, so a reader or a process killed at any instant sees the
+old file or the whole new one. `metrics.jsonl` is the one file that grows by appends; its reader
+`read_jsonl` skips a torn last line (a process killed mid-write) instead of failing on it.
+
+Two kinds of lock, both `fcntl.flock`, which the kernel releases when the holder dies (kill -9
+included), so a crashed process never blocks the next one:
+- `file_lock(path)`: wait for an exclusive lock (parallel jobs preparing one shared artifact);
+- `exclusive_workdir(dir, what)`: take it or fail at once with `WorkdirBusy` (a second trainer
+  or sweep on the same directory). flock locks belong to an open file, so never take the same
+  lock twice in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+LOCK_FILE = ".lock"
+
+
+class WorkdirBusy(RuntimeError):
+    """Another live process holds the directory's lock; the message is the one line to show."""
+
+
+def temporary_sibling(path: str | os.PathLike) -> Path:
+    """A name beside `path`, unique to this process, to write before `os.replace`."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one."""
+    temporary = temporary_sibling(path)
+    temporary.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if isinstance(data, str):
+            temporary.write_text(data)
+        else:
+            temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # after a failed write (disk full), leave no debris
+
+
+def write_json_atomic(path: str | os.PathLike, payload) -> None:
+    write_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """A JSON object from `path`, or None if it is missing or not a whole JSON object."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The JSON objects of a JSON-lines file, [] if it is missing.
+
+    A line that is not a whole JSON object is skipped: appends are the only writes, so such a
+    line is the torn tail of a process killed mid-write, and it costs one record, not the file.
+    """
+    try:
+        text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: list[dict]) -> None:
+    write_atomically(path, "".join(json.dumps(record) + "\n" for record in records))
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the body of the `with`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def exclusive_workdir(directory: str | os.PathLike, what: str):
+    """Lock `directory/.lock` for this process's lifetime, or raise WorkdirBusy at once.
+
+    Returns the open lock file: keep a reference for as long as the directory is yours (closing
+    it, or the process ending in any way, releases the lock). The holder's pid is written into
+    the file only to name it in the message.
+    """
+    path = Path(directory) / LOCK_FILE
+    lock_file = open(path, "a+")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        lock_file.seek(0)
+        holder = lock_file.read().strip() or "unknown"
+        lock_file.close()
+        if error.errno in (errno.EAGAIN, errno.EACCES):
+            raise WorkdirBusy(
+                f"{directory} is in use by another bigmodel {what} (pid {holder}): wait for it to finish or pick another --workdir"
+            ) from None
+        raise
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(f"{os.getpid()}\n")
+    lock_file.flush()
+    return lock_file
