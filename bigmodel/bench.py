@@ -13,7 +13,7 @@ import time
 import jax
 
 from bigmodel import config as config_lib, sharding
-from bigmodel.flops import FLOPS_FORMULA, device_peak_flops, mfu, model_stats
+from bigmodel.flops import FLOPS_FORMULA, device_peak_flops, mfu, run_stats
 from bigmodel.train import build, make_train_step
 
 
@@ -45,7 +45,7 @@ def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int,
     jax.block_until_ready((state, step_metrics))
     elapsed = time.perf_counter() - start
 
-    stats = model_stats(config.model, config.data)
+    stats = run_stats(config)
     tokens_per_s = steps * config.train.batch_size * config.data.seq_len / elapsed
     flops_per_s = tokens_per_s * stats["flops_per_token"]
     device = jax.devices()[0]

@@ -2,16 +2,28 @@
 
 Restores always pass a target whose leaves are `jax.ShapeDtypeStruct`s carrying the *current*
 shardings, so a checkpoint written on 8 devices lands on 1 (or the reverse) without a copy step.
+
+A damaged checkpoint (files truncated or overwritten, a disk that lost blocks) is never fatal
+while an older one is intact: `restore_newest_readable` warns once per unreadable step and falls
+back. Training moves the unreadable step aside (never deletes it) so it can write that step
+again; evaluation only reads.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
+UNREADABLE_DIR = "checkpoints_unreadable"  # beside CHECKPOINT_DIR: orbax must not see these as steps
+
+
+class NoReadableCheckpoint(RuntimeError):
+    """Every checkpoint of a run failed to restore; the message is the one line to show."""
 
 
 def make_manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
@@ -30,3 +42,43 @@ def abstract_target(abstract_state, shardings):
 
 def restore(manager: ocp.CheckpointManager, step: int, target):
     return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+
+def _one_line(error: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(error).split(" See full TensorStore details")[0].split()) or type(error).__name__
+    return f"{type(error).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
+
+
+def set_aside(manager: ocp.CheckpointManager, step: int) -> Path:
+    """Move step's directory to <workdir>/checkpoints_unreadable/<step>-<time> and forget it."""
+    source = Path(manager.directory) / str(step)
+    destination = Path(manager.directory).parent / UNREADABLE_DIR / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_index() == 0:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(destination)
+    manager.reload()
+    return destination
+
+
+def restore_newest_readable(manager: ocp.CheckpointManager, target, *, move_unreadable: bool):
+    """(state, step) from the newest checkpoint that restores, or (None, None) if none exists.
+
+    Each unreadable step costs one `warning:` line on stderr. With `move_unreadable`, it is moved
+    aside (see `set_aside`); otherwise it stays where it is. If every step is unreadable, raises
+    NoReadableCheckpoint: starting over silently would throw a run away.
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    for step in steps:
+        try:
+            return restore(manager, step, target), step
+        except Exception as error:  # noqa: BLE001 — tensorstore and zarr raise many types for damaged files
+            if move_unreadable:
+                where = set_aside(manager, step)
+                action = f"moved to {where}"
+            else:
+                action = "left in place"
+            print(f"warning: checkpoint step {step} in {manager.directory} is unreadable ({_one_line(error)}); {action}; "
+                  "falling back to the previous step", file=sys.stderr, flush=True)
+    if steps:
+        raise NoReadableCheckpoint(f"no checkpoint in {manager.directory} is readable (tried steps {steps}): restore them from a backup or start a new --workdir")
+    return None, None

@@ -27,13 +27,23 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file {path!r} not found: pass --config path/to/file.py[:arg]")
     module_spec = importlib.util.spec_from_file_location(f"_bigmodel_config_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise ConfigError(f"config file {path!r} line {error.lineno}: {error.msg}: fix the Python syntax") from None
+    except Exception as error:  # noqa: BLE001 — any import-time failure is the file's problem
+        raise ConfigError(f"config file {path!r} failed to load: {type(error).__name__}: {error}") from None
+    if not callable(getattr(module, "get_config", None)):
         raise ConfigError(f"config file {path!r} defines no get_config(arg)")
     try:
-        return module.get_config(arg) if arg else module.get_config()
+        config = module.get_config(arg) if arg else module.get_config()
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    except Exception as error:  # noqa: BLE001 — the config's own code, reported as one line
+        raise ConfigError(f"config file {path!r}: get_config({arg!r}) failed: {type(error).__name__}: {error}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"config file {path!r}: get_config() returned {type(config).__name__}, expected an ml_collections.ConfigDict")
+    return config
 
 
 def parse_override(arg: str) -> tuple[str, str]:
@@ -88,7 +98,21 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
 
 
 def load_config(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
-    return apply_overrides(load_config_file(spec), overrides or {})
+    """The config file's config with the overrides applied, resolved (see `resolve`)."""
+    return resolve(apply_overrides(load_config_file(spec), overrides or {}))
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config as it will run, with values that depend on others made explicit.
+
+    Warmup is capped at the run length, so `--config.train.steps=40` works on a config whose
+    default warmup is longer; config.json records the effective value.
+    """
+    config = copy.deepcopy(config)
+    steps, warmup = _get(config, "train.steps"), _get(config, "optim.warmup_steps")
+    if isinstance(steps, int) and isinstance(warmup, int) and steps > 0 and warmup > steps:
+        config.optim.warmup_steps = steps
+    return config
 
 
 CHOICES = {

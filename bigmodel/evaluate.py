@@ -1,4 +1,4 @@
-"""`bigmodel eval --workdir DIR`: validation loss and bits/byte of a run's latest checkpoint.
+"""`bigmodel eval --workdir DIR`: validation loss and bits/byte of a run's newest readable checkpoint.
 
 The checkpoint is restored onto the devices present now: the run's own mesh when it fits,
 otherwise plain data parallelism over every device.
@@ -41,7 +41,10 @@ def eval_command(workdir: str, batches: int | None = None) -> int:
     if manager.latest_step() is None:
         raise config_lib.ConfigError(no_checkpoint)
     setup = build(config)
-    state, step = restore_or_init(setup, manager)
+    try:
+        state, step = restore_or_init(setup, manager, move_unreadable=False)  # eval only reads
+    except checkpoint.NoReadableCheckpoint as error:
+        raise config_lib.ConfigError(str(error)) from None
     manager.close()
     validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)
     n_batches = batches or config.eval.batches

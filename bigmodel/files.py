@@ -126,3 +126,21 @@ def exclusive_workdir(directory: str | os.PathLike, what: str):
     lock_file.write(f"{os.getpid()}\n")
     lock_file.flush()
     return lock_file
+
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.ENOENT, errno.EIO, errno.EACCES}
+STORAGE_PHRASES = ("No space left on device", "Read-only file system", "File too large", "Disk quota exceeded", "Input/output error")
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """The storage problem behind `error` (its chain searched: orbax wraps the OSError of its
+    writer threads), or None if it is something else."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in STORAGE_ERRNOS:
+            return f"{seen.strerror}" + (f": {seen.filename}" if seen.filename else "")
+        phrase = next((phrase for phrase in STORAGE_PHRASES if phrase in str(seen)), None)
+        if phrase:
+            return phrase
+        seen = seen.__cause__ or seen.__context__
+    return None

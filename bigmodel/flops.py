@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import re
 
+import ml_collections
+
+from bigmodel.model_config import ModelConfig, model_config
+
 FLOPS_FORMULA = "6*(non_embedding_params + d_model*vocab_size) + 12*n_layers*d_model*seq_len (PaLM App. B)"
 
 # Dense peak FLOP/s per device for bf16 (fp32 where the device has no faster path). Override
@@ -36,21 +40,12 @@ def layer_params(d_model: int, d_ff: int) -> int:
     return 4 * d_model * d_model + 2 * d_model * d_ff + 2 * d_model
 
 
-def param_counts(
-    *,
-    d_model: int,
-    n_layers: int,
-    d_ff: int,
-    vocab_size: int,
-    max_seq_len: int = 0,
-    positions: str = "rope",
-    tie_embeddings: bool = False,
-) -> dict[str, int]:
+def param_counts(model: ModelConfig) -> dict[str, int]:
     """Exact parameter counts of `bigmodel.model.Transformer` (a test checks them against init)."""
-    token_embedding = vocab_size * d_model
-    position_embedding = max_seq_len * d_model if positions == "learned" else 0
-    head = 0 if tie_embeddings else d_model * vocab_size
-    non_embedding = n_layers * layer_params(d_model, d_ff) + d_model  # + final norm
+    token_embedding = model.vocab_size * model.d_model
+    position_embedding = model.max_seq_len * model.d_model if model.positions == "learned" else 0
+    head = 0 if model.tie_embeddings else model.d_model * model.vocab_size
+    non_embedding = model.n_layers * layer_params(model.d_model, model.d_ff) + model.d_model  # + final norm
     return {
         "params": token_embedding + position_embedding + non_embedding + head,
         "non_embedding_params": non_embedding,
@@ -65,26 +60,23 @@ def flops_per_token(*, non_embedding_params: int, d_model: int, n_layers: int, v
     return 6 * matmul_params + 12 * n_layers * d_model * seq_len
 
 
-def model_stats(model_config, data_config) -> dict[str, int | str]:
-    """Counts and FLOPs/token for a config's `model` and `data` groups."""
-    counts = param_counts(
-        d_model=model_config.d_model,
-        n_layers=model_config.n_layers,
-        d_ff=model_config.d_ff,
-        vocab_size=data_config.vocab_size,
-        max_seq_len=model_config.max_seq_len,
-        positions=model_config.positions,
-        tie_embeddings=model_config.tie_embeddings,
+def model_stats(model: ModelConfig, seq_len: int) -> dict[str, int | str]:
+    """Parameter counts, FLOPs/token at `seq_len` tokens of context, and the formula's name."""
+    stats: dict[str, int | str] = param_counts(model)
+    stats["flops_per_token"] = flops_per_token(
+        non_embedding_params=stats["non_embedding_params"],
+        d_model=model.d_model,
+        n_layers=model.n_layers,
+        vocab_size=model.vocab_size,
+        seq_len=seq_len,
     )
-    counts["flops_per_token"] = flops_per_token(
-        non_embedding_params=counts["non_embedding_params"],
-        d_model=model_config.d_model,
-        n_layers=model_config.n_layers,
-        vocab_size=data_config.vocab_size,
-        seq_len=data_config.seq_len,
-    )
-    counts["flops_formula"] = FLOPS_FORMULA
-    return counts
+    stats["flops_formula"] = FLOPS_FORMULA
+    return stats
+
+
+def run_stats(config: ml_collections.ConfigDict) -> dict[str, int | str]:
+    """`model_stats` of a full run config: what logs, summaries, benches and sweeps record."""
+    return model_stats(model_config(config), config.data.seq_len)
 
 
 def device_peak_flops(device_kind: str) -> float | None:

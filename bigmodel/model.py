@@ -3,6 +3,7 @@
 Pre-norm blocks written as the two residual lines they are, scanned over layers (one compiled
 block at any depth), rotary or learned positions, an untied or tied LM head. Parameters are
 float32; `dtype` is the compute dtype; logits and the loss are float32.
+`config` is a `ModelConfig` (`bigmodel.model_config`); `model_config(run_config)` builds one.
 `bigmodel.flops.param_counts` states the exact parameter count (a test holds them equal).
 """
 
@@ -14,6 +15,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+# model_config is re-exported: the trainer builds `Transformer(model_config(config))` from here.
+from bigmodel.model_config import ModelConfig, model_config  # noqa: F401
 
 REMAT_POLICIES = {
     "full": None,  # recompute everything in the backward pass
@@ -48,13 +52,13 @@ def _tokens_first(x: jax.Array) -> jax.Array:
 
 
 class Attention(nn.Module):
-    config: object
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         config = self.config
         batch, seq_len = x.shape[:2]
-        head_dim = config.d_model // config.n_heads
+        head_dim = config.head_dim
         dtype = jnp.dtype(config.dtype)
         tokens = _tokens_first(x)
 
@@ -78,7 +82,7 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    config: object
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -95,7 +99,7 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """x + attention(norm(x)), then x + mlp(norm(x)); shaped (carry, _) → (carry, None) for nn.scan."""
 
-    config: object
+    config: ModelConfig
     deterministic: bool = True
 
     @nn.compact
@@ -107,12 +111,9 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """tokens [batch, seq] int32 → logits [batch, seq, vocab] float32.
+    """tokens [batch, seq] int32 → logits [batch, seq, vocab] float32."""
 
-    `config` is the `model` group plus `vocab_size` (see `model_config`).
-    """
-
-    config: object
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -154,13 +155,6 @@ class Transformer(nn.Module):
                 kernel_init=_dense_init(0.02, ("embed", "vocab")),
             )(_tokens_first(x)).reshape(*x.shape[:2], config.vocab_size)
         return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "seq", "vocab"))
-
-
-def model_config(config) -> object:
-    """The model group with the tokenizer's vocab_size folded in (what `Transformer` reads)."""
-    model = config.model.copy_and_resolve_references()
-    model.vocab_size = config.data.vocab_size
-    return model
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import signal
 import sys
@@ -27,16 +28,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from bigmodel import checkpoint, config as config_lib, files, metrics as metrics_lib, run_info, sharding
-from bigmodel.flops import model_stats
+from bigmodel import checkpoint, config as config_lib, exit_codes, files, metrics as metrics_lib, run_info, sharding
+from bigmodel import workdir as workdir_lib
+from bigmodel.flops import run_stats
 from bigmodel.model import Transformer, cross_entropy, model_config
 from bigmodel.optim import make_optimizer
 
-# Keys that may change between a run and its resumption without changing what is computed
-# (train.steps is allowed so a finished run can be extended; its schedule then changes).
 # One validation order for every run, so eval losses compare across seeds and sizes.
 VALIDATION_SEED = 0
-RESUMABLE_CHANGES = ("train.steps", "train.log_every", "mesh.", "checkpoint.", "eval.every_steps")
 
 
 @flax.struct.dataclass
@@ -59,6 +58,8 @@ class Setup:
     batch_sharding: jax.sharding.NamedSharding
     abstract_state: Any
     init_state: Callable[[jax.Array], TrainState]
+    rules: tuple  # logical axis name → mesh axes, from config.sharding.rules
+    compile_time_s: float | None = None  # set when the train step is compiled
 
 
 def build(config: ml_collections.ConfigDict) -> Setup:
@@ -85,6 +86,7 @@ def build(config: ml_collections.ConfigDict) -> Setup:
         batch_sharding=sharding.batch_sharding(mesh, rules),
         abstract_state=nn.unbox(abstract_boxed),
         init_state=init_state,
+        rules=rules,
     )
 
 
@@ -92,7 +94,6 @@ def make_train_step(setup: Setup):
     """(state, batch [batch, seq+1]) → (state, {loss, grad_norm, lr}); jitted, state donated."""
     config, model, optimizer = setup.config, setup.model, setup.optimizer
     accum, dropout = config.train.grad_accum, config.model.dropout > 0
-    rules = sharding.logical_rules(config)
 
     def loss_fn(params, tokens, key):
         logits = model.apply({"params": params}, tokens[:, :-1], deterministic=not dropout, rngs={"dropout": key})
@@ -119,7 +120,7 @@ def make_train_step(setup: Setup):
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": setup.schedule(state.step)}
 
     def with_rules(state, batch):
-        with nn.logical_axis_rules(rules):
+        with nn.logical_axis_rules(setup.rules):
             return step_fn(state, batch)
 
     return jax.jit(
@@ -132,10 +133,9 @@ def make_train_step(setup: Setup):
 
 def make_eval_step(setup: Setup):
     """(params, batch) → mean loss in nats/token."""
-    rules = sharding.logical_rules(setup.config)
 
     def eval_fn(params, batch):
-        with nn.logical_axis_rules(rules):
+        with nn.logical_axis_rules(setup.rules):
             logits = setup.model.apply({"params": params}, batch[:, :-1], deterministic=True)
         return cross_entropy(logits, batch[:, 1:])
 
@@ -153,26 +153,96 @@ def evaluate(setup: Setup, eval_step, params, validation, n_batches: int) -> dic
     return {"eval_loss": loss, "eval_bpb": loss / math.log(2) / validation.bytes_per_token}
 
 
-def restore_or_init(setup: Setup, manager) -> tuple[TrainState, int]:
-    """The latest checkpoint placed on this run's shardings, or a fresh state."""
-    step = manager.latest_step()
-    if step is None:
-        return setup.init_state(jax.random.key(setup.config.seed)), 0
+# ----------------------------------------------------------------------------- resume
+
+
+@dataclasses.dataclass
+class Resumed:
+    state: TrainState
+    step: int  # the first step to run
+    earlier_wall_time_s: float  # wall time of the earlier attempts (it accumulates over resumes)
+
+
+def restore_or_init(setup: Setup, manager, *, move_unreadable: bool) -> tuple[TrainState, int]:
+    """The newest readable checkpoint placed on this run's shardings, or a fresh state."""
     target = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
-    return checkpoint.restore(manager, step, target), step
+    state, step = checkpoint.restore_newest_readable(manager, target, move_unreadable=move_unreadable)
+    if state is None:
+        return setup.init_state(jax.random.key(setup.config.seed)), 0
+    return state, step
+
+
+def resume(setup: Setup, manager, workdir: Path, is_writer: bool) -> Resumed:
+    """Restore (or init), and cut metrics.jsonl back to the restored step: the steps after it
+    are computed again, so the curve stays single-valued."""
+    state, step = restore_or_init(setup, manager, move_unreadable=True)
+    if is_writer:
+        metrics_lib.truncate_metrics_after(workdir, step)
+    earlier = [record for record in metrics_lib.read_metrics(workdir) if "wall_time_s" in record]
+    return Resumed(state, step, earlier[-1]["wall_time_s"] if earlier else 0.0)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def due(step: int, every: int, last_step: int) -> bool:
+    """The one cadence rule for logging, eval and checkpoints: every N steps, and the last step."""
+    return step % every == 0 or step == last_step
 
 
 def _finite(record: dict) -> bool:
     return math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])
 
 
-def _stop_requested_flag() -> threading.Event:
-    """An event set by SIGTERM (preemption) or Ctrl-C, so the loop can checkpoint before exiting."""
-    requested = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: requested.set())
-    return requested
+class StopRequest:
+    """Set by SIGTERM (preemption) or Ctrl-C: the loop checkpoints the current step and exits
+    STOPPED. Further signals only say so: a second Ctrl-C must not tear the checkpoint."""
+
+    def __init__(self):
+        self.requested = False
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        if self.requested:
+            print(f"already stopping ({signal.Signals(signum).name}): checkpointing the current step, then exiting", file=sys.stderr, flush=True)
+        self.requested = True
+
+
+class StorageErrorFilter(logging.Filter):
+    """Drops orbax's own ERROR records (one per writer thread, with tracebacks) for a storage
+    failure: `run` reports it once, as one `error:` line. Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.levelno >= logging.ERROR and (files.storage_failure(error) if error else files.storage_failure(Exception(record.getMessage()))))
+
+
+@dataclasses.dataclass
+class Interval:
+    """Steps and time since the last logged record, excluding eval and checkpoint pauses."""
+
+    start: float
+    steps: int = 0
+    paused_s: float = 0.0
+
+    def elapsed_s(self, now: float) -> float:
+        return now - self.start - self.paused_s
+
+
+def train_record(step: int, metrics: dict, interval: Interval, now: float, tokens_per_step: int, wall_time_s: float) -> dict:
+    elapsed = interval.elapsed_s(now)
+    return {
+        "step": step,
+        "loss": float(metrics["loss"]),
+        "lr": float(metrics["lr"]),
+        "grad_norm": float(metrics["grad_norm"]),
+        "tokens_seen": step * tokens_per_step,
+        "tokens_per_s": interval.steps * tokens_per_step / elapsed,
+        "step_time_s": elapsed / interval.steps,
+        "wall_time_s": wall_time_s,
+    }
 
 
 def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
@@ -180,7 +250,7 @@ def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
     records = metrics_lib.read_metrics(workdir)
     train_records = [record for record in records if "loss" in record]
     eval_records = [record for record in records if "eval_loss" in record]
-    stats = model_stats(config.model, config.data)
+    stats = run_stats(config)
     tokens = config.train.steps * config.train.batch_size * config.data.seq_len
     summary = {
         **stats,
@@ -198,139 +268,115 @@ def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
     return summary
 
 
-def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | None = None) -> int:
+def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | None = None, stop: StopRequest | None = None) -> int:
     """Train until config.train.steps (or stop_at_step), checkpointing; return an exit code."""
     from bigmodel.data import load_dataset  # tensorflow-datasets is slow to import; only runs need it
 
     is_writer = jax.process_index() == 0
+    stop = stop or StopRequest()
+    train_data = load_dataset(config.data, "train", config.seed)  # a bad dataset name fails here,
+    validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)  # before anything is written
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     if (manager.latest_step() or 0) >= config.train.steps:
         manager.close()
         if is_writer and not (workdir / "summary.json").exists():
             write_summary(config, workdir, compile_time_s=None)
         print(f"{workdir} already finished {config.train.steps} steps; see {workdir / 'summary.json'}")
-        return 0
-
+        return exit_codes.OK
     setup = build(config)
-    train_data = load_dataset(config.data, "train", config.seed)
-    validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)
-    state, start_step = restore_or_init(setup, manager)
+    try:
+        resumed = resume(setup, manager, workdir, is_writer)
+    except checkpoint.NoReadableCheckpoint as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.FAILED
     if is_writer:
-        metrics_lib.truncate_metrics_after(workdir, start_step)
-    earlier = [record for record in metrics_lib.read_metrics(workdir) if "wall_time_s" in record]
-    earlier_wall_time_s = earlier[-1]["wall_time_s"] if earlier else 0.0  # wall time accumulates over resumes
+        workdir_lib.write_config(config, workdir)  # only now: every check has passed and the run will start
     log = metrics_lib.MetricsLog(workdir, enabled=is_writer)
-    end_step = min(config.train.steps, stop_at_step or config.train.steps)
-    progress = metrics_lib.Progress(config.train.steps, start_step, enabled=is_writer)
-    if start_step:
-        progress.message(f"resumed from checkpoint at step {start_step}")
+    progress = metrics_lib.Progress(config.train.steps, resumed.step, enabled=is_writer)
+    if resumed.step:
+        progress.message(f"resumed from checkpoint at step {resumed.step}")
+    quiet = StorageErrorFilter()
+    logging.getLogger("absl").addFilter(quiet)  # orbax logs through absl
+    try:
+        code = train_loop(setup, manager, resumed, train_data, validation, log, progress, stop, stop_at_step)
+        manager.wait_until_finished()  # async writes surface their errors here
+    except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
+        reason = files.storage_failure(error)
+        if reason is None:
+            raise
+        print(f"error: writing to {workdir} failed ({reason}); the checkpoints written before are intact: "
+              "free space or fix the storage, then rerun the same command to resume", file=sys.stderr, flush=True)
+        return exit_codes.STORAGE_ERROR
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)
+        progress.close()
+        log.close()
+    manager.close()
+    if code == exit_codes.OK and is_writer and (stop_at_step or config.train.steps) >= config.train.steps:
+        summary = write_summary(config, workdir, setup.compile_time_s)
+        print(json.dumps({key: summary[key] for key in ("steps", "final_loss", "final_eval_loss", "eval_bpb", "wall_time_s")}))
+    return code
 
-    global_batch, tokens_per_step = config.train.batch_size, config.train.batch_size * config.data.seq_len
+
+def train_loop(setup: Setup, manager, resumed: Resumed, train_data, validation, log, progress, stop: StopRequest,
+               stop_at_step: int | None) -> int:
+    """Steps from resumed.step to the end (or a stop); logs, evaluates and checkpoints on the
+    `due` cadence. Returns OK, STOPPED (signal; checkpointed) or FAILED (non-finite loss)."""
+    config = setup.config
+    last_step = config.train.steps
+    end_step = min(last_step, stop_at_step or last_step)
+    tokens_per_step = config.train.batch_size * config.data.seq_len
     process = (jax.process_index(), jax.process_count())
 
     def batch_at(step: int) -> jax.Array:
-        return sharding.global_batch(train_data.batch(step, global_batch, *process), setup.batch_sharding)
+        return sharding.global_batch(train_data.batch(step, config.train.batch_size, *process), setup.batch_sharding)
 
     run_start = time.perf_counter()
-    train_step = make_train_step(setup).lower(state, batch_at(start_step)).compile()
-    compile_time_s = time.perf_counter() - run_start
+    train_step = make_train_step(setup).lower(resumed.state, batch_at(resumed.step)).compile()
+    setup.compile_time_s = time.perf_counter() - run_start
     eval_step = make_eval_step(setup)
-
-    preempted = _stop_requested_flag()
-    interval_start = time.perf_counter()
-    interval_steps, last_good_checkpoint, exit_code = 0, manager.latest_step(), 0
-    paused_s = 0.0  # eval and checkpoint time inside the current log interval: not step time
-    for step in range(start_step, end_step):
-        state, step_metrics = train_step(state, batch_at(step))
-        interval_steps += 1
-        done = step + 1
-        if preempted.is_set():  # SIGTERM/SIGINT: checkpoint this step, then stop; rerun resumes here
+    state, interval, last_checkpoint = resumed.state, Interval(time.perf_counter()), manager.latest_step()
+    for done in range(resumed.step + 1, end_step + 1):
+        state, step_metrics = train_step(state, batch_at(done - 1))
+        interval.steps += 1
+        if stop.requested:  # SIGTERM/SIGINT: checkpoint this step, then stop; a rerun resumes here
             end_step = done
-        checkpoint_now = done % config.checkpoint.every_steps == 0 or done == end_step
-        if done % config.train.log_every == 0 or checkpoint_now:
-            step_metrics = jax.device_get(step_metrics)
+        checkpoint_now = due(done, config.checkpoint.every_steps, end_step)
+        if due(done, config.train.log_every, last_step) or checkpoint_now:
             now = time.perf_counter()
-            elapsed = now - interval_start - paused_s
-            record = {
-                "step": done,
-                "loss": float(step_metrics["loss"]),
-                "lr": float(step_metrics["lr"]),
-                "grad_norm": float(step_metrics["grad_norm"]),
-                "tokens_seen": done * tokens_per_step,
-                "tokens_per_s": interval_steps * tokens_per_step / elapsed,
-                "step_time_s": elapsed / interval_steps,
-                "wall_time_s": earlier_wall_time_s + now - run_start,
-            }
-            if not _finite(record):
-                print(
-                    f"error: loss became non-finite by step {done} (loss={record['loss']}, grad_norm={record['grad_norm']}); "
-                    f"kept the last good checkpoint (step {last_good_checkpoint}); lower optim.lr or raise optim.warmup_steps",
-                    file=sys.stderr,
-                )
-                exit_code = 1
-                break
-            log.write(record)
-            progress.update(done, record)
-            interval_start, interval_steps, paused_s = time.perf_counter(), 0, 0.0
+            record = train_record(done, jax.device_get(step_metrics), interval, now, tokens_per_step,
+                                  resumed.earlier_wall_time_s + now - run_start)
+            if not _finite(record):  # never checkpoint a diverged state
+                print(f"error: loss became non-finite by step {done} (loss={record['loss']}, grad_norm={record['grad_norm']}); "
+                      f"kept the last good checkpoint (step {last_checkpoint}); lower optim.lr or raise optim.warmup_steps",
+                      file=sys.stderr, flush=True)
+                return exit_codes.FAILED
+            if due(done, config.train.log_every, last_step):  # a stop's checkpoint adds no point to the curve
+                log.write(record)
+                progress.update(done, record)
+                interval = Interval(time.perf_counter())
         pause_start = time.perf_counter()
-        if done % config.eval.every_steps == 0 or done == config.train.steps:
+        if due(done, config.eval.every_steps, last_step):
             result = evaluate(setup, eval_step, state.params, validation, config.eval.batches)
             log.write({"step": done, **result})
             progress.message(f"step {done} eval_loss {result['eval_loss']:.4f} eval_bpb {result['eval_bpb']:.4f}")
         if checkpoint_now:
             checkpoint.save(manager, done, state)
-            last_good_checkpoint = done
-        paused_s += time.perf_counter() - pause_start
-        if done == end_step:
+            last_checkpoint = done
+        interval.paused_s += time.perf_counter() - pause_start
+        if done == end_step:  # a stop request moved the end here
             break
-    manager.wait_until_finished()
-    manager.close()
-    progress.close()
-    log.close()
-    if preempted.is_set():
+    if stop.requested and end_step < last_step:
         progress.message(f"stopped by signal after step {end_step} and checkpointed; run the same command to resume")
-    if exit_code or end_step < config.train.steps:
-        return exit_code
-    if is_writer:
-        summary = write_summary(config, workdir, compile_time_s)
-        print(json.dumps({key: summary[key] for key in ("steps", "final_loss", "final_eval_loss", "eval_bpb", "wall_time_s")}))
-    return 0
-
-
-def _config_changes(saved: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs."""
-    changes = []
-    for key in sorted(set(saved) | set(new)):
-        dotted = f"{prefix}{key}"
-        old_value, new_value = saved.get(key), new.get(key)
-        if isinstance(old_value, dict) and isinstance(new_value, dict):
-            changes += _config_changes(old_value, new_value, dotted + ".")
-        elif old_value != new_value:
-            changes.append(f"{dotted}: {old_value!r} -> {new_value!r}")
-    return changes
-
-
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    """Refuse to mix runs: an existing workdir must hold this same run (resume), or be empty."""
-    config_path = workdir / "config.json"
-    if config_path.exists():
-        saved = json.loads(config_path.read_text())
-        new = json.loads(config_lib.to_json(config))
-        changes = [change for change in _config_changes(saved, new) if not change.startswith(RESUMABLE_CHANGES)]
-        if changes:
-            raise config_lib.ConfigError(
-                f"workdir {workdir} holds a run with a different config ({'; '.join(changes[:3])}): use a new --workdir"
-            )
-    elif workdir.exists() and any(workdir.iterdir()):
-        raise config_lib.ConfigError(f"workdir {workdir} exists and is not a bigmodel run (no config.json): pick a new --workdir")
+        return exit_codes.STOPPED
+    return exit_codes.OK
 
 
 def train_command(spec: str, overrides: dict[str, str], workdir: str, stop_at_step: int | None = None) -> int:
     config = config_lib.load_config(spec, overrides)
     config_lib.validate(config, jax.device_count(), jax.process_count())
     workdir = Path(workdir)
-    prepare_workdir(config, workdir)
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config_lib.to_json(config) + "\n")
-    return run(config, workdir, stop_at_step)
+    workdir_lib.check(config, workdir)
+    stop = StopRequest()  # from here on, a signal means "checkpoint and exit", not a traceback
+    lock = workdir_lib.claim(workdir)  # noqa: F841 — held until the process exits
+    return run(config, workdir, stop_at_step, stop)

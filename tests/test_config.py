@@ -19,7 +19,7 @@ BAD_CONFIGS = [
     (["--config.optim.schedule=linear"], "config.optim.schedule must be one of constant, cosine, wsd"),
     (["--config.train.steps=0"], "config.train.steps must be a positive integer"),
     (["--config.train.grad_accum=3"], "batch_size=32 is not divisible by grad_accum=3"),
-    (["--config.optim.warmup_steps=5000"], "warmup_steps=5000 must be between 0 and train.steps=3000"),
+    (["--config.optim.warmup_steps=-1"], "warmup_steps=-1 must be between 0 and train.steps=3000"),
     (["--config.data.vocab_size=1000"], "vocab_size must be 256 with the bytes tokenizer"),
     (["--config.data.dataset=wiki"], "config.data.dataset='wiki' is unknown"),
     (["--config.model.dropout=1.5"], "config.model.dropout must be in [0, 1)"),

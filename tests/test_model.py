@@ -1,5 +1,8 @@
 """The Transformer: causal masking, exact parameter counts, logical axis names, precision."""
 
+import dataclasses
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,9 +10,9 @@ import numpy as np
 import pytest
 
 from bigmodel.config import apply_overrides, load_config
-from bigmodel.flops import flops_per_token, model_stats, param_counts
-from bigmodel.model import Transformer, model_config
-from bigmodel.presets import PRESETS, model_shape
+from bigmodel.flops import FLOPS_FORMULA, flops_per_token, param_counts, run_stats
+from bigmodel.model import ModelConfig, Transformer, model_config
+from bigmodel.presets import PRESETS, model_shape, preset_model, presets_table
 
 
 def _config(preset="L2", **overrides):
@@ -36,29 +39,94 @@ def test_changing_a_future_token_never_changes_earlier_logits(positions):
     assert not np.allclose(logits[:, position:], changed_logits[:, position:])
 
 
+def _initialised_counts(model: ModelConfig) -> dict[str, int]:
+    """Parameter counts of the Flax model as `init` builds it (shapes only), split the way
+    `bigmodel.flops` defines them: embeddings = token + position tables, head = untied lm_head."""
+    shapes = jax.eval_shape(Transformer(model).init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+    params = nn.unbox(shapes["params"])
+
+    def size(tree) -> int:
+        return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+    embedding = size(params["token_embedding"]) + size(params.get("position_embedding", {}))
+    head = size(params.get("lm_head", {}))
+    return {
+        "params": size(params),
+        "non_embedding_params": size(params) - embedding - head,
+        "embedding_params": embedding,
+        "head_params": head,
+    }
+
+
 @pytest.mark.parametrize(
     "preset,overrides",
     [("L1", {}), ("L3", {}), ("L2", {"model.tie_embeddings": True}), ("L2", {"model.positions": "learned"}),
-     ("L2", {"model.d_ff": 100, "model.n_heads": 4})],
+     ("L2", {"model.d_ff": 100, "model.n_heads": 4}), ("L2", {"data.vocab_size": 1000})],
 )
-def test_parameter_count_equals_the_presets_formula(preset, overrides):
-    config = _config(preset, **overrides)
-    _, variables = _init(config)
-    leaves = jax.tree.leaves(nn.unbox(variables["params"]))
-    stats = model_stats(config.model, config.data)
-    assert sum(leaf.size for leaf in leaves) == stats["params"]
-    embedding = variables["params"]["token_embedding"]["embedding"].value.size
-    head = 0 if config.model.tie_embeddings else variables["params"]["lm_head"]["kernel"].value.size
-    positions = variables["params"]["position_embedding"].value.size if "position_embedding" in variables["params"] else 0
-    assert stats["non_embedding_params"] == stats["params"] - embedding - head - positions
+def test_parameter_count_equals_the_formula(preset, overrides):
+    model = model_config(_config(preset, **overrides))
+    assert _initialised_counts(model) == param_counts(model)
+
+
+@pytest.mark.parametrize("preset,vocab_size", [("L1", 256), ("L6", 1000), ("L12", 32_000)])
+def test_presets_table_counts_what_flax_initialises(preset, vocab_size):
+    row = next(line.split() for line in presets_table(vocab_size, 256) if line.split()[0] == preset)
+    printed_params, printed_non_embedding = (int(field.replace(",", "")) for field in row[5:7])
+    counts = _initialised_counts(preset_model(preset, vocab_size))
+    assert (printed_params, printed_non_embedding) == (counts["params"], counts["non_embedding_params"])
+
+
+def test_model_config_is_frozen():
+    model = model_config(_config("L2"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.d_model = 128
+
+
+def test_model_config_carries_every_model_key_and_the_vocabulary():
+    overrides = {
+        "model.positions": "learned", "model.tie_embeddings": True, "model.dropout": 0.1, "model.dtype": "bfloat16",
+        "model.remat": "dots", "model.attention": "cudnn", "model.max_seq_len": 512, "data.vocab_size": 4096,
+    }
+    config = _config("L3", **overrides)
+    assert dataclasses.asdict(model_config(config)) == {
+        "d_model": 96, "n_layers": 3, "n_heads": 3, "d_ff": 384, "vocab_size": 4096, "max_seq_len": 512,
+        "positions": "learned", "tie_embeddings": True, "dropout": 0.1, "dtype": "bfloat16", "remat": "dots",
+        "attention": "cudnn",
+    }
+    assert model_config(config).head_dim == 32
+
+
+def test_model_config_defaults_are_the_lm_config_defaults():
+    # Presets are counted with ModelConfig's defaults; they must be the model a default run trains.
+    assert model_config(_config("L4")) == ModelConfig(**model_shape("L4"), vocab_size=256) == preset_model("L4", 256)
+
+
+def test_model_config_refuses_a_key_the_model_would_ignore():
+    config = _config("L2")
+    config.model.n_experts = 8
+    with pytest.raises(TypeError, match="n_experts"):
+        model_config(config)
+
+
+@pytest.mark.parametrize(
+    "preset,overrides,expected",
+    [
+        # configs/lm.py's default (L4): the numbers recorded before ModelConfig existed.
+        (None, {}, {"params": 853_120, "non_embedding_params": 787_584, "embedding_params": 32_768,
+                    "head_params": 32_768, "flops_per_token": 6_494_976}),
+        ("L2", {"model.positions": "learned", "model.tie_embeddings": True, "data.seq_len": 512},
+         {"params": 180_544, "non_embedding_params": 98_624, "embedding_params": 81_920,
+          "head_params": 0, "flops_per_token": 1_476_480}),
+    ],
+)
+def test_run_stats_of_a_run_config(preset, overrides, expected):
+    spec = "configs/lm.py" if preset is None else f"configs/lm.py:{preset}"
+    config = load_config(spec, {key: str(value) for key, value in overrides.items()})
+    assert run_stats(config) == {**expected, "flops_formula": FLOPS_FORMULA}
 
 
 def test_presets_are_one_family_spanning_10k_to_1b():
-    shapes = [model_shape(name) for name in PRESETS]
-    counts = [
-        param_counts(d_model=shape["d_model"], n_layers=shape["n_layers"], d_ff=shape["d_ff"], vocab_size=256)["non_embedding_params"]
-        for shape in shapes
-    ]
+    counts = [param_counts(preset_model(name, 256))["non_embedding_params"] for name in PRESETS]
     assert counts == sorted(counts)
     assert 5e3 < counts[0] < 2e4 and counts[-1] > 1e9
     for name in PRESETS:

@@ -174,7 +174,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes(tmp_path, k
             break
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err
+    assert process.returncode == 75, err  # exit_codes.STOPPED: a scheduler can tell "preempted" from "finished"
     assert "stopped by signal" in out
     saved = [int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit()]
     assert len(saved) == 1 and saved[0] == max(losses(workdir)) >= 3

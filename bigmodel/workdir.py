@@ -1,0 +1,92 @@
+"""A run's directory: refuse to mix runs, claim it with a lock, record the config it runs.
+
+Nothing here writes before every check has passed: a refused command leaves the directory as
+it found it (the issue behind this: a failed `train` used to rewrite config.json).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
+
+from bigmodel import config as config_lib, files
+from bigmodel.checkpoint import CHECKPOINT_DIR
+
+# Keys that may change between a run and its resumption without changing what is computed
+# (train.steps too, under a constant schedule: see `changes_that_alter_the_run`).
+RESUMABLE_CHANGES = ("train.log_every", "mesh.", "checkpoint.", "eval.every_steps")
+RUNNER_FILES = ("train.log", "command.sh", files.LOCK_FILE)  # the sweep runner's, before config.json
+
+
+def _config_changes(saved: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    changes = []
+    for key in sorted(set(saved) | set(new)):
+        dotted = f"{prefix}{key}"
+        old_value, new_value = saved.get(key), new.get(key)
+        if isinstance(old_value, dict) and isinstance(new_value, dict):
+            changes += _config_changes(old_value, new_value, dotted + ".")
+        elif old_value != new_value:
+            changes.append(f"{dotted}: {old_value!r} -> {new_value!r}")
+    return changes
+
+
+def changes_that_alter_the_run(saved: dict, new: dict) -> list[str]:
+    """Differences that would make a resumed run compute something else than it started to.
+
+    train.steps may change only under a constant schedule: cosine and WSD are functions of the
+    run length, and changing it mid-run would bend the learning-rate curve."""
+    allowed = RESUMABLE_CHANGES + (("train.steps",) if new["optim"]["schedule"] == "constant" else ())
+    return [change for change in _config_changes(saved, new) if not change.startswith(allowed)]
+
+
+def _left_before_config(path: Path) -> bool:
+    """Files that may precede config.json: the runner's, the lock, an empty checkpoints/ of an
+    attempt that failed before its first step."""
+    if path.name == CHECKPOINT_DIR and path.is_dir():
+        return not any(path.iterdir())
+    return path.name in RUNNER_FILES
+
+
+def check(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Refuse to mix runs: an existing workdir must hold this same run (resume), or nothing of
+    a user's (the sweep runner's train.log and command.sh are expected). Reads only."""
+    if workdir.exists() and not workdir.is_dir():
+        raise config_lib.ConfigError(f"--workdir {workdir} is a file: pass a directory (new or a run to resume)")
+    config_path = workdir / "config.json"
+    if config_path.exists():
+        saved = files.read_json(config_path)
+        if saved is None:
+            raise config_lib.ConfigError(f"{config_path} is not valid JSON: restore it from the run's command, or use a new --workdir")
+        changes = changes_that_alter_the_run(saved, json.loads(config_lib.to_json(config)))
+        if changes:
+            raise config_lib.ConfigError(
+                f"workdir {workdir} holds a run with a different config ({'; '.join(changes[:3])}): use a new --workdir"
+            )
+    elif workdir.exists() and not all(_left_before_config(path) for path in workdir.iterdir()):
+        raise config_lib.ConfigError(f"workdir {workdir} exists and is not a bigmodel run (no config.json): pick a new --workdir")
+
+
+def claim(workdir: Path):
+    """Create the workdir and hold its lock for this process's life (process 0 only: the
+    processes of one multi-host run share it). Returns the lock to keep alive."""
+    if jax.process_index():
+        return None
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        return files.exclusive_workdir(workdir, "train")
+    except files.WorkdirBusy as error:
+        raise config_lib.ConfigError(str(error)) from None
+    except OSError as error:
+        raise config_lib.ConfigError(f"cannot write to --workdir {workdir}: {error.strerror}: pick a writable directory") from None
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """config.json as this attempt runs it (resumable changes such as log_every included)."""
+    text = config_lib.to_json(config) + "\n"
+    path = workdir / "config.json"
+    if not path.exists() or path.read_text() != text:
+        files.write_atomically(path, text)
