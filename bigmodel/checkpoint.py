@@ -26,9 +26,15 @@ class NoReadableCheckpoint(RuntimeError):
     """Every checkpoint of a run failed to restore; the message is the one line to show."""
 
 
+class ShapeMismatch(ValueError):
+    """A checkpoint holds arrays of other shapes than the model asks for (another model's
+    checkpoint, or a hand-edited config.json); the message is the one line to show."""
+
+
 def make_manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
-    return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
+    # The handler is named so that item_metadata (shapes, read before any restore) works.
+    return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options, item_handlers=ocp.StandardCheckpointHandler())
 
 
 def save(manager: ocp.CheckpointManager, step: int, state) -> None:
@@ -42,6 +48,28 @@ def abstract_target(abstract_state, shardings):
 
 def restore(manager: ocp.CheckpointManager, step: int, target):
     return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+
+def _leaf_shapes(tree) -> dict[str, tuple]:
+    """{"params.blocks.mlp.kernel": shape} for arrays, metadata or ShapeDtypeStructs alike."""
+    def name(path) -> str:
+        return ".".join(str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))) for key in path)
+
+    return {name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree) if hasattr(leaf, "shape")}
+
+
+def check_shapes(manager: ocp.CheckpointManager, step: int, target) -> None:
+    """Raise ShapeMismatch naming the first array whose saved shape differs from the target's.
+    Unreadable metadata is left to the restore (and its fallback) to report."""
+    try:
+        saved = _leaf_shapes(manager.item_metadata(step))
+    except Exception:  # noqa: BLE001 — a damaged checkpoint: the restore attempt reports it
+        return
+    wanted = _leaf_shapes(target)
+    for name, shape in wanted.items():
+        if name in saved and saved[name] != shape:
+            raise ShapeMismatch(f"checkpoint step {step} in {manager.directory} was written by another model shape ({name}: saved {saved[name]}, "
+                                f"this config {shape}): restore the run's own config.json or start a new --workdir")
 
 
 def _one_line(error: BaseException, limit: int = 160) -> str:
@@ -69,6 +97,7 @@ def restore_newest_readable(manager: ocp.CheckpointManager, target, *, move_unre
     """
     steps = sorted(manager.all_steps(), reverse=True)
     for step in steps:
+        check_shapes(manager, step, target)  # another model's checkpoint is not "damaged": no fallback
         try:
             return restore(manager, step, target), step
         except Exception as error:  # noqa: BLE001 — tensorstore and zarr raise many types for damaged files

@@ -7,6 +7,7 @@ otherwise plain data parallelism over every device.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -33,7 +34,10 @@ def eval_command(workdir: str, batches: int | None = None) -> int:
     config_path = workdir / "config.json"
     if not config_path.exists():
         raise config_lib.ConfigError(f"{workdir} has no config.json: pass the --workdir of a bigmodel train run")
-    config = config_for_these_devices(config_lib.from_json(config_path.read_text()))
+    saved = files.read_json(config_path)
+    if saved is None:
+        raise config_lib.ConfigError(f"{config_path} is not valid JSON: restore it from the run's command (command.sh) or its original config")
+    config = config_for_these_devices(config_lib.from_json(json.dumps(saved)))
     no_checkpoint = f"{workdir} has no checkpoint yet: train it first (bigmodel train --workdir {workdir} ...)"
     if not (workdir / checkpoint.CHECKPOINT_DIR).is_dir():
         raise config_lib.ConfigError(no_checkpoint)
@@ -43,7 +47,7 @@ def eval_command(workdir: str, batches: int | None = None) -> int:
     setup = build(config)
     try:
         state, step = restore_or_init(setup, manager, move_unreadable=False)  # eval only reads
-    except checkpoint.NoReadableCheckpoint as error:
+    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
         raise config_lib.ConfigError(str(error)) from None
     manager.close()
     validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)
@@ -55,6 +59,9 @@ def eval_command(workdir: str, batches: int | None = None) -> int:
         **evaluate(setup, make_eval_step(setup), state.params, validation, n_batches),
     }
     if jax.process_index() == 0:
-        files.write_json_atomic(workdir / "eval.json", result)
         print(json.dumps(result))
+        try:
+            files.write_json_atomic(workdir / "eval.json", result)
+        except OSError as error:  # a read-only archive of runs: the printed result is the output
+            print(f"warning: could not write {workdir / 'eval.json'}: {error.strerror}", file=sys.stderr)
     return 0

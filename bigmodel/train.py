@@ -276,6 +276,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
     stop = stop or StopRequest()
     train_data = load_dataset(config.data, "train", config.seed)  # a bad dataset name fails here,
     validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)  # before anything is written
+    lock = workdir_lib.claim(workdir)  # noqa: F841 — held until the process exits
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     if (manager.latest_step() or 0) >= config.train.steps:
         manager.close()
@@ -289,6 +290,8 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
     except checkpoint.NoReadableCheckpoint as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.FAILED
+    except checkpoint.ShapeMismatch as error:
+        raise config_lib.ConfigError(str(error)) from None
     if is_writer:
         workdir_lib.write_config(config, workdir)  # only now: every check has passed and the run will start
     log = metrics_lib.MetricsLog(workdir, enabled=is_writer)
@@ -378,5 +381,4 @@ def train_command(spec: str, overrides: dict[str, str], workdir: str, stop_at_st
     workdir = Path(workdir)
     workdir_lib.check(config, workdir)
     stop = StopRequest()  # from here on, a signal means "checkpoint and exit", not a traceback
-    lock = workdir_lib.claim(workdir)  # noqa: F841 — held until the process exits
     return run(config, workdir, stop_at_step, stop)
