@@ -2,14 +2,40 @@
 
 Commands import their modules lazily so `presets` and `--help` answer without loading JAX.
 Any `--config.group.key=value` argument overrides the config file (big_vision style).
+Exit codes are those of `bigmodel.exit_codes`: 0 done, 1 failed, 2 bad input (one `error:`
+line, nothing written), 74 storage failed mid-run, 75 stopped by a signal (resumable).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from bigmodel import exit_codes
 from bigmodel.config import ConfigError, parse_override
+
+OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
+                  "(e.g. --config.train.steps=200 --config.model.d_model=128); configs/lm.py lists the keys.")
+COMMANDS_WITH_OVERRIDES = ("train", "bench")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (a step, a count of batches, of jobs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with the project's error shape: one `error:` line naming the fix, exit 2."""
+
+    def error(self, message: str):
+        self.exit(exit_codes.BAD_INPUT, f"error: {message}: see `{self.prog} --help`\n")
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -31,42 +57,28 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def _print_presets(args) -> int:
-    import ml_collections
+    from bigmodel.presets import presets_table
 
-    from bigmodel.flops import model_stats
-    from bigmodel.presets import PRESETS, model_shape
-
-    data = ml_collections.ConfigDict({"vocab_size": args.vocab_size, "seq_len": args.seq_len})
-    header = f"{'preset':>6} {'d_model':>7} {'n_layers':>8} {'n_heads':>7} {'d_ff':>6} {'params':>14} {'non_emb_params':>14} {'flops/token':>14}"
-    print(f"# vocab_size={args.vocab_size} seq_len={args.seq_len} untied head, rope; d_model = 32*n_layers, head_dim 32, d_ff = 4*d_model")
-    print(header)
-    for name in PRESETS:
-        model = ml_collections.ConfigDict(model_shape(name))
-        model.update(max_seq_len=1024, positions="rope", tie_embeddings=False)
-        stats = model_stats(model, data)
-        print(
-            f"{name:>6} {model.d_model:>7} {model.n_layers:>8} {model.n_heads:>7} {model.d_ff:>6} "
-            f"{stats['params']:>14,} {stats['non_embedding_params']:>14,} {stats['flops_per_token']:>14,}"
-        )
+    print("\n".join(presets_table(args.vocab_size, args.seq_len)))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bigmodel", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineErrorParser(prog="bigmodel", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
 
-    train = commands.add_parser("train", help="train (or resume) a model in --workdir")
+    train = commands.add_parser("train", help="train (or resume) a model in --workdir", epilog=OVERRIDES_HELP)
     train.add_argument("--config", required=True, help="path/to/config.py[:arg]")
     train.add_argument("--workdir", required=True, help="run directory; an existing one is resumed")
-    train.add_argument("--stop_at_step", type=int, default=None, help="checkpoint and exit after this step (resume later)")
+    train.add_argument("--stop_at_step", type=positive_int, default=None, help="checkpoint and exit after this step (resume later)")
 
     evaluate = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
-    evaluate.add_argument("--workdir", required=True)
-    evaluate.add_argument("--batches", type=int, default=None, help="validation batches (default: the run's eval.batches)")
+    evaluate.add_argument("--workdir", required=True, help="a train run's directory; its newest readable checkpoint is evaluated")
+    evaluate.add_argument("--batches", type=positive_int, default=None, help="validation batches (default: the run's eval.batches)")
 
-    bench = commands.add_parser("bench", help="time training steps; print one JSON line")
-    bench.add_argument("--config", required=True)
-    bench.add_argument("--steps", type=int, default=10, help="timed steps after warm-up")
+    bench = commands.add_parser("bench", help="time training steps; print one JSON line", epilog=OVERRIDES_HELP)
+    bench.add_argument("--config", required=True, help="path/to/config.py[:arg]")
+    bench.add_argument("--steps", type=positive_int, default=10, help="timed steps after warm-up")
     bench.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
     bench.add_argument("--peak_flops", type=float, default=None, help="peak FLOP/s per device (overrides the table)")
 
@@ -84,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workdir", required=True)
     sweep.add_argument("--dry-run", action="store_true", help="print the runs and write nothing")
     sweep.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run")
-    sweep.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    sweep.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (processes)")
+
+    from bigmodel.scaling import commands as scaling_commands  # argparse only: fitting and plotting load later
+
+    scaling_commands.add_fit_arguments(commands.add_parser("fit", help=scaling_commands.FIT_HELP))
+    scaling_commands.add_plot_arguments(commands.add_parser("plot", help=scaling_commands.PLOT_HELP))
     return parser
 
 
@@ -93,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rest, overrides = _split_overrides(argv)
         args = build_parser().parse_args(rest)
+        if overrides and args.command not in COMMANDS_WITH_OVERRIDES:
+            raise ConfigError(f"--config.* overrides apply to {' and '.join(COMMANDS_WITH_OVERRIDES)} only, not {args.command}: drop them")
         if args.command == "presets":
             return _print_presets(args)
         if args.command in ("train", "eval"):
@@ -115,7 +134,18 @@ def main(argv: list[str] | None = None) -> int:
             from bigmodel.scaling.runner import sweep_command
 
             return sweep_command(args)
+        if args.command == "fit":
+            from bigmodel.scaling.commands import fit_command
+
+            return fit_command(args)
+        if args.command == "plot":
+            from bigmodel.scaling.commands import plot_command
+
+            return plot_command(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 2
+        return exit_codes.BAD_INPUT
+    except BrokenPipeError:  # `bigmodel presets | head`: the reader left; that is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is silent too
+        return exit_codes.OK
+    return exit_codes.BAD_INPUT

@@ -21,6 +21,7 @@ import errno
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -126,6 +127,21 @@ def exclusive_workdir(directory: str | os.PathLike, what: str):
     lock_file.write(f"{os.getpid()}\n")
     lock_file.flush()
     return lock_file
+
+
+def wait_until_unlocked(directory: str | os.PathLike, timeout_s: float, poll_s: float = 0.5) -> None:
+    """Return once no process holds `directory/.lock` (or it does not exist); raise WorkdirBusy
+    after `timeout_s`. Takes the lock only for an instant, to test it."""
+    path = Path(directory) / LOCK_FILE
+    deadline = time.monotonic() + timeout_s
+    while path.exists():
+        try:
+            exclusive_workdir(directory, "run").close()
+            return
+        except WorkdirBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(poll_s)
 
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.ENOENT, errno.EIO, errno.EACCES}

@@ -37,5 +37,5 @@ def get_study() -> Study:
         overrides={"train.batch_size": 16, "data.seq_len": 128, "eval.batches": 16, "train.log_every": 20},
         grid=IsoFlopGrid(BUDGETS, SIZES, tokens_per_param_range=(1, 300)),
         rules=rules,
-        analysis={"law": "isoflop", "x": "params", "bootstrap": 100},
+        analysis={"law": "isoflop", "bootstrap": 100},
     )

@@ -1,5 +1,6 @@
 """Sweeps: study expansion (names, N, D, FLOPs from the one formula), dry runs, bad experiment
-files, and the real runner against the real trainer (skip finished runs, isolate a failure)."""
+files, run outcomes (done, failed, stopped), one sweep per directory, and the real runner
+against the real trainer (skip finished runs, isolate a failure)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+import types
 from pathlib import Path
 
 import pytest
 
+from bigmodel import files
 from bigmodel.cli import main
 from bigmodel.config import ConfigError, load_config
-from bigmodel.flops import model_stats
+from bigmodel.flops import run_stats
 from bigmodel.presets import preset_non_embedding_params, shape_for_params
-from bigmodel.scaling.runner import REGISTRY_COLUMNS, child_environment, cpu_slots, load_study, run_analysis, write_registry
-from bigmodel.scaling.sweep import IsoFlopGrid, SizeGrid, Study, expand, format_number, shape_of, sizes_between
+from bigmodel.scaling import registry, runner
+from bigmodel.scaling.runner import child_environment, cpu_slots, load_study, run_analysis
+from bigmodel.scaling.sweep import IsoFlopGrid, Run, SizeGrid, Study, expand, format_number, shape_of, sizes_between
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC = "configs/lm.py:L4"
@@ -28,7 +33,7 @@ SMALL = {"data.seq_len": 64, "train.batch_size": 8}
 
 def stats_of(run):
     config = load_config(run.config_spec, run.overrides)
-    return config, model_stats(config.model, config.data)
+    return config, run_stats(config)
 
 
 def write_experiment(path: Path, body: str) -> Path:
@@ -153,7 +158,7 @@ def test_dry_run_prints_parseable_rows_and_writes_nothing(tmp_path, capsys, monk
          "def get_study():\n    return Study('configs/lm.py:L4', SizeGrid(['L1'], tokens=1e5), overrides={'train.stepz': 5})\n",
          "unknown config key config.train.stepz"),
         ("from bigmodel.scaling.sweep import SizeGrid, Study\n"
-         "def get_study():\n    return Study('configs/lm.py:L4', SizeGrid(['L1'], tokens=1e5), rules=lambda plan: {'optim.warmup_steps': plan.steps + 5})\n",
+         "def get_study():\n    return Study('configs/lm.py:L4', SizeGrid(['L1'], tokens=1e5), rules=lambda plan: {'optim.warmup_steps': -plan.steps})\n",
          "warmup_steps"),
         ("def get_study():\n    return {'grid': []}\n", "expected bigmodel.scaling.sweep.Study"),
         ("from bigmodel.scaling.sweep import SizeGrid, Study\n"
@@ -190,10 +195,12 @@ def test_analysis_fits_the_registry_and_draws_plots(tmp_path, capsys):
         for index, size in enumerate(sizes)
     ]
     rows.append({**rows[0], "name": "broken", "status": "failed", "final_eval_loss": ""})
-    write_registry(tmp_path / "runs.csv", rows)
-    assert run_analysis({"law": "power", "x": "params", "holdout": "largest", "bootstrap": 0}, tmp_path)
+    rows.append({**rows[0], "name": "preempted", "status": "stopped", "final_eval_loss": ""})
+    registry.write_registry(tmp_path, rows)
+    assert run_analysis({"law": "power", "x": "non_embedding_params", "holdout": "largest", "bootstrap": 0}, tmp_path)
     fit = json.loads((tmp_path / "fit.json").read_text())
-    assert fit["alpha"] == pytest.approx(0.25, abs=0.01) and fit["holdout"]["params"] == sizes[-1]
+    assert fit["alpha"] == pytest.approx(0.25, abs=0.01) and fit["holdout"]["non_embedding_params"] == sizes[-1]
+    assert fit["n_points"] == len(sizes) - 1  # the done runs less the held-out one: no failed or stopped run
     assert any(path.suffix == ".png" for path in (tmp_path / "plots").iterdir())
     assert "L = " in capsys.readouterr().out
     assert not run_analysis({"law": "no-such-law"}, tmp_path)  # reported, not raised
@@ -207,6 +214,73 @@ def test_shipped_experiments_expand_and_validate():
     demo = expand(load_study(REPO_ROOT / "experiments" / "demo.py"))
     sizes = sorted({run.non_embedding_params for run in demo})
     assert len(sizes) >= 6 and sizes[-1] / sizes[0] >= 30
+
+
+# ----------------------------------------------------------------------------- outcomes and the lock
+
+
+def fake_run(name: str) -> Run:
+    return Run(name=name, config_spec="configs/lm.py:L1", overrides={}, params=2000, non_embedding_params=1000,
+               flops_per_token=6000, tokens=10_000, flops=60_000_000, steps=10, batch_size=8, seq_len=64,
+               learning_rate=1e-3, seed=0)
+
+
+EXITS = {"preempted": 75, "crashed": 1, "trained": 0}  # exit code of each fake trainer
+
+
+def fake_trainer(run: Run, run_dir: Path, cpus) -> subprocess.Popen:
+    """A stand-in for `python -m bigmodel train`: exits with the run's code; "trained" writes its summary."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"final_loss": 2.5, "final_eval_loss": 2.4, "wall_time_s": 1.0}
+    script = (f"import json, pathlib, sys; pathlib.Path({str(run_dir)!r}, 'summary.json').write_text({json.dumps(summary)!r}) "
+              f"if {run.name!r} == 'trained' else None; sys.exit({EXITS[run.name]})")
+    return subprocess.Popen([sys.executable, "-c", script])
+
+
+def test_a_stopped_run_is_resumable_not_a_failure(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "start_run", fake_trainer)
+    monkeypatch.setattr(runner, "POLL_INTERVAL_S", 0.05)
+    runs = [fake_run(name) for name in EXITS]
+    arguments = types.SimpleNamespace(experiment="fake.py", jobs=1)
+    assert runner.run_sweep(types.SimpleNamespace(analysis=None), runs, tmp_path, arguments) == 1  # one failure, not two
+    rows = {row["name"]: row for _, row in registry.read_registry(tmp_path)}
+    assert {name: row["status"] for name, row in rows.items()} == {"preempted": "stopped", "crashed": "failed", "trained": "done"}
+    assert rows["preempted"]["error"] == "stopped (exit 75): rerun the sweep to resume"
+    assert rows["crashed"]["error"].startswith("exit 1: ") and rows["trained"]["final_eval_loss"] == "2.4"
+    output = capsys.readouterr().out
+    assert "stopped  preempted" in output and "1 finished, 1 failed, 1 stopped (rerun to resume)" in output
+    # The next sweep starts the stopped run again (pending), like the failed one, and skips the done one.
+    assert {name: row["status"] for name, row in runner.initial_rows(runs, tmp_path).items()} == {
+        "preempted": "pending", "crashed": "pending", "trained": "done"}
+
+
+def test_the_runner_writes_only_its_log_and_command_before_the_trainer(tmp_path):
+    run = expand(Study("configs/lm.py:L1", SizeGrid(["L1"], tokens=4096), overrides=SMALL))[0]
+    process = runner.start_run(run, tmp_path / run.name, None)
+    process.kill()
+    process.wait()
+    assert sorted(path.name for path in (tmp_path / run.name).iterdir() if path.name != ".lock") == ["command.sh", "train.log"]
+
+
+def test_a_second_sweep_on_the_same_directory_is_refused_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    experiment = write_experiment(tmp_path / "study.py", GOOD_EXPERIMENT)
+    workdir = tmp_path / "sweep"
+    workdir.mkdir()
+    holder = subprocess.Popen(  # the first sweep, as far as the lock is concerned
+        [sys.executable, "-c", "import sys, time; from bigmodel.files import exclusive_workdir; "
+         f"lock = exclusive_workdir({str(workdir)!r}, 'sweep'); print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["sweep", str(experiment), "--workdir", str(workdir)]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    error = capsys.readouterr().err
+    assert error == (f"error: {workdir} is in use by another bigmodel sweep (pid {holder.pid}): "
+                     "wait for it to finish or pick another --workdir\n")
+    assert sorted(path.name for path in workdir.iterdir()) == [".lock"]  # no registry, no run folder
 
 
 # ----------------------------------------------------------------------------- the command, for real
@@ -240,17 +314,17 @@ def first_sweep(tmp_path_factory, kjv_data_dir):
     return experiment, workdir, sweep(experiment, workdir, "--jobs", "2")
 
 
-def registry(workdir: Path) -> dict[str, dict]:
+def registry_rows(workdir: Path) -> dict[str, dict]:
     with open(workdir / "runs.csv", newline="") as file:
         reader = csv.DictReader(file)
-        assert tuple(reader.fieldnames) == REGISTRY_COLUMNS
+        assert tuple(reader.fieldnames) == registry.COLUMNS
         return {row["name"]: row for row in reader}
 
 
 def test_a_failing_run_is_recorded_and_the_others_finish(first_sweep):
     _, workdir, result = first_sweep
     assert result.returncode == 1, result.stdout + result.stderr
-    rows = registry(workdir)
+    rows = registry_rows(workdir)
     good, bad = rows["L1-d32-tok6.14K-lr3e-3-s0"], rows["L1-d32-tok6.14K-lr1e30-s0"]
     assert good["status"] == "done" and bad["status"] == "failed"
     summary = json.loads((workdir / good["name"] / "summary.json").read_text())
@@ -273,5 +347,38 @@ def test_rerun_skips_finished_runs_and_retries_failed_ones(first_sweep):
     assert "started  L1-d32-tok6.14K-lr1e30-s0" in result.stdout
     assert good_summary.stat().st_mtime_ns == modified_ns
     assert (workdir / "L1-d32-tok6.14K-lr3e-3-s0" / "train.log").read_text().count("=== ") == 1
-    rows = registry(workdir)
+    rows = registry_rows(workdir)
     assert [rows[name]["status"] for name in sorted(rows)] == ["failed", "done"]
+
+
+# One long L1 run: long enough that the driver is killed while it trains.
+LONG_EXPERIMENT = """
+    from bigmodel.scaling.sweep import SizeGrid, Study
+
+    def get_study():
+        return Study(
+            "configs/lm.py:L1",
+            SizeGrid(["L1"], tokens=100_000 * 4 * 32),
+            overrides={{"data.seq_len": 32, "train.batch_size": 4, "train.log_every": 1, "eval.batches": 1,
+                        "checkpoint.every_steps": 100_000, "eval.every_steps": 100_000,
+                        "optim.warmup_steps": 0, "data.data_dir": {data_dir!r}}},
+        )
+"""
+
+
+def test_a_killed_driver_takes_its_runs_down_with_a_checkpoint(tmp_path, kjv_data_dir):
+    experiment = write_experiment(tmp_path / "long.py", LONG_EXPERIMENT.format(data_dir=str(kjv_data_dir)))
+    workdir = tmp_path / "runs"
+    command = [sys.executable, "-m", "bigmodel", "sweep", str(experiment), "--workdir", str(workdir)]
+    driver = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = workdir / "L1-d32-tok12.8M-lr3e-3-s0"
+    deadline = time.monotonic() + 300
+    while not (run_dir / "metrics.jsonl").exists() or len((run_dir / "metrics.jsonl").read_text().splitlines()) < 3:
+        assert time.monotonic() < deadline and driver.poll() is None, "the run never started"
+        time.sleep(0.2)
+    driver.kill()  # SIGKILL: the driver gets no chance to stop its children
+    driver.wait()
+    files.wait_until_unlocked(run_dir, timeout_s=120)  # the orphan exits (or this raises WorkdirBusy)
+    assert "stopped by signal after step" in (run_dir / "train.log").read_text()
+    saved = [int(path.name) for path in (run_dir / "checkpoints").iterdir() if path.name.isdigit()]
+    assert len(saved) == 1 and saved[0] >= 3

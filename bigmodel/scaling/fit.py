@@ -14,7 +14,7 @@ float32 (2× faster on CPU; enough to find the basins), then the 16 best distinc
 polished in float64 with more iterations and the best is kept. Bootstrap replicates resample the
 points with replacement and start from the full fit's distinct best end points (not the whole
 grid: a replicate is a small perturbation of the data, so its optimum lies near one of them).
-E is poorly identified by frontier data (DESIGN.md §6): read it with its interval.
+E is poorly identified by frontier data: read it with its interval, never alone.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import math
 import numpy as np
 
 from bigmodel.scaling import lbfgs
-from bigmodel.scaling.points import load_points  # fit.load_points is part of this API
+from bigmodel.scaling.points import Points
+from bigmodel.scaling.registry import budget_flops, group_budgets, load_points
 
 CHINCHILLA_GRID = {  # order = the optimiser's layout [e, a, b, alpha, beta]
     "e": np.arange(-1.0, 1.01, 0.5),
@@ -39,7 +40,6 @@ GRID_ITERATIONS = 100  # float32, every grid start: on 96 synthetic points ~20% 
 POLISH_STARTS, POLISH_ITERATIONS = 16, 300
 BOOTSTRAP_STARTS, BOOTSTRAP_ITERATIONS = 8, 200
 ISOFLOP_POINTS_PER_PARABOLA = 5  # the lowest-loss points of a budget; far points bend away from a parabola
-BUDGET_RELATIVE_TOLERANCE = 0.05  # runs whose FLOPs agree this well share a budget (rounded step counts)
 
 
 def power_law(x, E, A, alpha) -> np.ndarray:
@@ -47,9 +47,22 @@ def power_law(x, E, A, alpha) -> np.ndarray:
     return E + A * np.asarray(x, dtype=float) ** -alpha
 
 
-def chinchilla_loss(params, tokens, E, A, B, alpha, beta) -> np.ndarray:
+def chinchilla_loss(non_embedding_params, tokens, E, A, B, alpha, beta) -> np.ndarray:
     """L = E + A·N^(−α) + B·D^(−β)."""
-    return E + A * np.asarray(params, dtype=float) ** -alpha + B * np.asarray(tokens, dtype=float) ** -beta
+    return E + A * np.asarray(non_embedding_params, dtype=float) ** -alpha + B * np.asarray(tokens, dtype=float) ** -beta
+
+
+def law_loss(fit: dict, non_embedding_params, tokens, flops, parameters: dict | None = None) -> np.ndarray:
+    """The loss a power or chinchilla fit predicts at (N, D, C).
+
+    `parameters` (a bootstrap sample: E, A, alpha, ...) replace the fit's own numbers, so a band
+    is the same function evaluated once per sample.
+    """
+    law = {**fit, **(parameters or {})}
+    if fit["law"] == "chinchilla":
+        return chinchilla_loss(non_embedding_params, tokens, *(law[key] for key in ("E", "A", "B", "alpha", "beta")))
+    x = flops if fit.get("x") == "flops" else non_embedding_params
+    return power_law(x, law["E"], law["A"], law["alpha"])
 
 
 def compute_optimal(A: float, B: float, alpha: float, beta: float, budget: float | None = None) -> dict:
@@ -100,7 +113,7 @@ def _fit_lse(features, log_loss, grid, *, reduction: str = "sum") -> tuple[np.nd
     thetas, values = lbfgs.minimise(starts, weights, features, log_loss, reduction=reduction, iterations=GRID_ITERATIONS, dtype="float32")
     candidates = _distinct_best(thetas, values, POLISH_STARTS)
     if not len(candidates):
-        raise RuntimeError("no start reached a finite objective: check the data for extreme values")
+        raise ValueError("no start reached a finite objective: check the data for extreme values")
     weights = np.ones((len(candidates), log_loss.size))
     polished, values = lbfgs.minimise(candidates, weights, features, log_loss, reduction=reduction, iterations=POLISH_ITERATIONS)
     best = polished[np.argmin(values)]
@@ -167,16 +180,16 @@ def _chinchilla_parameters(theta, budget=None) -> dict:
     return {**law, **compute_optimal(law["A"], law["B"], alpha, beta, budget)}
 
 
-def fit_chinchilla(params, tokens, loss, *, bootstrap: int = 0, seed: int = 0, budget: float | None = None, reduction: str = "sum") -> dict:
+def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, seed: int = 0, budget: float | None = None, reduction: str = "sum") -> dict:
     """Approach 3 (module docstring) plus the implied compute-optimal allocation.
 
     `reduction="mean"` averages the Huber terms instead of summing them: the optimum must not
     move (the test for the Besiroglu et al. 2024 early-stopping failure); keep "sum" otherwise.
     """
-    params, tokens, loss = (np.asarray(values, dtype=float) for values in (params, tokens, loss))
-    _check_points({"params": params, "tokens": tokens, "loss": loss}, minimum=6)
+    params, tokens, loss = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens, loss))
+    _check_points({"non_embedding_params": params, "tokens": tokens, "loss": loss}, minimum=6)
     if np.unique(params).size < 2 or np.unique(tokens).size < 2:
-        raise ValueError("a Chinchilla fit needs at least 2 distinct params and 2 distinct token counts")
+        raise ValueError("a Chinchilla fit needs at least 2 distinct non_embedding_params and 2 distinct token counts")
     features, log_loss = np.log(np.stack([params, tokens])), np.log(loss)
     theta, objective, starts = _fit_lse(features, log_loss, CHINCHILLA_GRID, reduction=reduction)
     result = {"law": "chinchilla", **_chinchilla_parameters(theta, budget), "objective": objective, "n_points": int(loss.size)}
@@ -190,17 +203,6 @@ def fit_chinchilla(params, tokens, loss, *, bootstrap: int = 0, seed: int = 0, b
 
 
 # ----------------------------------------------------------------------------- isoFLOP (Approach 2)
-
-
-def group_budgets(flops: np.ndarray) -> np.ndarray:
-    """Budget label per run: sorted FLOPs within BUDGET_RELATIVE_TOLERANCE of a group's first."""
-    labels = np.empty(len(flops), dtype=int)
-    group, start = -1, None
-    for index in np.argsort(flops):
-        if start is None or flops[index] > start * (1 + BUDGET_RELATIVE_TOLERANCE):
-            group, start = group + 1, flops[index]
-        labels[index] = group
-    return labels
 
 
 def budget_vertex(params, tokens, loss, counts=None, points_per_parabola: int = ISOFLOP_POINTS_PER_PARABOLA) -> dict | str:
@@ -251,8 +253,7 @@ def _isoflop_budgets(params, tokens, loss, flops, labels, counts=None) -> tuple[
     budgets, skipped = [], []
     for label in np.unique(labels):
         members = labels == label
-        values = flops[members]  # equal FLOPs keep their exact value; near-equal ones their geometric mean
-        budget = float(values[0] if np.all(values == values[0]) else np.exp(np.mean(np.log(values))))
+        budget = budget_flops(flops[members])
         vertex = budget_vertex(params[members], tokens[members], loss[members], None if counts is None else counts[members])
         if isinstance(vertex, str):
             skipped.append({"flops": budget, "reason": vertex})
@@ -261,14 +262,14 @@ def _isoflop_budgets(params, tokens, loss, flops, labels, counts=None) -> tuple[
     return budgets, skipped
 
 
-def fit_isoflop(params, tokens, loss, flops, *, bootstrap: int = 0, seed: int = 0) -> dict:
-    """Approach 2 (module docstring); rows whose FLOPs agree within 5% form one budget.
+def fit_isoflop(non_embedding_params, tokens, loss, flops, *, bootstrap: int = 0, seed: int = 0) -> dict:
+    """Approach 2 (module docstring); runs share a budget by `registry.group_budgets`.
 
     Budgets without a bracketed minimum are listed under "skipped" with the reason. `bootstrap`
     K resamples the points of each budget with replacement and refits: ci/se for a and b.
     """
-    params, tokens, loss, flops = (np.asarray(values, dtype=float) for values in (params, tokens, loss, flops))
-    _check_points({"params": params, "tokens": tokens, "loss": loss, "flops": flops}, minimum=6)
+    params, tokens, loss, flops = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens, loss, flops))
+    _check_points({"non_embedding_params": params, "tokens": tokens, "loss": loss, "flops": flops}, minimum=6)
     labels = group_budgets(flops)
     budgets, skipped = _isoflop_budgets(params, tokens, loss, flops, labels)
     if len(budgets) < 2:
@@ -294,21 +295,18 @@ def fit_isoflop(params, tokens, loss, flops, *, bootstrap: int = 0, seed: int = 
 # ----------------------------------------------------------------------------- files → fits
 
 LAWS = ("power", "chinchilla", "isoflop")
-X_AXES = {"params": "params", "non_embedding_params": "params", "flops": "flops"}  # sweep params are non-embedding
+# --x for a power law → the Points field it fits against. "params" is the name older commands
+# used for N; it means non-embedding params like everywhere else.
+X_AXES = {"non_embedding_params": "non_embedding_params", "params": "non_embedding_params", "flops": "flops"}
 
 
-def _holdout_rows(points: dict, result: dict, held_out: np.ndarray) -> dict | list[dict]:
-    """Measured vs predicted loss on the held-out rows, from the fitted law."""
-    if result["law"] == "power":
-        x = points["flops" if result["x"] == "flops" else "params"][held_out]
-        predicted = power_law(x, result["E"], result["A"], result["alpha"])
-    else:
-        predicted = chinchilla_loss(points["params"][held_out], points["tokens"][held_out],
-                                    *(result[k] for k in ("E", "A", "B", "alpha", "beta")))
+def _holdout_rows(points: Points, result: dict) -> dict | list[dict]:
+    """Measured vs predicted loss on the held-out points, from the fitted law."""
+    predicted = law_loss(result, points.non_embedding_params, points.tokens, points.flops)
     rows = [
-        {"params": float(n), "tokens": float(d), "measured_loss": float(measured), "predicted_loss": float(guess),
-         "relative_error": float((guess - measured) / measured)}
-        for n, d, measured, guess in zip(points["params"][held_out], points["tokens"][held_out], points["loss"][held_out], predicted)
+        {"non_embedding_params": float(n), "tokens": float(d), "measured_loss": float(measured),
+         "predicted_loss": float(guess), "relative_error": float((guess - measured) / measured)}
+        for n, d, measured, guess in zip(points.non_embedding_params, points.tokens, points.loss, predicted)
     ]
     return rows[0] if len(rows) == 1 else rows
 
@@ -336,27 +334,21 @@ def summarize(result: dict) -> str:
         text += f"; 95% CI {shown} [{low:.3f}, {high:.3f}] ({len(result['samples'])} bootstrap fits)"
     holdout = result.get("holdout")
     if isinstance(holdout, dict):
-        text += (f"; held out N={holdout['params']:.3g}: predicted {holdout['predicted_loss']:.4f} vs measured "
+        text += (f"; held out N={holdout['non_embedding_params']:.3g}: predicted {holdout['predicted_loss']:.4f} vs measured "
                  f"{holdout['measured_loss']:.4f} ({100 * holdout['relative_error']:+.2f}%)")
     elif holdout:
         errors = np.array([row["relative_error"] for row in holdout])
-        text += (f"; held out N={holdout[0]['params']:.3g} ({len(holdout)} runs): mean |error| "
+        text += (f"; held out N={holdout[0]['non_embedding_params']:.3g} ({len(holdout)} runs): mean |error| "
                  f"{100 * np.mean(np.abs(errors)):.2f}%, worst {100 * errors[np.argmax(np.abs(errors))]:+.2f}%")
     return text
 
 
-def fit_input(path, law: str, *, x: str = "params", bootstrap: int = 0, seed: int = 0,
-              budget: float | None = None, holdout: str | None = None) -> dict:
-    """Load points from a CSV or sweep directory, fit `law`, return the JSON-ready result.
-
-    `x` (power only): params (a sweep's non-embedding params; "non_embedding_params" is the same)
-    or flops. `holdout="largest"`: fit without the rows of the largest params and report how well
-    the law predicts them. The result carries "summary", the line the CLI prints.
-    """
+def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdout: str | None) -> None:
+    """Refuse option combinations that cannot apply, before any file is read."""
     if law not in LAWS:
         raise ValueError(f"unknown law {law!r}: use one of {', '.join(LAWS)}")
     if x not in X_AXES:
-        raise ValueError(f"unknown x {x!r}: use params or flops")
+        raise ValueError(f"unknown x {x!r}: use non_embedding_params or flops")
     if holdout not in (None, "largest"):
         raise ValueError(f"unknown holdout {holdout!r}: the only choice is 'largest'")
     if holdout and law == "isoflop":
@@ -365,23 +357,40 @@ def fit_input(path, law: str, *, x: str = "params", bootstrap: int = 0, seed: in
         raise ValueError("--budget gives the Chinchilla compute-optimal allocation: use it with --law chinchilla")
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be 0 or a positive number of replicates, got {bootstrap}")
-    points = load_points(path)
-    x = X_AXES[x]
-    if (law == "isoflop" or (law == "power" and x == "flops")) and not np.all(np.isfinite(points["flops"])):
-        raise ValueError(f"{path}: every row needs a flops value for this fit (add a flops column: training FLOPs of the run)")
-    held_out = points["params"] == points["params"].max() if holdout else np.zeros(len(points["loss"]), dtype=bool)
-    if held_out.all():
-        raise ValueError(f"{path}: every row has the largest params, so nothing is left to fit: hold out nothing")
-    train = {name: values[~held_out] for name, values in points.items()}
+
+
+def fit_points(points: Points, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
+               budget: float | None = None) -> dict:
+    """Fit `law` to every point; `x` (power only) is non_embedding_params or flops."""
     if law == "power":
-        result = fit_power(train[x], train["loss"], bootstrap=bootstrap, seed=seed)
+        result = fit_power(getattr(points, x), points.loss, bootstrap=bootstrap, seed=seed)
         result["x"] = x
-    elif law == "chinchilla":
-        result = fit_chinchilla(train["params"], train["tokens"], train["loss"], bootstrap=bootstrap, seed=seed, budget=budget)
-    else:
-        result = fit_isoflop(train["params"], train["tokens"], train["loss"], train["flops"], bootstrap=bootstrap, seed=seed)
+        return result
+    if law == "chinchilla":
+        return fit_chinchilla(points.non_embedding_params, points.tokens, points.loss, bootstrap=bootstrap, seed=seed, budget=budget)
+    return fit_isoflop(points.non_embedding_params, points.tokens, points.loss, points.flops, bootstrap=bootstrap, seed=seed)
+
+
+def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
+              budget: float | None = None, holdout: str | None = None) -> dict:
+    """Load points from a CSV or sweep directory, fit `law`, return the JSON-ready result.
+
+    `x` (power only): non_embedding_params (N; "params" is accepted for it) or flops.
+    `holdout="largest"`: fit without the points of the largest N and report how well the law
+    predicts them. The result carries "summary", the line the CLI prints.
+    """
+    check_options(law, x, bootstrap, budget, holdout)
+    x = X_AXES[x]
+    points = load_points(path)
+    if (law == "isoflop" or (law == "power" and x == "flops")) and not np.all(np.isfinite(points.flops)):
+        raise ValueError(f"{path}: every row needs a flops value for this fit (add a flops column: training FLOPs of the run)")
+    largest = points.non_embedding_params == points.non_embedding_params.max()
+    held_out = largest if holdout else np.zeros(len(points), dtype=bool)
+    if held_out.all():
+        raise ValueError(f"{path}: every row has the largest non_embedding_params, so nothing is left to fit: hold out nothing")
+    result = fit_points(points.select(~held_out), law, x=x, bootstrap=bootstrap, seed=seed, budget=budget)
     if holdout:
-        result["holdout"] = _holdout_rows(points, result, held_out)
+        result["holdout"] = _holdout_rows(points.select(held_out), result)
     result["input"] = str(path)
     result["summary"] = summarize(result)
     return result

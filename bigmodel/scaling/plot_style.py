@@ -51,8 +51,12 @@ def format_coefficient(value: float) -> str:
 
 
 def law_label(fit: dict, variable: str = "N") -> str:
-    """The fitted power law written out, e.g. `$L = 1.20 + 35\\,N^{-0.310}$`."""
-    return rf"$L = {fit['E']:.2f} + {format_coefficient(fit['A'])}\,{variable}^{{-{fit['alpha']:.3f}}}$"
+    """The fitted law written out, e.g. `$L = 1.20 + 35\\,N^{-0.310}$` (a power law in
+    `variable`) or `$L = 1.69 + 406\\,N^{-0.340} + 411\\,D^{-0.280}$` (Chinchilla)."""
+    text = rf"L = {fit['E']:.2f} + {format_coefficient(fit['A'])}\,{variable}^{{-{fit['alpha']:.3f}}}"
+    if fit.get("law") == "chinchilla":
+        text += rf" + {format_coefficient(fit['B'])}\,D^{{-{fit['beta']:.3f}}}"
+    return f"${text}$"
 
 
 def size_colors(params: np.ndarray) -> tuple[LogNorm, ScalarMappable]:

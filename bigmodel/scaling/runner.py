@@ -5,21 +5,25 @@ Each run is a subprocess `python -m bigmodel train --config <spec> --workdir DIR
 or a leak in one run cannot touch the others, and any run can be repeated by hand.
 
 - Idempotent: a run whose summary.json exists is skipped; an unfinished one is started again
-  on its existing directory, which the trainer resumes from its last checkpoint.
+  on its existing directory, which the trainer resumes from its last checkpoint. The runner
+  writes only train.log and command.sh there: the trainer checks the run and writes config.json.
 - Failure isolation: a failed run is recorded (status `failed`, the last line of its log) and
-  the sweep goes on; the exit code is the number of failed runs (at most 125).
-- Registry: DIR/runs.csv, one row per run (status pending, running, done or failed),
-  rewritten atomically whenever a run starts or ends.
+  the sweep goes on; the exit code is the number of failed runs (at most 125). A trainer that
+  exits with `exit_codes.STOPPED` (a signal, after checkpointing) is `stopped`, not failed:
+  the next sweep resumes it.
+- Registry: DIR/runs.csv (`bigmodel.scaling.registry`), one row per run, rewritten atomically
+  whenever a run starts or ends.
+- One sweep per directory: the sweep holds DIR/.lock (`files.exclusive_workdir`) while it
+  runs; a second sweep on DIR is refused with one line.
 - Analysis: if the study declares one, fit the law (`bigmodel.scaling.fit`) into DIR/fit.json
   and draw DIR/plots/ (`bigmodel.scaling.plot`) once the runs are done.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import io
 import json
+import ctypes
 import math
 import os
 import shlex
@@ -29,18 +33,15 @@ import sys
 import time
 from pathlib import Path
 
-from bigmodel.config import ConfigError, load_config, to_json
+from bigmodel import exit_codes, files
+from bigmodel.config import ConfigError
+from bigmodel.scaling import registry
+from bigmodel.scaling.registry import DONE, FAILED, PENDING, RUNNING, STOPPED, row_for_run, run_summary
 from bigmodel.scaling.sweep import Run, Study, expand, format_number, validate_runs
 
-REGISTRY_FILE = "runs.csv"
-REGISTRY_COLUMNS = (
-    "name", "status", "params", "non_embedding_params", "tokens", "flops",
-    "final_loss", "final_eval_loss", "eval_bpb", "wall_time_s", "error",
-)
-# Statuses: pending → running → done | failed (fit and plot read the "done" rows).
-DONE, FAILED = "done", "failed"
-SUMMARY_FILE = "summary.json"
 LOG_FILE = "train.log"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+RUN_LOCK_WAIT_S = 120.0  # how long a run's orphaned trainer may take to checkpoint and exit
 MAX_EXIT_CODE = 125  # 126+ mean "not executable", "not found" and signals to a shell
 POLL_INTERVAL_S = 0.5
 
@@ -138,54 +139,6 @@ def dry_run_json(runs: list[Run], workdir: Path) -> str:
     return "\n".join(rows)
 
 
-# ----------------------------------------------------------------------------- registry
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / SUMMARY_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def registry_row(run: Run, status: str, summary: dict | None = None, error: str = "", wall_time_s: float | None = None) -> dict:
-    """Planned counts, replaced by the trainer's own numbers once it has written them."""
-    summary = summary or {}
-    row = {"name": run.name, "status": status, "error": error}
-    for key in ("params", "non_embedding_params", "tokens", "flops"):
-        row[key] = summary.get(key, getattr(run, key))
-    for key in ("final_loss", "final_eval_loss", "eval_bpb"):
-        row[key] = summary.get(key, "")
-    wall = summary.get("wall_time_s", wall_time_s)
-    row["wall_time_s"] = "" if wall is None else round(float(wall), 2)
-    return row
-
-
-def write_registry(path: Path, rows: list[dict]) -> None:
-    """Write to a temporary file and rename: readers (a plot, `watch`) never see half a table."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=REGISTRY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    temporary = path.with_suffix(".csv.tmp")
-    temporary.write_text(buffer.getvalue())
-    os.replace(temporary, path)
-
-
-def read_registry(path: Path) -> list[dict]:
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def last_log_line(log_path: Path, limit_chars: int = 300) -> str:
-    """The error a crashed run leaves: the last non-empty line of its log (a traceback's message)."""
-    try:
-        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-    except FileNotFoundError:
-        return "no train.log was written"
-    return lines[-1][:limit_chars] if lines else "train.log is empty"
-
-
 # ----------------------------------------------------------------------------- processes
 
 
@@ -208,29 +161,36 @@ def child_environment(threads: int, pinned: bool) -> dict[str, str]:
     return environment
 
 
-def write_resolved_config(run: Run, run_dir: Path) -> None:
-    """Put the run's config.json in place first: the trainer resumes a directory holding the same
-    config and refuses any other non-empty one, and train.log and command.sh live beside it."""
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        config_path.write_text(to_json(load_config(run.config_spec, run.overrides)) + "\n")
+def stop_with_parent() -> None:
+    """Ask Linux to SIGTERM this (child) process when the sweep driver dies, even by kill -9:
+    the trainer then checkpoints and exits 75, and a restarted sweep resumes it instead of
+    racing an orphan. Elsewhere (no prctl) orphans finish on their own."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def start_run(run: Run, run_dir: Path, cpus: list[int] | None) -> subprocess.Popen:
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(run, run_dir)
     command = run.command(run_dir, python=sys.executable)
     (run_dir / "command.sh").write_text("#!/bin/sh\n# re-run (or resume) this run by hand from the repo root\n" + run.command_line(run_dir) + "\n")
     log = open(run_dir / LOG_FILE, "a")
     log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
     log.flush()
-    # The parent is single-threaded (no thread pool below), so preexec_fn is safe here; XLA sizes
-    # its thread pool from the affinity mask, so pinning also sets its thread count.
-    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    files.wait_until_unlocked(run_dir, timeout_s=RUN_LOCK_WAIT_S)  # a run orphaned by a killed driver is still checkpointing
+
+    def prepare_child() -> None:
+        # The parent is single-threaded (no thread pool below), so preexec_fn is safe here.
+        stop_with_parent()
+        if cpus:  # XLA sizes its thread pool from the affinity mask: pinning sets its thread count
+            os.sched_setaffinity(0, cpus)
+
     try:
         return subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=child_environment(len(cpus) if cpus else 0, pinned=bool(cpus)), preexec_fn=pin,
+            env=child_environment(len(cpus) if cpus else 0, pinned=bool(cpus)), preexec_fn=prepare_child,
         )
     finally:
         log.close()  # the child holds its own copy of the descriptor
@@ -248,30 +208,52 @@ def result_text(row: dict) -> str:
     return ", ".join(parts)
 
 
+def last_log_line(log_path: Path, limit_chars: int = 300) -> str:
+    """The error a crashed run leaves: the last non-empty line of its log (a traceback's message)."""
+    try:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return "no train.log was written"
+    return lines[-1][:limit_chars] if lines else "train.log is empty"
+
+
 def initial_rows(runs: list[Run], workdir: Path) -> dict[str, dict]:
-    """Runs with a summary.json are done (whatever an earlier registry said); the rest pending."""
+    """Runs with a summary.json are done (whatever an earlier registry said); the rest pending
+    (a stopped or failed run is started again and resumes from its checkpoint)."""
     rows = {}
     for run in runs:
-        summary = read_summary(workdir / run.name)
-        rows[run.name] = registry_row(run, DONE, summary) if summary else registry_row(run, "pending")
+        summary = run_summary(workdir, run.name)
+        rows[run.name] = row_for_run(run, DONE, summary) if summary else row_for_run(run, PENDING)
     return rows
 
 
-def outcome_row(run: Run, return_code: int, run_dir: Path, elapsed_s: float) -> dict:
-    """Done only with exit 0 *and* a summary; otherwise failed, with the log's last line."""
-    summary = read_summary(run_dir)
+def outcome_row(run: Run, return_code: int, workdir: Path, elapsed_s: float, interrupted: bool = False) -> dict:
+    """Done only with exit 0 *and* a summary; stopped (resumable) after a signal; else failed,
+    with the log's last line."""
+    summary = run_summary(workdir, run.name)
     if return_code == 0 and summary is not None:
-        return registry_row(run, DONE, summary, wall_time_s=elapsed_s)
-    error = last_log_line(run_dir / LOG_FILE)
+        return row_for_run(run, DONE, summary, wall_time_s=elapsed_s)
+    if return_code == exit_codes.STOPPED or interrupted:
+        return row_for_run(run, STOPPED, error=f"stopped (exit {return_code}): rerun the sweep to resume", wall_time_s=elapsed_s)
+    error = last_log_line(workdir / run.name / LOG_FILE)
     if return_code == 0:
-        error = f"exited 0 without writing {SUMMARY_FILE}; last log line: {error}"
-    return registry_row(run, FAILED, error=f"exit {return_code}: {error}", wall_time_s=elapsed_s)
+        error = f"exited 0 without writing {registry.SUMMARY_FILE}; last log line: {error}"
+    return row_for_run(run, FAILED, error=f"exit {return_code}: {error}", wall_time_s=elapsed_s)
 
 
-def execute(runs: list[Run], workdir: Path, jobs: int) -> int:
-    """Run what is not done, `jobs` at a time; return the number of failed runs."""
+def report_outcome(position: str, row: dict) -> None:
+    if row["status"] == DONE:
+        print(f"{position} finished {row['name']} ({result_text(row)})", flush=True)
+    elif row["status"] == STOPPED:
+        print(f"{position} stopped  {row['name']} ({row['wall_time_s']:.0f}s) {row['error']}", flush=True)
+    else:
+        print(f"{position} failed   {row['name']} ({row['wall_time_s']:.0f}s) {row['error']}", flush=True)
+
+
+def execute(runs: list[Run], workdir: Path, jobs: int) -> list[dict]:
+    """Run what is not done, `jobs` at a time; return every run's final registry row."""
     rows = initial_rows(runs, workdir)
-    save = lambda: write_registry(workdir / REGISTRY_FILE, [rows[run.name] for run in runs])  # noqa: E731
+    save = lambda: registry.write_registry(workdir, [rows[run.name] for run in runs])  # noqa: E731
     save()
     position = {run.name: f"[{number}/{len(runs)}]" for number, run in enumerate(runs, 1)}
     todo = [run for run in runs if rows[run.name]["status"] != DONE]
@@ -279,34 +261,39 @@ def execute(runs: list[Run], workdir: Path, jobs: int) -> int:
         if rows[run.name]["status"] == DONE:
             print(f"{position[run.name]} skipped  {run.name} (done: {result_text(rows[run.name])})", flush=True)
     slots = cpu_slots(jobs) if jobs > 1 else [None]
-    free_slots, running, failed = list(range(len(slots))), {}, 0
+    free_slots, running = list(range(len(slots))), {}
     try:
         while todo or running:
             while todo and free_slots:
                 run, slot = todo.pop(0), free_slots.pop(0)
-                running[start_run(run, workdir / run.name, slots[slot])] = (run, slot, time.perf_counter())
-                rows[run.name] = registry_row(run, "running")
+                try:
+                    running[start_run(run, workdir / run.name, slots[slot])] = (run, slot, time.perf_counter())
+                except files.WorkdirBusy as error:  # another process still trains this run: leave it be
+                    free_slots.append(slot)
+                    rows[run.name] = row_for_run(run, FAILED, error=str(error), wall_time_s=0.0)
+                    save()
+                    report_outcome(position[run.name], rows[run.name])
+                    continue
+                rows[run.name] = row_for_run(run, RUNNING)
                 save()
                 print(f"{position[run.name]} started  {run.name} ({run.steps} steps, est. {format_duration(estimated_seconds(run))})", flush=True)
             time.sleep(POLL_INTERVAL_S)
             for process in [process for process in running if process.poll() is not None]:
                 run, slot, started = running.pop(process)
                 free_slots.append(slot)
-                rows[run.name] = row = outcome_row(run, process.returncode, workdir / run.name, time.perf_counter() - started)
+                rows[run.name] = outcome_row(run, process.returncode, workdir, time.perf_counter() - started)
                 save()
-                if row["status"] == DONE:
-                    print(f"{position[run.name]} finished {run.name} ({result_text(row)})", flush=True)
-                else:
-                    failed += 1
-                    print(f"{position[run.name]} failed   {run.name} ({row['wall_time_s']:.0f}s) {row['error']}", flush=True)
+                report_outcome(position[run.name], rows[run.name])
     except KeyboardInterrupt:
-        for process, (run, _, _) in running.items():
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not abandon the children mid-checkpoint
+            signal.signal(signum, lambda *_: print("already stopping: waiting for runs to checkpoint", file=sys.stderr, flush=True))
+        for process, (run, _, started) in running.items():
             process.terminate()  # the trainer checkpoints on SIGTERM; Ctrl-C in a terminal reached it already
             process.wait()
-            rows[run.name] = registry_row(run, "pending", error="interrupted: rerun the sweep to resume")
+            rows[run.name] = outcome_row(run, process.returncode, workdir, time.perf_counter() - started, interrupted=True)
         save()
         raise
-    return failed
+    return [rows[run.name] for run in runs]
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -328,10 +315,8 @@ def run_analysis(analysis: dict, workdir: Path) -> bool:
         from bigmodel.scaling.plot import plot_all
 
         fit = fit_input(workdir, law, **options)
-        fit_path = workdir / "fit.json"
-        temporary = fit_path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(fit, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(temporary, fit_path)
+        fit_path = workdir / registry.FIT_FILE
+        files.write_json_atomic(fit_path, fit)
         plots_dir = workdir / "plots"
         plot_all(workdir, plots_dir, fit=fit)
     except Exception as error:  # noqa: BLE001 — the runs are done and recorded; say what broke
@@ -349,6 +334,40 @@ def interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def lock_workdir(workdir: Path):
+    """Create the sweep directory and hold its lock: a second sweep there is one error line."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create --workdir {workdir}: {error.strerror}; pick another directory") from None
+    try:
+        return files.exclusive_workdir(workdir, "sweep")
+    except files.WorkdirBusy as error:
+        raise ConfigError(str(error)) from None
+
+
+def run_sweep(study: Study, runs: list[Run], workdir: Path, args) -> int:
+    """Run, record and analyse the sweep (its directory locked); return the exit code."""
+    registry_path = workdir / registry.REGISTRY_FILE
+    print(f"sweep {args.experiment}: {len(runs)} runs in {workdir}/ (registry {registry_path})", flush=True)
+    started = time.perf_counter()
+    previous_handler = signal.signal(signal.SIGTERM, interrupt)  # a preempted sweep stops its runs too
+    try:
+        rows = execute(runs, workdir, args.jobs)
+    except KeyboardInterrupt:
+        print(f"interrupted: unfinished runs are marked stopped in {registry_path}; rerun the same command to resume", file=sys.stderr)
+        return exit_codes.STOPPED
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    counts = {status: sum(row["status"] == status for row in rows) for status in (DONE, FAILED, STOPPED)}
+    print(f"sweep done in {format_duration(time.perf_counter() - started)}: {counts[DONE]} finished, {counts[FAILED]} failed"
+          + (f", {counts[STOPPED]} stopped (rerun to resume)" if counts[STOPPED] else ""), flush=True)
+    if study.analysis:
+        run_analysis(study.analysis, workdir)
+    return min(counts[FAILED], MAX_EXIT_CODE)
+
+
 def sweep_command(args) -> int:
     """Entry point from `bigmodel.cli`; returns the exit code."""
     if args.jobs < 1:
@@ -360,21 +379,8 @@ def sweep_command(args) -> int:
     if args.dry_run:
         print(dry_run_json(runs, workdir) if args.json else dry_run_table(runs, workdir), flush=True)
         return 0
+    lock = lock_workdir(workdir)
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"cannot create --workdir {workdir}: {error.strerror}; pick another directory") from None
-    print(f"sweep {args.experiment}: {len(runs)} runs in {workdir}/ (registry {workdir / REGISTRY_FILE})", flush=True)
-    started = time.perf_counter()
-    previous_handler = signal.signal(signal.SIGTERM, interrupt)  # a preempted sweep stops its runs too
-    try:
-        failed = execute(runs, workdir, args.jobs)
-    except KeyboardInterrupt:
-        print(f"interrupted: unfinished runs are marked pending in {workdir / REGISTRY_FILE}; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return run_sweep(study, runs, workdir, args)
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-    print(f"sweep done in {format_duration(time.perf_counter() - started)}: {len(runs) - failed} finished, {failed} failed", flush=True)
-    if study.analysis:
-        run_analysis(study.analysis, workdir)
-    return min(failed, MAX_EXIT_CODE)
+        lock.close()

@@ -7,7 +7,7 @@ learning rates, and per-run rules written as plain functions in the experiment f
 power of N, warmup as a share of steps, ...). `expand(study)` turns it into `Run`s; each run is
 a config spec plus string overrides, so `run.command(workdir)` re-runs it by hand exactly.
 
-Counting uses `bigmodel.flops.model_stats` (the one formula) for every N, D and C here:
+Counting uses `bigmodel.flops.run_stats` (the one formula) for every N, D and C here:
 steps = round(D / (batch_size · seq_len)), tokens = steps · batch_size · seq_len,
 flops = flops_per_token · tokens, so a run's FLOPs are its budget up to the rounding of steps.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bigmodel.config import ConfigError, apply_overrides, load_config, validate
-from bigmodel.flops import model_stats
+from bigmodel.flops import run_stats
 from bigmodel.presets import FF_MULT, HEAD_DIM, model_shape, shape_for_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -258,7 +258,7 @@ def expand(study: Study) -> list[Run]:
         shape = resolve_shape(size)
         shape_overrides = {f"model.{key}": str(value) for key, value in shape.items()}
         config = apply_overrides(base, shape_overrides)
-        stats = model_stats(config.model, config.data)
+        stats = run_stats(config)
         stats.update(n_layers=shape["n_layers"], d_model=shape["d_model"])
         batch_size = batch_size_for(study, stats, config.train.batch_size)
         seq_len = config.data.seq_len

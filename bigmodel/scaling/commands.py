@@ -1,0 +1,97 @@
+"""`python -m bigmodel fit` and `python -m bigmodel plot`: a scaling law and the figures.
+
+`tools/fit_scaling.py` and `tools/plot_scaling.py` are the same commands under their old names
+(`fit_main`, `plot_main`). Both read a sweep directory (its runs.csv) or a CSV of the user's
+own runs (`params,tokens,loss[,flops]`). Every bad input (a missing or malformed file, NaN or
+negative cells, too few points, an unknown law, an --out that cannot be written) is one
+`error:` line on stderr and exit code 2, with nothing written.
+
+The fitting and plotting modules load JAX and matplotlib, so they are imported only when a
+command runs: `python -m bigmodel --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bigmodel import exit_codes, files
+
+INPUT_HELP = "sweep directory (with runs.csv) or CSV with columns params,tokens,loss[,flops]"
+FIT_HELP = "fit a scaling law (power, chinchilla, isoflop) to a sweep or a CSV; print it, write JSON"
+PLOT_HELP = "draw the scaling plots of a sweep or a CSV (PNG + SVG), with the fit it is given"
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help=INPUT_HELP)
+    parser.add_argument("--law", required=True, help="power (L = E + A·X^-α), chinchilla (Approach 3, ~10 s) or isoflop (Approach 2)")
+    parser.add_argument("--x", default="non_embedding_params",
+                        help="power law's variable: non_embedding_params (N; 'params' means the same) or flops")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="K", help="refit K resamples: 95%% intervals and standard errors")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--budget", type=float, default=None, metavar="C", help="chinchilla: N_opt, D_opt at this many FLOPs")
+    parser.add_argument("--holdout", default=None, help="'largest': fit without the largest model, then predict it")
+    parser.add_argument("--out", required=True, help="path of the JSON to write")
+
+
+def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help=INPUT_HELP)
+    parser.add_argument("--out", required=True, help="directory for the PNG and SVG files")
+    parser.add_argument("--fit", default=None, help="fit.json to draw (default: the sweep's fit.json, else fit here)")
+
+
+def bad_input(error: Exception) -> int:
+    """The one `error:` line for a bad input, and its exit code."""
+    text = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) and error.strerror else str(error)
+    print(f"error: {text}", file=sys.stderr)
+    return exit_codes.BAD_INPUT
+
+
+def fit_command(args: argparse.Namespace) -> int:
+    """Fit, write `--out` atomically, print the law's one-line summary."""
+    out = Path(args.out)
+    try:
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a directory: pass the path of the JSON file to write")
+        from bigmodel.scaling.fit import fit_input
+
+        result = fit_input(args.input, args.law, x=args.x, bootstrap=args.bootstrap, seed=args.seed,
+                           budget=args.budget, holdout=args.holdout)
+        files.write_json_atomic(out, result)
+    except (ValueError, OSError) as error:
+        return bad_input(error)
+    print(result["summary"])
+    return exit_codes.OK
+
+
+def plot_command(args: argparse.Namespace) -> int:
+    """Draw every figure the input supports into `--out`; a note for each one skipped."""
+    from bigmodel.scaling.plot import plot_all
+
+    try:
+        paths = plot_all(args.input, args.out, fit=args.fit, note=lambda text: print(f"note: {text}"))
+    except (ValueError, OSError) as error:
+        return bad_input(error)
+    for path in paths:
+        if path.suffix == ".png":
+            print(f"wrote {path} (+ .svg)")
+    return exit_codes.OK
+
+
+def tool_main(prog: str, description: str, add_arguments, command, argv: list[str] | None) -> int:
+    from bigmodel.cli import OneLineErrorParser  # the project's one-line usage errors
+
+    parser = OneLineErrorParser(prog=prog, description=description)
+    add_arguments(parser)
+    return command(parser.parse_args(argv))
+
+
+def fit_main(argv: list[str] | None = None) -> int:
+    """tools/fit_scaling.py: the `fit` command under its old name."""
+    return tool_main("tools/fit_scaling.py", FIT_HELP, add_fit_arguments, fit_command, argv)
+
+
+def plot_main(argv: list[str] | None = None) -> int:
+    """tools/plot_scaling.py: the `plot` command under its old name."""
+    return tool_main("tools/plot_scaling.py", PLOT_HELP, add_plot_arguments, plot_command, argv)
