@@ -1,7 +1,9 @@
 """`bigmodel bench`: time real training steps (real data, the jitted train step) after warm-up.
 
 Prints one JSON line: tokens_per_s, flops_per_s (the run metadata's FLOPs formula), mfu (null
-when the device's peak is unknown, e.g. on CPU), step_time_s and compile_time_s.
+when the device's peak is unknown, e.g. on CPU) and mfu_causal_halved (attention counted once,
+as MaxText and llm.c do), step_time_s, compile_time_s, peak memory (XLA's estimate, and the
+allocator's measurement where the device reports one), the resolved dtype and attention.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import jax
 
 from bigmodel import config as config_lib, sharding
 from bigmodel.flops import FLOPS_FORMULA, device_peak_flops, mfu, run_stats
+from bigmodel.plan import compiled_memory
 from bigmodel.train import build, make_train_step
 
 
@@ -50,10 +53,15 @@ def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int,
     flops_per_s = tokens_per_s * stats["flops_per_token"]
     device = jax.devices()[0]
     peak = peak_flops or float(os.environ.get("BIGMODEL_PEAK_FLOPS", 0)) or device_peak_flops(device.device_kind)
+    measured = (device.memory_stats() or {}).get("peak_bytes_in_use")  # GPU/TPU allocators report it; CPU does not
     print(json.dumps({
         "tokens_per_s": tokens_per_s,
         "flops_per_s": flops_per_s,
         "mfu": mfu(flops_per_s, peak, jax.device_count()),
+        "mfu_causal_halved": mfu(tokens_per_s * stats["flops_per_token_causal_halved"], peak, jax.device_count()),
+        "peak_memory_bytes_estimated": compiled_memory(train_step, setup, config.train.batch_size).peak_bytes,
+        "peak_memory_bytes_measured": measured,
+        "attention": setup.model.config.attention,
         "step_time_s": elapsed / steps,
         "compile_time_s": compile_time_s,
         "params": stats["params"],
@@ -63,7 +71,7 @@ def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int,
         "peak_flops_per_device": peak,
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
-        "dtype": config.model.dtype,
+        "dtype": setup.model.config.dtype,
         "steps": steps,
     }))
     return 0

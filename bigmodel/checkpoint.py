@@ -11,12 +11,14 @@ again; evaluation only reads.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_DIR = "checkpoints_unreadable"  # beside CHECKPOINT_DIR: orbax must not see these as steps
@@ -31,10 +33,18 @@ class ShapeMismatch(ValueError):
     checkpoint, or a hand-edited config.json); the message is the one line to show."""
 
 
+def checkpoint_dir(workdir: str | Path) -> epath.Path:
+    """<workdir>/checkpoints as an absolute local path, or kept as a URL (gs://, s3://, ...):
+    `pathlib` would turn "gs://b/run" into the local directory "gs:/b/run"."""
+    text = str(workdir)
+    root = epath.Path(text) if "://" in text else epath.Path(os.path.abspath(text))
+    return root / CHECKPOINT_DIR
+
+
 def make_manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
     # The handler is named so that item_metadata (shapes, read before any restore) works.
-    return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options, item_handlers=ocp.StandardCheckpointHandler())
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=ocp.StandardCheckpointHandler())
 
 
 def save(manager: ocp.CheckpointManager, step: int, state) -> None:
@@ -77,10 +87,10 @@ def _one_line(error: BaseException, limit: int = 160) -> str:
     return f"{type(error).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
 
 
-def set_aside(manager: ocp.CheckpointManager, step: int) -> Path:
+def set_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:
     """Move step's directory to <workdir>/checkpoints_unreadable/<step>-<time> and forget it."""
-    source = Path(manager.directory) / str(step)
-    destination = Path(manager.directory).parent / UNREADABLE_DIR / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    source = epath.Path(manager.directory) / str(step)
+    destination = epath.Path(manager.directory).parent / UNREADABLE_DIR / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
     if jax.process_index() == 0:
         destination.parent.mkdir(parents=True, exist_ok=True)
         source.rename(destination)

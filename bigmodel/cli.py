@@ -1,4 +1,4 @@
-"""`python -m bigmodel <command>`: train, eval, bench, presets, sweep.
+"""`python -m bigmodel <command>`: train, eval, bench, plan, presets, sweep, fit, plot.
 
 Commands import their modules lazily so `presets` and `--help` answer without loading JAX.
 Any `--config.group.key=value` argument overrides the config file (big_vision style).
@@ -17,7 +17,8 @@ from bigmodel.config import ConfigError, parse_override
 
 OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
                   "(e.g. --config.train.steps=200 --config.model.d_model=128); configs/lm.py lists the keys.")
-COMMANDS_WITH_OVERRIDES = ("train", "bench")
+COMMANDS_WITH_OVERRIDES = ("train", "bench", "plan")
+PLAN_TARGETS = ("h100-80gb", "h200-141gb", "a100-40gb", "a100-80gb", "tpu-v4", "tpu-v5e", "tpu-v5p")  # bigmodel.plan.TARGETS
 
 
 def positive_int(text: str) -> int:
@@ -82,13 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
     bench.add_argument("--peak_flops", type=float, default=None, help="peak FLOP/s per device (overrides the table)")
 
+    plan = commands.add_parser("plan", help="compile the train step on abstract state: per-device memory, FLOPs, what fits",
+                               epilog=OVERRIDES_HELP)
+    plan.add_argument("--config", required=True, help="path/to/config.py[:arg]")
+    plan.add_argument("--devices", type=positive_int, default=None, help="plan for N fake CPU devices instead of the devices present")
+    plan.add_argument("--target", default=None, help="device to check the fit against: " + ", ".join(PLAN_TARGETS) + "; also searches the largest batch that fits")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+
     presets = commands.add_parser("presets", help="list model size presets with params and FLOPs/token")
     presets.add_argument("--vocab_size", type=int, default=256)
     presets.add_argument("--seq_len", type=int, default=256)
 
-    for command in (train, evaluate):  # multi-host: every process runs the same command with its own id
-        command.add_argument("--coordinator", default=None, help="host:port of process 0 (jax.distributed)")
-        command.add_argument("--num_processes", type=int, default=None)
+    # Multi-host: every process runs the same command. Under Slurm (srun), Open MPI (mpirun) or on a
+    # multi-host TPU VM the processes find each other; elsewhere name process 0 and each one's id.
+    for command in (train, evaluate, bench):
+        command.add_argument("--coordinator", default=None, help="host:port of process 0 (jax.distributed); auto-detected under Slurm, Open MPI, TPU VMs")
+        command.add_argument("--num_processes", type=positive_int, default=None)
         command.add_argument("--process_id", type=int, default=None)
 
     sweep = commands.add_parser("sweep", help="run a scaling study: experiments/<name>.py")
@@ -111,13 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         rest, overrides = _split_overrides(argv)
         args = build_parser().parse_args(rest)
         if overrides and args.command not in COMMANDS_WITH_OVERRIDES:
-            raise ConfigError(f"--config.* overrides apply to {' and '.join(COMMANDS_WITH_OVERRIDES)} only, not {args.command}: drop them")
+            raise ConfigError(f"--config.* overrides apply to {', '.join(COMMANDS_WITH_OVERRIDES)} only, not {args.command}: drop them")
         if args.command == "presets":
             return _print_presets(args)
-        if args.command in ("train", "eval"):
-            from bigmodel.sharding import maybe_initialize_distributed
+        if args.command in ("train", "eval", "bench", "plan"):
+            from bigmodel import runtime
 
-            maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+            if args.command == "plan" and args.devices:  # fake CPU devices: set before jax is imported
+                os.environ["JAX_PLATFORMS"] = "cpu"
+                os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.devices}".strip()
+            if args.command != "plan":
+                runtime.join_processes(args.coordinator, args.num_processes, args.process_id)
+            runtime.enable_compilation_cache()
         if args.command == "train":
             from bigmodel.train import train_command
 
@@ -126,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             from bigmodel.evaluate import eval_command
 
             return eval_command(args.workdir, args.batches)
+        if args.command == "plan":
+            from bigmodel.plan import plan_command
+
+            return plan_command(args.config, overrides, args.target, args.json)
         if args.command == "bench":
             from bigmodel.bench import bench_command
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import ml_collections
 
+from bigmodel.model_config import ATTENTIONS, AUTO, DTYPES, REMAT_NAMES, compute_dtype, cudnn_problem, current_platform
+
 
 class ConfigError(ValueError):
     """A config that cannot run; the message is the one line the user sees."""
@@ -117,9 +119,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 CHOICES = {
     "model.positions": ("rope", "learned"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "model.remat": ("none", "full", "dots"),
-    "model.attention": ("xla", "cudnn"),
+    "model.dtype": (AUTO, *DTYPES),
+    "model.remat": REMAT_NAMES,
+    "model.attention": (AUTO, *ATTENTIONS),
     "data.tokenizer": ("bytes", "spm"),
     "optim.name": ("adamw",),
     "optim.schedule": ("constant", "cosine", "wsd"),
@@ -157,8 +159,23 @@ def resolve_mesh_shape(mesh_config, n_devices: int) -> dict[str, int]:
     return shape
 
 
-def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int = 1) -> None:
-    """Raise ConfigError for the first problem found; return None when the config can run."""
+def check_attention(model, platform: str | None, device_kind: str) -> None:
+    """An explicit `attention=cudnn` must be able to run on this platform (`platform=None`: the
+    one JAX sees, looked up only here so that other configs validate without importing JAX)."""
+    if model.attention != "cudnn":
+        return
+    if platform is None:
+        platform, device_kind = current_platform()
+    dtype = compute_dtype(model.dtype, platform)
+    problem = cudnn_problem(dtype, model.d_model // model.n_heads, platform, device_kind)
+    if problem:
+        raise ConfigError(f"config.model.attention=cudnn (cuDNN flash attention) {problem}: use attention=auto, or change model.dtype / n_heads")
+
+
+def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int = 1,
+             platform: str | None = None, device_kind: str = "") -> None:
+    """Raise ConfigError for the first problem found; return None when the config can run on
+    `platform` (jax.default_backend(); None: the current one) and its `device_kind`."""
     for key in POSITIVE_INTS:
         value = _get(config, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -175,10 +192,16 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
         raise ConfigError(f"config.data.seq_len={data.seq_len} is above the model's limit model.max_seq_len={model.max_seq_len}: lower seq_len or raise max_seq_len")
     if not 0.0 <= model.dropout < 1.0:
         raise ConfigError(f"config.model.dropout must be in [0, 1), got {model.dropout}")
-    if data.tokenizer == "bytes" and data.vocab_size != 256:
+    if not isinstance(model.scan_layers, bool):
+        raise ConfigError(f"config.model.scan_layers must be true or false, got {model.scan_layers!r}")
+    if isinstance(model.loss_chunk_tokens, bool) or not isinstance(model.loss_chunk_tokens, int) or model.loss_chunk_tokens < 0:
+        raise ConfigError(f"config.model.loss_chunk_tokens must be 0 (off) or a positive number of tokens, got {model.loss_chunk_tokens!r}")
+    check_attention(model, platform, device_kind)
+    # Synthetic tokens are drawn, not tokenized: any vocabulary goes with any tokenizer setting.
+    if data.tokenizer == "bytes" and data.vocab_size != 256 and data.dataset != "synthetic":
         raise ConfigError(f"config.data.vocab_size must be 256 with the bytes tokenizer, got {data.vocab_size}")
-    if data.dataset != "kjv" and not (data.dataset.startswith("tfds:") and len(data.dataset) > 5):
-        raise ConfigError(f"config.data.dataset={data.dataset!r} is unknown: use kjv or tfds:<name> of a prepared tfds text dataset")
+    if data.dataset not in ("kjv", "synthetic") and not (data.dataset.startswith("tfds:") and len(data.dataset) > 5):
+        raise ConfigError(f"config.data.dataset={data.dataset!r} is unknown: use kjv, synthetic or tfds:<name> of a prepared tfds text dataset")
     if not optim.lr > 0:
         raise ConfigError(f"config.optim.lr must be positive, got {optim.lr}")
     if optim.warmup_steps < 0 or optim.warmup_steps > train.steps:

@@ -17,10 +17,12 @@ included), so a crashed process never blocks the next one:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Iterator
@@ -38,18 +40,23 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
-def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """An open temporary sibling of `path`, renamed onto `path` when the body succeeds."""
     temporary = temporary_sibling(path)
     temporary.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if isinstance(data, str):
-            temporary.write_text(data)
-        else:
-            temporary.write_bytes(data)
+        with open(temporary, mode) as file:
+            yield file
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)  # after a failed write (disk full), leave no debris
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one."""
+    with atomic_file(path, "w" if isinstance(data, str) else "wb") as file:
+        file.write(data)
 
 
 def write_json_atomic(path: str | os.PathLike, payload) -> None:
@@ -142,6 +149,42 @@ def wait_until_unlocked(directory: str | os.PathLike, timeout_s: float, poll_s: 
             if time.monotonic() > deadline:
                 raise
             time.sleep(poll_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageGuard:
+    """Checks, before a checkpoint is written, that it can be: the directory is still the one the
+    run started in, and the disk has room. Failing early leaves no half-written checkpoint, and
+    stops orbax from recreating a deleted run directory (it creates missing parents)."""
+
+    directory: Path
+    identity: tuple[int, int]  # (device, inode) of the directory when the run started
+    bytes_needed: int  # an upper bound of one checkpoint's size (zstd only shrinks it)
+
+    @classmethod
+    def of(cls, directory: str | os.PathLike, bytes_needed: int) -> "StorageGuard":
+        stat = os.stat(directory)
+        return cls(Path(directory), (stat.st_dev, stat.st_ino), bytes_needed)
+
+    def vanished(self) -> str | None:
+        """Why the directory is no longer the run's, or None."""
+        try:
+            stat = os.stat(self.directory)
+        except FileNotFoundError:
+            return f"{self.directory} no longer exists"
+        if (stat.st_dev, stat.st_ino) != self.identity:
+            return f"{self.directory} was deleted or replaced while the run wrote to it"
+        return None
+
+    def check(self) -> None:
+        """Raise OSError (ENOENT or ENOSPC) if a checkpoint cannot be written now."""
+        reason = self.vanished()
+        if reason:
+            raise OSError(errno.ENOENT, reason)
+        free = shutil.disk_usage(self.directory).free
+        if free < self.bytes_needed:
+            raise OSError(errno.ENOSPC, f"No space left on device: a checkpoint needs up to {self.bytes_needed / 2**20:.1f} MiB, "
+                                        f"{free / 2**20:.1f} MiB are free")
 
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.ENOENT, errno.EIO, errno.EACCES}

@@ -71,12 +71,17 @@ def model_stats(model: ModelConfig, seq_len: int) -> dict[str, int | str]:
         seq_len=seq_len,
     )
     stats["flops_formula"] = FLOPS_FORMULA
+    # MaxText and llm.c count attention once for a causal mask (half the score matrix): the same
+    # model at 6·L·d·T, for MFU comparisons with them (labelled; never used for budgets or fits).
+    stats["flops_per_token_causal_halved"] = stats["flops_per_token"] - 6 * model.n_layers * model.d_model * seq_len
     return stats
 
 
 def run_stats(config: ml_collections.ConfigDict) -> dict[str, int | str]:
     """`model_stats` of a full run config: what logs, summaries, benches and sweeps record."""
-    return model_stats(model_config(config), config.data.seq_len)
+    # Counts do not depend on the compute dtype or attention kernel: naming a platform resolves
+    # "auto" without asking JAX, so sweeps plan without importing it.
+    return model_stats(model_config(config, platform="cpu"), config.data.seq_len)
 
 
 def device_peak_flops(device_kind: str) -> float | None:

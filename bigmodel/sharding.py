@@ -14,12 +14,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bigmodel.config import MESH_AXES, resolve_mesh_shape
 
 
-def maybe_initialize_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
-    """Join a multi-process system when asked (must run before any other JAX call)."""
-    if coordinator:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
-
-
 def make_mesh(mesh_config) -> Mesh:
     shape = resolve_mesh_shape(mesh_config, jax.device_count())
     axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -27,12 +28,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from bigmodel import checkpoint, config as config_lib, exit_codes, files, metrics as metrics_lib, run_info, sharding
 from bigmodel import workdir as workdir_lib
 from bigmodel.flops import run_stats
-from bigmodel.model import Transformer, cross_entropy, model_config
+from bigmodel.model import Transformer, model_config
 from bigmodel.optim import make_optimizer
+from bigmodel.plan import compiled_memory
 
 # One validation order for every run, so eval losses compare across seeds and sizes.
 VALIDATION_SEED = 0
@@ -96,8 +99,9 @@ def make_train_step(setup: Setup):
     accum, dropout = config.train.grad_accum, config.model.dropout > 0
 
     def loss_fn(params, tokens, key):
-        logits = model.apply({"params": params}, tokens[:, :-1], deterministic=not dropout, rngs={"dropout": key})
-        return cross_entropy(logits, tokens[:, 1:])
+        # The model computes the loss itself: with model.loss_chunk_tokens it never holds the
+        # whole micro-batch's float32 logits.
+        return model.apply({"params": params}, tokens[:, :-1], deterministic=not dropout, targets=tokens[:, 1:], rngs={"dropout": key})
 
     def step_fn(state: TrainState, batch: jax.Array):
         key = jax.random.fold_in(jax.random.key(config.seed), state.step)
@@ -136,8 +140,7 @@ def make_eval_step(setup: Setup):
 
     def eval_fn(params, batch):
         with nn.logical_axis_rules(setup.rules):
-            logits = setup.model.apply({"params": params}, batch[:, :-1], deterministic=True)
-        return cross_entropy(logits, batch[:, 1:])
+            return setup.model.apply({"params": params}, batch[:, :-1], deterministic=True, targets=batch[:, 1:])
 
     return jax.jit(eval_fn, in_shardings=(setup.state_shardings.params, setup.batch_sharding))
 
@@ -196,7 +199,9 @@ def _finite(record: dict) -> bool:
 
 class StopRequest:
     """Set by SIGTERM (preemption) or Ctrl-C: the loop checkpoints the current step and exits
-    STOPPED. Further signals only say so: a second Ctrl-C must not tear the checkpoint."""
+    STOPPED. Further signals only say so: a second Ctrl-C must not tear the checkpoint.
+    A preemption must be served within the scheduler's grace period: with several processes,
+    keep train.log_every steps well inside it."""
 
     def __init__(self):
         self.requested = False
@@ -204,19 +209,41 @@ class StopRequest:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self._handle)
 
+    def agreed(self, at_sync_point: bool) -> bool:
+        """Whether to stop after this step. One process: its own request. Several: any process's,
+        compared at sync points only (the log cadence, the same steps on every process), so all
+        of them checkpoint the same step and no host sync is added between log steps."""
+        if jax.process_count() == 1:
+            return self.requested
+        if not at_sync_point:
+            return False
+        return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+
     def _handle(self, signum, _frame) -> None:
         if self.requested:
             print(f"already stopping ({signal.Signals(signum).name}): checkpointing the current step, then exiting", file=sys.stderr, flush=True)
         self.requested = True
 
 
+def storage_problem(error: BaseException, guard: files.StorageGuard) -> str | None:
+    """Why writing the run failed, if storage is the cause; None for any other error. A workdir
+    deleted under a running trainer surfaces as assorted NOT_FOUND errors: name the cause."""
+    return guard.vanished() or files.storage_failure(error)
+
+
 class StorageErrorFilter(logging.Filter):
     """Drops orbax's own ERROR records (one per writer thread, with tracebacks) for a storage
     failure: `run` reports it once, as one `error:` line. Every other record passes."""
 
+    def __init__(self, guard: files.StorageGuard):
+        super().__init__()
+        self.guard = guard
+
     def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        return not (record.levelno >= logging.ERROR and (files.storage_failure(error) if error else files.storage_failure(Exception(record.getMessage()))))
+        if record.levelno < logging.ERROR:
+            return True
+        error = record.exc_info[1] if record.exc_info else Exception(record.getMessage())
+        return storage_problem(error, self.guard) is None
 
 
 @dataclasses.dataclass
@@ -245,6 +272,11 @@ def train_record(step: int, metrics: dict, interval: Interval, now: float, token
     }
 
 
+def state_bytes(abstract_state) -> int:
+    """Bytes of the whole train state, uncompressed: an upper bound of a checkpoint's size."""
+    return sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(abstract_state))
+
+
 def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
     """summary.json from config and metrics.jsonl (so it is right after any number of resumes)."""
     records = metrics_lib.read_metrics(workdir)
@@ -252,8 +284,11 @@ def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
     eval_records = [record for record in records if "eval_loss" in record]
     stats = run_stats(config)
     tokens = config.train.steps * config.train.batch_size * config.data.seq_len
+    compute = model_config(config)  # what "auto" resolved to on the devices of this (last) attempt
     summary = {
         **stats,
+        "dtype": compute.dtype,
+        "attention": compute.attention,
         "tokens": tokens,
         "flops": stats["flops_per_token"] * tokens,
         "final_loss": train_records[-1]["loss"] if train_records else None,
@@ -298,13 +333,14 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
     progress = metrics_lib.Progress(config.train.steps, resumed.step, enabled=is_writer)
     if resumed.step:
         progress.message(f"resumed from checkpoint at step {resumed.step}")
-    quiet = StorageErrorFilter()
+    guard = files.StorageGuard.of(workdir, bytes_needed=state_bytes(setup.abstract_state))
+    quiet = StorageErrorFilter(guard)
     logging.getLogger("absl").addFilter(quiet)  # orbax logs through absl
     try:
-        code = train_loop(setup, manager, resumed, train_data, validation, log, progress, stop, stop_at_step)
+        code = train_loop(setup, manager, resumed, train_data, validation, log, progress, stop, stop_at_step, guard)
         manager.wait_until_finished()  # async writes surface their errors here
     except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
-        reason = files.storage_failure(error)
+        reason = storage_problem(error, guard)
         if reason is None:
             raise
         print(f"error: writing to {workdir} failed ({reason}); the checkpoints written before are intact: "
@@ -322,7 +358,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
 
 
 def train_loop(setup: Setup, manager, resumed: Resumed, train_data, validation, log, progress, stop: StopRequest,
-               stop_at_step: int | None) -> int:
+               stop_at_step: int | None, guard: files.StorageGuard) -> int:
     """Steps from resumed.step to the end (or a stop); logs, evaluates and checkpoints on the
     `due` cadence. Returns OK, STOPPED (signal; checkpointed) or FAILED (non-finite loss)."""
     config = setup.config
@@ -337,13 +373,15 @@ def train_loop(setup: Setup, manager, resumed: Resumed, train_data, validation, 
     run_start = time.perf_counter()
     train_step = make_train_step(setup).lower(resumed.state, batch_at(resumed.step)).compile()
     setup.compile_time_s = time.perf_counter() - run_start
+    progress.message(f"compiled in {setup.compile_time_s:.1f}s; {compiled_memory(train_step, setup, config.train.batch_size).line()}")
     eval_step = make_eval_step(setup)
     state, interval, last_checkpoint = resumed.state, Interval(time.perf_counter()), manager.latest_step()
+    stopping = False
     for done in range(resumed.step + 1, end_step + 1):
         state, step_metrics = train_step(state, batch_at(done - 1))
         interval.steps += 1
-        if stop.requested:  # SIGTERM/SIGINT: checkpoint this step, then stop; a rerun resumes here
-            end_step = done
+        if stop.agreed(at_sync_point=due(done, config.train.log_every, last_step)):  # checkpoint this step, then stop
+            end_step, stopping = done, True
         checkpoint_now = due(done, config.checkpoint.every_steps, end_step)
         if due(done, config.train.log_every, last_step) or checkpoint_now:
             now = time.perf_counter()
@@ -364,12 +402,13 @@ def train_loop(setup: Setup, manager, resumed: Resumed, train_data, validation, 
             log.write({"step": done, **result})
             progress.message(f"step {done} eval_loss {result['eval_loss']:.4f} eval_bpb {result['eval_bpb']:.4f}")
         if checkpoint_now:
+            guard.check()  # fail before writing, not halfway through
             checkpoint.save(manager, done, state)
             last_checkpoint = done
         interval.paused_s += time.perf_counter() - pause_start
         if done == end_step:  # a stop request moved the end here
             break
-    if stop.requested and end_step < last_step:
+    if stopping and end_step < last_step:
         progress.message(f"stopped by signal after step {end_step} and checkpointed; run the same command to resume")
         return exit_codes.STOPPED
     return exit_codes.OK
@@ -381,4 +420,12 @@ def train_command(spec: str, overrides: dict[str, str], workdir: str, stop_at_st
     workdir = Path(workdir)
     workdir_lib.check(config, workdir)
     stop = StopRequest()  # from here on, a signal means "checkpoint and exit", not a traceback
-    return run(config, workdir, stop_at_step, stop)
+    code = run(config, workdir, stop_at_step, stop)
+    if code == exit_codes.STORAGE_ERROR:
+        # Orbax's writer threads are still failing against the broken storage; a normal exit
+        # joins them and prints their tracebacks under the one error line. Leave at once: the
+        # metrics are flushed, and the kernel releases the lock and closes the files.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -23,12 +23,20 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.model.max_seq_len = 1024  # upper bound for data.seq_len; sizes learned positions
     config.model.positions = "rope"  # rope | learned
     config.model.tie_embeddings = False
-    config.model.dtype = "float32"  # compute dtype; params are always float32
-    config.model.remat = "none"  # none | full | dots (nn.scan remat policy)
-    config.model.attention = "xla"  # xla | cudnn (fused kernel on NVIDIA GPUs, bf16/fp16)
+    # auto: bfloat16 on GPU/TPU, float32 on CPU | float32 | bfloat16 | float16. Params, optimizer
+    # state, softmax and loss stay float32; "auto" stays "auto" in config.json and summary.json
+    # records what it resolved to, so a run may resume on another platform.
+    config.model.dtype = "auto"
+    # auto: cudnn where it can run, else the platform's fastest XLA form | xla | heads_major | cudnn
+    config.model.attention = "auto"
+    # none | full | dots | save_qkv_proj | save_dot_with_context_except_mlp (bigmodel/model.py)
+    config.model.remat = "none"
+    config.model.scan_layers = True  # False unrolls the layer loop (same parameters, longer compile)
+    config.model.loss_chunk_tokens = 0  # >0: LM head + loss this many tokens at a time (large vocabularies)
 
     config.data = ml_collections.ConfigDict()
-    config.data.dataset = "kjv"  # kjv | tfds:<name>[/<config>] of a prepared tfds text dataset
+    # kjv | tfds:<name>[/<config>] of a prepared tfds text dataset | synthetic (random tokens)
+    config.data.dataset = "kjv"
     config.data.tokenizer = "bytes"  # bytes | spm (sentencepiece BPE trained on the train split)
     config.data.vocab_size = 256  # bytes: 256; spm: the BPE size
     config.data.seq_len = 256

@@ -12,3 +12,19 @@ def kjv_data_dir(tmp_path_factory) -> str:
     data_dir = tmp_path_factory.mktemp("tfds")
     prepare_kjv(data_dir)
     return str(data_dir)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One JAX compilation cache for the session's CLI runs (in-process and subprocesses), never
+    the user's own: later runs of the same program skip most of their compile time."""
+    import os
+
+    directory = tmp_path_factory.mktemp("jax_cache")
+    previous = os.environ.get("BIGMODEL_COMPILATION_CACHE")
+    os.environ["BIGMODEL_COMPILATION_CACHE"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("BIGMODEL_COMPILATION_CACHE", None)
+    else:
+        os.environ["BIGMODEL_COMPILATION_CACHE"] = previous

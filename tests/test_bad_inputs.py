@@ -107,7 +107,7 @@ ROWS = [
     Row("required flag missing", "the following arguments are required: --workdir", lambda t, d: ["train", "--config", "configs/lm.py:L2"]),
     Row("misspelt flag", "unrecognized arguments: --wrkdir", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--wrkdir", "x"]),
     Row("unknown command", "invalid choice: 'trian'", lambda t, d: ["trian"]),
-    Row("overrides given to eval", "overrides apply to train and bench only", lambda t, d: ["eval", "--workdir", str(t), "--config.train.steps=5"]),
+    Row("overrides given to eval", "overrides apply to train, bench, plan only", lambda t, d: ["eval", "--workdir", str(t), "--config.train.steps=5"]),
     Row("--stop_at_step 0", "argument --stop_at_step: expected a positive integer, got '0'", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--stop_at_step", "0"]),
     Row("eval --batches -1", "argument --batches: expected a positive integer, got '-1'", lambda t, d: ["eval", "--workdir", str(t), "--batches", "-1"]),
     Row("sweep --jobs 0", "argument --jobs: expected a positive integer, got '0'", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", str(t / "s"), "--jobs", "0"]),

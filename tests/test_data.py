@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bigmodel.config import ConfigError, load_config
-from bigmodel.data import ByteTokenizer, LMDataset, load_dataset, resolve_data_dir
+from bigmodel.data import ByteTokenizer, LMDataset, SyntheticDataset, load_dataset, resolve_data_dir
 from bigmodel.files import file_lock
 from bigmodel.data.kjv import KJV_SHA256, NUM_CHAPTERS, locate_kjv_jsonl, prepare_kjv, read_verses
 
@@ -138,12 +138,31 @@ def test_prepared_tfds_text_dataset_reads_through_data_source(tmp_path):
 
 
 def test_unknown_or_unusable_datasets_are_clear_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="config.data.dataset='shakespeare' is unknown: use kjv or tfds:"):
+    with pytest.raises(ConfigError, match="config.data.dataset='shakespeare' is unknown: use kjv, synthetic or tfds:"):
         load_dataset(data_config(dataset="shakespeare", data_dir=str(tmp_path)), "train", seed=0)
     with pytest.raises(ConfigError, match="tfds has no dataset 'no_such_corpus'"):
         load_dataset(data_config(dataset="tfds:no_such_corpus", data_dir=str(tmp_path)), "train", seed=0)
     with pytest.raises(ConfigError, match="has no 'text' feature"):
         load_dataset(data_config(dataset="tfds:mnist", data_dir=str(tmp_path)), "train", seed=0)
+
+
+def test_synthetic_tokens_are_a_pure_function_of_seed_split_and_step(tmp_path):
+    config = data_config(dataset="synthetic", vocab_size=50_304, seq_len=64, data_dir=str(tmp_path / "unused"))
+    train = load_dataset(config, "train", seed=0)
+    assert isinstance(train, SyntheticDataset) and train.bytes_per_token == 1.0  # nominal: no text behind them
+    batch = train.batch(7, 8)
+    assert batch.shape == (8, 65) and batch.dtype == np.int32
+    assert 0 <= batch.min() and batch.max() < 50_304 and np.unique(batch).size > 400  # spread over the vocabulary
+    assert np.array_equal(batch, load_dataset(config, "train", seed=0).batch(7, 8))
+    assert np.array_equal(train.batch(3, 8), load_dataset(config, "train", seed=0).batch(3, 8))
+    assert not np.array_equal(batch, train.batch(8, 8))
+    assert not np.array_equal(batch, load_dataset(config, "train", seed=1).batch(7, 8))
+    assert not np.array_equal(batch, load_dataset(config, "validation", seed=0).batch(7, 8))
+    slices = [train.batch(7, 8, process_index, 4) for process_index in range(4)]
+    assert np.array_equal(np.concatenate(slices), batch)  # rows do not depend on how processes split them
+    assert not (tmp_path / "unused").exists()  # nothing downloaded, tokenized or cached
+    with pytest.raises(ValueError, match="synthetic has splits train, validation, not 'test'"):
+        load_dataset(config, "test", seed=0)
 
 
 def test_too_long_seq_len_is_a_clear_error():

@@ -86,19 +86,22 @@ def test_model_config_carries_every_model_key_and_the_vocabulary():
     overrides = {
         "model.positions": "learned", "model.tie_embeddings": True, "model.dropout": 0.1, "model.dtype": "bfloat16",
         "model.remat": "dots", "model.attention": "cudnn", "model.max_seq_len": 512, "data.vocab_size": 4096,
+        "model.scan_layers": False, "model.loss_chunk_tokens": 4096,
     }
     config = _config("L3", **overrides)
     assert dataclasses.asdict(model_config(config)) == {
         "d_model": 96, "n_layers": 3, "n_heads": 3, "d_ff": 384, "vocab_size": 4096, "max_seq_len": 512,
         "positions": "learned", "tie_embeddings": True, "dropout": 0.1, "dtype": "bfloat16", "remat": "dots",
-        "attention": "cudnn",
+        "attention": "cudnn", "scan_layers": False, "loss_chunk_tokens": 4096,
     }
     assert model_config(config).head_dim == 32
 
 
 def test_model_config_defaults_are_the_lm_config_defaults():
-    # Presets are counted with ModelConfig's defaults; they must be the model a default run trains.
-    assert model_config(_config("L4")) == ModelConfig(**model_shape("L4"), vocab_size=256) == preset_model("L4", 256)
+    # Presets are counted with ModelConfig's defaults; they must be the model a default run trains
+    # (dtype and attention as "auto" resolves them on a CPU).
+    expected = ModelConfig(**model_shape("L4"), vocab_size=256)
+    assert model_config(_config("L4"), platform="cpu") == expected == preset_model("L4", 256)
 
 
 def test_model_config_refuses_a_key_the_model_would_ignore():
@@ -113,10 +116,10 @@ def test_model_config_refuses_a_key_the_model_would_ignore():
     [
         # configs/lm.py's default (L4): the numbers recorded before ModelConfig existed.
         (None, {}, {"params": 853_120, "non_embedding_params": 787_584, "embedding_params": 32_768,
-                    "head_params": 32_768, "flops_per_token": 6_494_976}),
+                    "head_params": 32_768, "flops_per_token": 6_494_976, "flops_per_token_causal_halved": 5_708_544}),
         ("L2", {"model.positions": "learned", "model.tie_embeddings": True, "data.seq_len": 512},
          {"params": 180_544, "non_embedding_params": 98_624, "embedding_params": 81_920,
-          "head_params": 0, "flops_per_token": 1_476_480}),
+          "head_params": 0, "flops_per_token": 1_476_480, "flops_per_token_causal_halved": 1_083_264}),
     ],
 )
 def test_run_stats_of_a_run_config(preset, overrides, expected):

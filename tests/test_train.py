@@ -179,3 +179,25 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes(tmp_path, k
     saved = [int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit()]
     assert len(saved) == 1 and saved[0] == max(losses(workdir)) >= 3
     assert not (workdir / "summary.json").exists()
+
+
+def test_preempting_one_of_two_processes_stops_both_at_the_same_checkpointed_step(tmp_path, kjv_data_dir):
+    workdir = tmp_path / "preempted_pair"
+    settings = {**TINY, "data.data_dir": kjv_data_dir, "train.steps": 100_000, "train.log_every": 5,
+                "checkpoint.every_steps": 100_000, "eval.every_steps": 100_000, "optim.warmup_steps": 0}
+    port = _free_port()
+    command = [sys.executable, "-m", "bigmodel", "train", "--config", "configs/lm.py:L1", "--workdir", str(workdir),
+               "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2"]
+    command += [f"--config.{key}={value}" for key, value in settings.items()]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    processes = [subprocess.Popen(command + ["--process_id", str(index)], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for index in range(2)]
+    for line in processes[0].stdout:  # process 0 prints progress; wait until steps are running
+        if line.startswith("step 10/"):
+            break
+    processes[1].send_signal(signal.SIGTERM)  # only the second process is preempted
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [75, 75], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    saved = [int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit()]
+    assert len(saved) == 1 and saved[0] % 5 == 0 and saved[0] >= 10  # agreed at a log step, written jointly
+    assert max(losses(workdir)) == saved[0]

@@ -74,7 +74,7 @@ def test_a_workdir_that_is_a_file_is_one_line_and_left_alone(tmp_path, capsys):
 
 def test_overrides_on_a_command_that_takes_none_are_refused(capsys):
     assert main(["eval", "--workdir", "runs/x", "--config.train.steps=3"]) == 2
-    assert "apply to train and bench only" in _one_error_line(capsys)
+    assert "apply to train, bench, plan only" in _one_error_line(capsys)
 
 
 def test_argparse_mistakes_are_one_error_line_exit_2(capsys):
@@ -122,3 +122,11 @@ def test_storage_failure_is_found_through_orbax_style_wrapping():
         assert files.storage_failure(outer) == "No space left on device: /ckpt/5"
     assert files.storage_failure(ValueError('Failed writing: "x": [OS error 28: No space left on device]')) == "No space left on device"
     assert files.storage_failure(ValueError("shapes do not match")) is None
+
+
+def test_remote_checkpoint_paths_stay_urls_and_local_ones_become_absolute():
+    from bigmodel.checkpoint import checkpoint_dir
+
+    assert str(checkpoint_dir("gs://bucket/runs/l2")) == "gs://bucket/runs/l2/checkpoints"
+    local = checkpoint_dir("runs/l2")
+    assert str(local).startswith("/") and str(local).endswith("runs/l2/checkpoints")

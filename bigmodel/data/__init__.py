@@ -1,4 +1,5 @@
-"""Data: tfds sources (the built-in `kjv`, any prepared `tfds:<name>`), tokenizers, the grain pipeline.
+"""Data: tfds sources (the built-in `kjv`, any prepared `tfds:<name>`), random `synthetic` tokens,
+tokenizers, the grain pipeline.
 
     from bigmodel.data import load_dataset
     train = load_dataset(config.data, split="train", seed=config.seed)
@@ -7,6 +8,7 @@
 
 from bigmodel.data.pipeline import LMDataset, load_dataset
 from bigmodel.data.sources import resolve_data_dir
+from bigmodel.data.synthetic import SyntheticDataset
 from bigmodel.data.tokenizers import ByteTokenizer, SentencePieceTokenizer
 
-__all__ = ["ByteTokenizer", "LMDataset", "SentencePieceTokenizer", "load_dataset", "resolve_data_dir"]
+__all__ = ["ByteTokenizer", "LMDataset", "SentencePieceTokenizer", "SyntheticDataset", "load_dataset", "resolve_data_dir"]

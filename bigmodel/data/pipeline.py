@@ -25,8 +25,9 @@ import grain
 import numpy as np
 
 from bigmodel.config import ConfigError
-from bigmodel.files import file_lock, temporary_sibling, write_atomically
-from bigmodel.data.sources import check_dataset_name, dataset_slug, read_split_texts, resolve_data_dir
+from bigmodel.files import atomic_file, file_lock, write_atomically
+from bigmodel.data.sources import SYNTHETIC, check_dataset_name, dataset_slug, read_split_texts, resolve_data_dir
+from bigmodel.data.synthetic import SyntheticDataset, synthetic_dataset
 from bigmodel.data.tokenizers import make_tokenizer
 
 DOCUMENT_SEPARATOR = "\n\n"  # a blank line: documents are told apart without a special token
@@ -66,11 +67,8 @@ def token_cache_path(data_dir: str, dataset: str, split: str, tokenizer_name: st
 
 def save_tokens(path: Path, tokens: np.ndarray, num_bytes: int) -> None:
     """The .npy first, then the .json that marks the cache complete (both renamed into place)."""
-    temporary = temporary_sibling(path)
-    temporary.parent.mkdir(parents=True, exist_ok=True)
-    with open(temporary, "wb") as file:
+    with atomic_file(path) as file:  # streamed: a token cache can be larger than memory allows twice
         np.save(file, tokens)
-    temporary.replace(path)
     counts = {"num_tokens": int(tokens.size), "num_bytes": int(num_bytes)}
     write_atomically(path.with_suffix(".json"), json.dumps(counts).encode())
 
@@ -126,14 +124,17 @@ class LMDataset:
         return np.asarray(self.tokens[windows[:, None] * self.seq_len + self._window_offsets], np.int32)
 
 
-def load_dataset(data_config, split: str = "train", seed: int = 0) -> LMDataset:
-    """The `split` of `data_config.dataset`, tokenized (cached) and windowed to `data_config.seq_len`.
+def load_dataset(data_config, split: str = "train", seed: int = 0) -> LMDataset | SyntheticDataset:
+    """The `split` of `data_config.dataset`, tokenized (cached) and windowed to `data_config.seq_len`
+    (or, for `synthetic`, random tokens drawn per (seed, step)).
 
     Builds kjv, trains the spm tokenizer and tokenizes the split on first use, each cached in the
     data dir (see `resolve_data_dir`); later calls only memory-map the cached tokens.
     """
     dataset = data_config.dataset
     check_dataset_name(dataset)
+    if dataset == SYNTHETIC:
+        return synthetic_dataset(data_config, split, seed)
     data_dir = resolve_data_dir(data_config)
     tokenizer = make_tokenizer(
         data_config.tokenizer,

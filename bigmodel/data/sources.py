@@ -1,8 +1,8 @@
 """Where documents come from: dataset names, the data dir, and reading a split's texts via tfds.
 
-`config.data.dataset` is `kjv` (built here on first use, see kjv.py) or `tfds:<name>[/<config>]`
-of a text dataset someone already prepared as array_record (`tfds build <name>
---file_format=array_record`): bigmodel never downloads. tfds is imported only when a split must
+`config.data.dataset` is `kjv` (built here on first use, see kjv.py), `synthetic` (random tokens
+with no source, see synthetic.py) or `tfds:<name>[/<config>]` of a text dataset someone already
+prepared as array_record (`tfds build <name> --file_format=array_record`): bigmodel never downloads. tfds is imported only when a split must
 be read, so a run whose tokens are already cached starts without it.
 """
 
@@ -16,6 +16,7 @@ from bigmodel.config import ConfigError
 
 DEFAULT_DATA_DIR = "~/.cache/bigmodel/tfds"
 TFDS_PREFIX = "tfds:"
+SYNTHETIC = "synthetic"  # random tokens (synthetic.py): no source, no tokenizer
 TEXT_FEATURE = "text"
 KJV_VERSION = "1.0.0"  # the kjv builder's version; part of cache names so a new build re-tokenizes
 
@@ -27,8 +28,8 @@ def resolve_data_dir(data_config) -> str:
 
 
 def check_dataset_name(dataset: str) -> None:
-    if dataset != "kjv" and not (dataset.startswith(TFDS_PREFIX) and len(dataset) > len(TFDS_PREFIX)):
-        raise ConfigError(f"config.data.dataset={dataset!r} is unknown: use kjv or tfds:<name>[/<config>] of a prepared tfds text dataset")
+    if dataset not in ("kjv", SYNTHETIC) and not (dataset.startswith(TFDS_PREFIX) and len(dataset) > len(TFDS_PREFIX)):
+        raise ConfigError(f"config.data.dataset={dataset!r} is unknown: use kjv, synthetic or tfds:<name>[/<config>] of a prepared tfds text dataset")
 
 
 def dataset_slug(dataset: str) -> str:

@@ -1,0 +1,173 @@
+"""`python -m bigmodel plan --config C [--devices N] [--target h100-80gb]`: what fits, before launch.
+
+Compiles the real train step against abstract state (ShapeDtypeStructs carrying the run's
+shardings: no parameter is allocated) and reads XLA's own accounting of the executable
+(`compiled.memory_analysis()`): per-device bytes for the parameters, the optimizer state and
+the compiled peak (arguments + outputs + temporaries, donated buffers counted once), and the
+compiled FLOPs per step beside the formula's. With `--target` it says whether the peak fits
+that device's memory (times the allocator's fraction) and searches for the largest global batch
+that fits.
+
+The compile happens on the devices present, or on N fake CPU devices (`--devices N`): the
+sharding arithmetic is exact either way, but the temporaries are those of the compiler that ran.
+A CPU compile of a GPU run keeps float32 where a GPU fuses bf16, so read the estimate for another
+platform as a planning number, and compare it with `train`'s own memory line on the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+
+GIB = 2**30
+# Device memory in bytes and the share of it the allocator hands to XLA by default
+# (JAX preallocates XLA_PYTHON_CLIENT_MEM_FRACTION = 0.75 of a GPU; TPUs give XLA all of HBM).
+TARGETS = {
+    "h100-80gb": (80 * GIB, 0.75),
+    "h200-141gb": (141 * GIB, 0.75),
+    "a100-40gb": (40 * GIB, 0.75),
+    "a100-80gb": (80 * GIB, 0.75),
+    "tpu-v4": (32 * GIB, 1.0),
+    "tpu-v5e": (16 * GIB, 1.0),
+    "tpu-v5p": (95 * GIB, 1.0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+    """Per-device bytes of one compiled train step."""
+
+    batch_size: int
+    params_bytes: int
+    optimizer_bytes: int
+    peak_bytes: int  # XLA's peak for the step: live arguments, outputs and temporaries
+    temp_bytes: int
+    compiled_flops: float | None  # per step, per device as XLA counts them (None if unknown)
+
+    def line(self) -> str:
+        return (f"memory per device: params {format_bytes(self.params_bytes)}, optimizer {format_bytes(self.optimizer_bytes)}, "
+                f"temporaries {format_bytes(self.temp_bytes)}, peak {format_bytes(self.peak_bytes)} (XLA's estimate)")
+
+
+def format_bytes(count: float) -> str:
+    for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}"
+    return f"{count:.0f} B"
+
+
+def bytes_per_device(abstract_tree, shardings) -> int:
+    """Bytes one device holds of a tree of arrays placed with `shardings`."""
+    total = 0
+    for leaf, sharding in zip(jax.tree.leaves(abstract_tree), jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))):
+        total += math.prod(sharding.shard_shape(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
+    return total
+
+
+def compiled_memory(compiled, setup, batch_size: int) -> MemoryPlan:
+    """MemoryPlan of a compiled train step (the `train` start-up line reads the same numbers)."""
+    stats = compiled.memory_analysis()
+    costs = compiled.cost_analysis()
+    costs = costs[0] if isinstance(costs, (list, tuple)) else costs  # a list per device on older jax
+    # Live at once: inputs, outputs and temporaries, with donated inputs reused as outputs. (XLA's
+    # own peak_memory_in_bytes leaves temporaries out on CPU, so it is only a lower bound.)
+    live = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes - stats.alias_size_in_bytes
+    peak = max(live, getattr(stats, "peak_memory_in_bytes", 0))
+    return MemoryPlan(
+        batch_size=batch_size,
+        params_bytes=bytes_per_device(setup.abstract_state.params, setup.state_shardings.params),
+        optimizer_bytes=bytes_per_device(setup.abstract_state.opt_state, setup.state_shardings.opt_state),
+        peak_bytes=int(peak),
+        temp_bytes=int(stats.temp_size_in_bytes),
+        compiled_flops=float(costs["flops"]) if costs and "flops" in costs else None,
+    )
+
+
+def compile_step(config):
+    """(compiled train step, setup) for `config`, against abstract state and batch."""
+    from bigmodel import checkpoint
+    from bigmodel.train import build, make_train_step
+
+    setup = build(config)
+    state = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
+    batch = jax.ShapeDtypeStruct((config.train.batch_size, config.data.seq_len + 1), jnp.int32, sharding=setup.batch_sharding)
+    return make_train_step(setup).lower(state, batch).compile(), setup
+
+
+def plan_batch(config, batch_size: int) -> MemoryPlan:
+    from bigmodel.config import apply_overrides
+
+    config = apply_overrides(config, {"train.batch_size": str(batch_size)})
+    compiled, setup = compile_step(config)
+    return compiled_memory(compiled, setup, batch_size)
+
+
+def largest_batch_that_fits(config, budget_bytes: float, quantum: int, first: MemoryPlan) -> MemoryPlan | None:
+    """The largest global batch (a multiple of `quantum`) whose compiled peak fits `budget_bytes`.
+
+    Memory is affine in the batch (fixed state + per-example activations), so two compiles give
+    the line and a third checks its prediction; stepping down by a quantum until the check fits
+    covers the compiler's non-linear choices. None if even `quantum` does not fit.
+    """
+    second = plan_batch(config, first.batch_size * 2)
+    per_example = max((second.peak_bytes - first.peak_bytes) / first.batch_size, 1.0)
+    fixed = first.peak_bytes - per_example * first.batch_size
+    candidate = int((budget_bytes - fixed) / per_example) // quantum * quantum
+    while candidate >= quantum:
+        plan = plan_batch(config, candidate)
+        if plan.peak_bytes <= budget_bytes:
+            return plan
+        candidate = min(candidate - quantum, int(candidate * budget_bytes / plan.peak_bytes) // quantum * quantum)
+    return None
+
+
+def batch_quantum(config, n_devices: int) -> int:
+    """The step of valid global batch sizes: data-parallel shards × gradient accumulation."""
+    from bigmodel.config import resolve_mesh_shape
+
+    mesh = resolve_mesh_shape(config.mesh, n_devices)
+    return mesh["data"] * mesh["fsdp"] * config.train.grad_accum
+
+
+def plan_command(spec: str, overrides: dict[str, str], target: str | None, as_json: bool) -> int:
+    from bigmodel.config import ConfigError, load_config, validate
+    from bigmodel.flops import run_stats
+
+    config = load_config(spec, overrides)
+    validate(config, jax.device_count(), jax.process_count())
+    if target is not None and target not in TARGETS:
+        raise ConfigError(f"unknown --target {target!r}: use one of {', '.join(TARGETS)}")
+    compiled, setup = compile_step(config)
+    plan = compiled_memory(compiled, setup, config.train.batch_size)
+    stats = run_stats(config)
+    formula_flops = stats["flops_per_token"] * config.train.batch_size * config.data.seq_len / jax.device_count()
+    report = {
+        "devices": jax.device_count(),
+        "device_kind": jax.devices()[0].device_kind,
+        "params": stats["params"],
+        **dataclasses.asdict(plan),
+        "formula_flops_per_device": formula_flops,
+    }
+    if target:
+        memory, fraction = TARGETS[target]
+        budget = memory * fraction
+        report.update(target=target, target_budget_bytes=budget, fits=plan.peak_bytes <= budget)
+        largest = largest_batch_that_fits(config, budget, batch_quantum(config, jax.device_count()), plan)
+        report["largest_batch_that_fits"] = largest.batch_size if largest else None
+    if as_json:
+        print(json.dumps(report))
+        return 0
+    print(f"{spec} on {report['devices']} × {report['device_kind']}: {stats['params']:,} params, global batch {plan.batch_size}")
+    print(plan.line())
+    if plan.compiled_flops:
+        print(f"FLOPs per step per device: compiled {plan.compiled_flops:.3g}, formula {formula_flops:.3g} "
+              f"(ratio {plan.compiled_flops / formula_flops:.2f}; XLA counts a scanned layer once and adds the optimizer's work)")
+    if target:
+        verdict = "fits" if report["fits"] else "does NOT fit"
+        print(f"{target}: {verdict} in {format_bytes(budget)} ({fraction:.0%} of {format_bytes(memory)}); "
+              f"largest global batch that fits: {report['largest_batch_that_fits']}")
+    return 0
