@@ -86,6 +86,25 @@ def causal_attention(query: jax.Array, key: jax.Array, value: jax.Array, impleme
     return jax.nn.dot_product_attention(query, key, value, is_causal=True, implementation=kernel)
 
 
+class Projection(nn.Module):
+    """A bias-free linear map with a multi-axis kernel (e.g. [embed, heads, head_dim]) that keeps
+    its shape and logical names from initialisation on. (nn.DenseGeneral initialises a flattened
+    2-D kernel; under a mesh, flax then constrains that 2-D value with the three names and fails.)
+    Contracts the input's last `n_contract` axes with the kernel's first ones."""
+
+    kernel_shape: tuple[int, ...]
+    names: tuple[str, ...]
+    std: float
+    dtype: jnp.dtype
+    n_contract: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", _dense_init(self.std, self.names), self.kernel_shape)
+        contract = (tuple(range(x.ndim - self.n_contract, x.ndim)), tuple(range(self.n_contract)))
+        return jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+
+
 class Attention(nn.Module):
     config: ModelConfig
 
@@ -98,21 +117,16 @@ class Attention(nn.Module):
         tokens = _tokens_first(x)
 
         def project(name: str) -> jax.Array:
-            projected = nn.DenseGeneral(
-                (config.n_heads, head_dim), use_bias=False, dtype=dtype, name=name,
-                kernel_init=_dense_init(0.02, ("embed", "heads", "kv")),
-            )(tokens).reshape(batch, seq_len, config.n_heads, head_dim)
-            return checkpoint_name(projected, f"{name}_proj")
+            projected = Projection((config.d_model, config.n_heads, head_dim), ("embed", "heads", "kv"), 0.02, dtype, name=name)(tokens)
+            return checkpoint_name(projected.reshape(batch, seq_len, config.n_heads, head_dim), f"{name}_proj")
 
         query, key, value = project("query"), project("key"), project("value")
         if config.positions == "rope":
             query, key = rotary(query), rotary(key)
         context = checkpoint_name(causal_attention(query, key, value, config.attention), "context")
         context = nn.with_logical_constraint(context, ("batch", "seq", "heads", "kv"))
-        out = nn.DenseGeneral(
-            config.d_model, axis=(-2, -1), use_bias=False, dtype=dtype, name="out",
-            kernel_init=_dense_init(0.02 / math.sqrt(2 * config.n_layers), ("heads", "kv", "embed")),
-        )(_tokens_first(context)).reshape(batch, seq_len, config.d_model)
+        out = Projection((config.n_heads, head_dim, config.d_model), ("heads", "kv", "embed"), 0.02 / math.sqrt(2 * config.n_layers),
+                         dtype, n_contract=2, name="out")(_tokens_first(context)).reshape(batch, seq_len, config.d_model)
         return checkpoint_name(out, "out_proj")
 
 

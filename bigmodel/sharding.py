@@ -45,3 +45,24 @@ def global_batch(local_rows: np.ndarray, sharding: NamedSharding) -> jax.Array:
     if jax.process_count() == 1:
         return jax.device_put(local_rows, sharding)
     return jax.make_array_from_process_local_data(sharding, local_rows)
+
+
+class InMesh:
+    """A jitted function traced, lowered and called with `mesh` as the current mesh.
+
+    Flax's `nn.with_logical_constraint` returns its input unchanged when no mesh is current, so
+    without this the model's activation constraints (batch over data/fsdp, heads and mlp over
+    tensor, ...) would be silently absent from the compiled step.
+    """
+
+    def __init__(self, jitted, mesh: Mesh):
+        self.jitted, self.mesh = jitted, mesh
+
+    def __call__(self, *args):
+        with jax.set_mesh(self.mesh):
+            return self.jitted(*args)
+
+    def lower(self, *args):
+        with jax.set_mesh(self.mesh):
+            return self.jitted.lower(*args)
+

@@ -78,7 +78,11 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     with nn.logical_axis_rules(rules):
         abstract_boxed = jax.eval_shape(boxed_state, jax.random.key(0))
         state_shardings = sharding.tree_shardings(abstract_boxed, mesh, rules)
-    init_state = jax.jit(lambda key: nn.unbox(boxed_state(key)), out_shardings=state_shardings)
+    def unboxed_state(key: jax.Array) -> TrainState:
+        with nn.logical_axis_rules(rules):  # unboxing constrains each parameter to its sharding
+            return nn.unbox(boxed_state(key))
+
+    init_state = sharding.InMesh(jax.jit(unboxed_state, out_shardings=state_shardings), mesh)
     return Setup(
         config=config,
         model=model,
@@ -127,12 +131,13 @@ def make_train_step(setup: Setup):
         with nn.logical_axis_rules(setup.rules):
             return step_fn(state, batch)
 
-    return jax.jit(
+    jitted = jax.jit(
         with_rules,
         in_shardings=(setup.state_shardings, setup.batch_sharding),
         out_shardings=(setup.state_shardings, sharding.replicated(setup.mesh)),
         donate_argnums=0,
     )
+    return sharding.InMesh(jitted, setup.mesh)
 
 
 def make_eval_step(setup: Setup):
@@ -142,7 +147,7 @@ def make_eval_step(setup: Setup):
         with nn.logical_axis_rules(setup.rules):
             return setup.model.apply({"params": params}, batch[:, :-1], deterministic=True, targets=batch[:, 1:])
 
-    return jax.jit(eval_fn, in_shardings=(setup.state_shardings.params, setup.batch_sharding))
+    return sharding.InMesh(jax.jit(eval_fn, in_shardings=(setup.state_shardings.params, setup.batch_sharding)), setup.mesh)
 
 
 def evaluate(setup: Setup, eval_step, params, validation, n_batches: int) -> dict[str, float]:
