@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("train", "eval", "bench", "plan"):
             from bigmodel import runtime
 
+            runtime.set_gpu_memory_fraction()
             if args.command == "plan" and args.devices:  # fake CPU devices: set before jax is imported
                 os.environ["JAX_PLATFORMS"] = "cpu"
                 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.devices}".strip()

@@ -24,17 +24,23 @@ import jax
 import jax.numpy as jnp
 
 GIB = 2**30
-# Device memory in bytes and the share of it the allocator hands to XLA by default
-# (JAX preallocates XLA_PYTHON_CLIENT_MEM_FRACTION = 0.75 of a GPU; TPUs give XLA all of HBM).
+# Device memory in bytes, and whether XLA gets all of it (TPU) or the share JAX's GPU allocator
+# preallocates: XLA_PYTHON_CLIENT_MEM_FRACTION, which bigmodel sets to 0.9 unless you set it.
 TARGETS = {
-    "h100-80gb": (80 * GIB, 0.75),
-    "h200-141gb": (141 * GIB, 0.75),
-    "a100-40gb": (40 * GIB, 0.75),
-    "a100-80gb": (80 * GIB, 0.75),
-    "tpu-v4": (32 * GIB, 1.0),
-    "tpu-v5e": (16 * GIB, 1.0),
-    "tpu-v5p": (95 * GIB, 1.0),
+    "h100-80gb": (80 * GIB, "gpu"),
+    "h200-141gb": (141 * GIB, "gpu"),
+    "a100-40gb": (40 * GIB, "gpu"),
+    "a100-80gb": (80 * GIB, "gpu"),
+    "tpu-v4": (32 * GIB, "tpu"),
+    "tpu-v5e": (16 * GIB, "tpu"),
+    "tpu-v5p": (95 * GIB, "tpu"),
 }
+
+
+def usable_fraction(kind: str) -> float:
+    from bigmodel.runtime import gpu_memory_fraction
+
+    return gpu_memory_fraction() if kind == "gpu" else 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +159,8 @@ def plan_command(spec: str, overrides: dict[str, str], target: str | None, as_js
         "formula_flops_per_device": formula_flops,
     }
     if target:
-        memory, fraction = TARGETS[target]
+        memory, kind = TARGETS[target]
+        fraction = usable_fraction(kind)
         budget = memory * fraction
         report.update(target=target, target_budget_bytes=budget, fits=plan.peak_bytes <= budget)
         largest = largest_batch_that_fits(config, budget, batch_quantum(config, jax.device_count()), plan)

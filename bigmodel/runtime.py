@@ -3,6 +3,7 @@
 - `join_processes`: `jax.distributed` for multi-host runs. Explicit flags win; without them,
   JAX's own cluster detection runs when the process was started by Slurm (`srun`), Open MPI
   (`mpirun`) or on a multi-host TPU VM, so the same command works under each launcher.
+- `set_gpu_memory_fraction`: the share of each GPU XLA preallocates, 0.9 unless set.
 - `enable_compilation_cache`: XLA executables are cached on disk and reused by later processes
   with the same program (a resumed run, every process of a sweep, the next benchmark), which
   removes most of a restart's compile time. Under `$XDG_CACHE_HOME/bigmodel/jax` (~/.cache),
@@ -17,6 +18,17 @@ from pathlib import Path
 from typing import Mapping
 
 CACHE_VARIABLE = "BIGMODEL_COMPILATION_CACHE"
+MEMORY_FRACTION_VARIABLE = "XLA_PYTHON_CLIENT_MEM_FRACTION"
+DEFAULT_GPU_MEMORY_FRACTION = "0.9"  # JAX's own default, 0.75, leaves a fifth of an H100 idle
+
+
+def set_gpu_memory_fraction(environment=os.environ) -> None:
+    """Let XLA preallocate 90% of each GPU unless the user chose (must precede importing jax)."""
+    environment.setdefault(MEMORY_FRACTION_VARIABLE, DEFAULT_GPU_MEMORY_FRACTION)
+
+
+def gpu_memory_fraction(environment: Mapping[str, str] = os.environ) -> float:
+    return float(environment.get(MEMORY_FRACTION_VARIABLE, DEFAULT_GPU_MEMORY_FRACTION))
 
 
 def detected_cluster(environment: Mapping[str, str]) -> str | None:

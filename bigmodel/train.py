@@ -389,9 +389,9 @@ def train_loop(setup: Setup, manager, resumed: Resumed, train_data, validation, 
             end_step, stopping = done, True
         checkpoint_now = due(done, config.checkpoint.every_steps, end_step)
         if due(done, config.train.log_every, last_step) or checkpoint_now:
+            step_metrics = jax.device_get(step_metrics)  # waits for the step: dispatch is asynchronous
             now = time.perf_counter()
-            record = train_record(done, jax.device_get(step_metrics), interval, now, tokens_per_step,
-                                  resumed.earlier_wall_time_s + now - run_start)
+            record = train_record(done, step_metrics, interval, now, tokens_per_step, resumed.earlier_wall_time_s + now - run_start)
             if not _finite(record):  # never checkpoint a diverged state
                 print(f"error: loss became non-finite by step {done} (loss={record['loss']}, grad_norm={record['grad_norm']}); "
                       f"kept the last good checkpoint (step {last_checkpoint}); lower optim.lr or raise optim.warmup_steps",

@@ -43,3 +43,14 @@ def test_a_run_writes_its_executables_to_the_cache(tmp_path, kjv_data_dir):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert any(cache.iterdir()), "the train step (compiled for over a second) should have been cached"
+
+
+def test_gpu_memory_fraction_defaults_to_ninety_percent_unless_the_user_chose():
+    from bigmodel.runtime import gpu_memory_fraction, set_gpu_memory_fraction
+
+    environment = {}
+    set_gpu_memory_fraction(environment)
+    assert environment == {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.9"} and gpu_memory_fraction(environment) == 0.9
+    chosen = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5"}
+    set_gpu_memory_fraction(chosen)
+    assert gpu_memory_fraction(chosen) == 0.5

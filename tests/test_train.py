@@ -123,16 +123,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_two_processes(workdir, settings: dict, preset: str) -> list[subprocess.Popen]:
+    """`train` as two jax.distributed processes on localhost, one CPU device each."""
+    command = [sys.executable, "-m", "bigmodel", "train", "--config", f"configs/lm.py:{preset}", "--workdir", str(workdir),
+               "--coordinator", f"127.0.0.1:{_free_port()}", "--num_processes", "2"]
+    command += [f"--config.{key}={value}" for key, value in settings.items()]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    return [subprocess.Popen(command + ["--process_id", str(index)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for index in range(2)]
+
+
 def test_two_process_jax_distributed_run_matches_single_process(reference_run, tmp_path, kjv_data_dir):
     workdir = tmp_path / "two_hosts"
     settings = {**TINY, "data.data_dir": kjv_data_dir}
-    port = _free_port()
-    command = [sys.executable, "-m", "bigmodel", "train", "--config", "configs/lm.py:L2", "--workdir", str(workdir),
-               "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2"]
-    command += [f"--config.{key}={value}" for key, value in settings.items()]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    processes = [subprocess.Popen(command + ["--process_id", str(index)], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for index in range(2)]
+    processes = start_two_processes(workdir, settings, "L2")
     outputs = [process.communicate(timeout=600) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     summary = json.loads((workdir / "summary.json").read_text())
@@ -185,13 +189,7 @@ def test_preempting_one_of_two_processes_stops_both_at_the_same_checkpointed_ste
     workdir = tmp_path / "preempted_pair"
     settings = {**TINY, "data.data_dir": kjv_data_dir, "train.steps": 100_000, "train.log_every": 5,
                 "checkpoint.every_steps": 100_000, "eval.every_steps": 100_000, "optim.warmup_steps": 0}
-    port = _free_port()
-    command = [sys.executable, "-m", "bigmodel", "train", "--config", "configs/lm.py:L1", "--workdir", str(workdir),
-               "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2"]
-    command += [f"--config.{key}={value}" for key, value in settings.items()]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    processes = [subprocess.Popen(command + ["--process_id", str(index)], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for index in range(2)]
+    processes = start_two_processes(workdir, settings, "L1")
     for line in processes[0].stdout:  # process 0 prints progress; wait until steps are running
         if line.startswith("step 10/"):
             break
