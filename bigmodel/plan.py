@@ -10,8 +10,10 @@ that fits.
 
 The compile happens on the devices present, or on N fake CPU devices (`--devices N`): the
 sharding arithmetic is exact either way, but the temporaries are those of the compiler that ran.
-A CPU compile of a GPU run keeps float32 where a GPU fuses bf16, so read the estimate for another
-platform as a planning number, and compare it with `train`'s own memory line on the device.
+With `--target`, `auto` is resolved as on the accelerator (bfloat16; XLA attention in place of
+cuDNN's, which only a GPU compiles). A CPU compile may still keep float32 temporaries where a
+GPU fuses bf16, so read the estimate for another platform as a planning number, and compare it
+with `train`'s own memory line on the device.
 """
 
 from __future__ import annotations
@@ -139,6 +141,19 @@ def batch_quantum(config, n_devices: int) -> int:
     return mesh["data"] * mesh["fsdp"] * config.train.grad_accum
 
 
+def as_on_target(config):
+    """The config with `auto` resolved as it would be on an accelerator: bfloat16 compute, and
+    XLA attention (the closest kernel this machine can compile in place of cuDNN's)."""
+    from bigmodel.config import apply_overrides
+
+    changes = {}
+    if config.model.dtype == "auto":
+        changes["model.dtype"] = "bfloat16"
+    if config.model.attention in ("auto", "cudnn"):
+        changes["model.attention"] = "xla"
+    return apply_overrides(config, changes)
+
+
 def plan_command(spec: str, overrides: dict[str, str], target: str | None, as_json: bool) -> int:
     from bigmodel.config import ConfigError, load_config, validate
     from bigmodel.flops import run_stats
@@ -147,6 +162,8 @@ def plan_command(spec: str, overrides: dict[str, str], target: str | None, as_js
     validate(config, jax.device_count(), jax.process_count())
     if target is not None and target not in TARGETS:
         raise ConfigError(f"unknown --target {target!r}: use one of {', '.join(TARGETS)}")
+    if target is not None:
+        config = as_on_target(config)
     compiled, setup = compile_step(config)
     plan = compiled_memory(compiled, setup, config.train.batch_size)
     stats = run_stats(config)

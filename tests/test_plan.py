@@ -58,3 +58,12 @@ def test_unknown_target_is_one_error_line(capsys):
     assert main(["plan", "--config", "configs/lm.py:L1", "--target", "h100"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown --target 'h100'") and len(err.splitlines()) == 1
+
+
+def test_a_target_plans_auto_as_the_accelerator_resolves_it():
+    from bigmodel.plan import as_on_target
+
+    planned = as_on_target(load_config("configs/lm.py:L2"))  # dtype and attention default to auto
+    assert (planned.model.dtype, planned.model.attention) == ("bfloat16", "xla")
+    explicit = as_on_target(load_config("configs/lm.py:L2", {"model.dtype": "float32", "model.attention": "heads_major"}))
+    assert (explicit.model.dtype, explicit.model.attention) == ("float32", "heads_major")
