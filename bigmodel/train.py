@@ -308,22 +308,31 @@ def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
     return summary
 
 
+def checkpointed_steps(workdir: Path, keep: int) -> int:
+    """The newest checkpoint's step, 0 for a run without one; creates nothing."""
+    if not (workdir / checkpoint.CHECKPOINT_DIR).is_dir():
+        return 0
+    manager = checkpoint.make_manager(workdir, keep)
+    step = manager.latest_step() or 0
+    manager.close()
+    return step
+
+
 def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | None = None, stop: StopRequest | None = None) -> int:
     """Train until config.train.steps (or stop_at_step), checkpointing; return an exit code."""
     from bigmodel.data import load_dataset  # tensorflow-datasets is slow to import; only runs need it
 
     is_writer = jax.process_index() == 0
     stop = stop or StopRequest()
-    train_data = load_dataset(config.data, "train", config.seed)  # a bad dataset name fails here,
-    validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)  # before anything is written
-    lock = workdir_lib.claim(workdir)  # noqa: F841 — held until the process exits
-    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
-    if (manager.latest_step() or 0) >= config.train.steps:
-        manager.close()
+    if checkpointed_steps(workdir, config.checkpoint.keep) >= config.train.steps:  # before loading any data
         if is_writer and not (workdir / "summary.json").exists():
             write_summary(config, workdir, compile_time_s=None)
         print(f"{workdir} already finished {config.train.steps} steps; see {workdir / 'summary.json'}")
         return exit_codes.OK
+    train_data = load_dataset(config.data, "train", config.seed)  # a bad dataset name fails here,
+    validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)  # before anything is written
+    lock = workdir_lib.claim(workdir)  # noqa: F841 — held until the process exits
+    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     setup = build(config)
     try:
         resumed = resume(setup, manager, workdir, is_writer)
