@@ -3,7 +3,8 @@
 Prints one JSON line: tokens_per_s, flops_per_s (the run metadata's FLOPs formula), mfu (null
 when the device's peak is unknown, e.g. on CPU) and mfu_causal_halved (attention counted once,
 as MaxText and llm.c do), step_time_s, compile_time_s, peak memory (XLA's estimate, and the
-allocator's measurement where the device reports one), the resolved dtype and attention.
+allocator's measurement where the device reports one), the resolved dtype and attention, and
+whether cuDNN's fused attention kernel is really in the compiled program (`cudnn_fused_attention`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from bigmodel.flops import FLOPS_FORMULA, device_peak_flops, mfu, run_stats
 from bigmodel.plan import compiled_memory
 from bigmodel.train import build, make_train_step
 
+CUDNN_ATTENTION_CALL = "__cudnn$fmha"  # custom-call target XLA emits for cuDNN flash attention
 
-def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int, peak_flops: float | None) -> int:
+
+def uses_cudnn_attention(compiled) -> bool:
+    """Whether the optimized HLO calls cuDNN's fused attention (asking for it is not proof)."""
+    return CUDNN_ATTENTION_CALL in compiled.as_text()
+
+
+def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int, peak_flops: float | None,
+                  profile_dir: str | None = None) -> int:
     from bigmodel.data import load_dataset
 
     if steps < 1 or warmup < 0:
@@ -42,11 +51,15 @@ def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int,
         state, step_metrics = train_step(state, batch_at(step))
     jax.block_until_ready(state)
 
+    if profile_dir:
+        jax.profiler.start_trace(profile_dir)
     start = time.perf_counter()
     for step in range(warmup, warmup + steps):
         state, step_metrics = train_step(state, batch_at(step))
     jax.block_until_ready((state, step_metrics))
     elapsed = time.perf_counter() - start
+    if profile_dir:
+        jax.profiler.stop_trace()  # after the clock: writing the trace is not a step's time
 
     stats = run_stats(config)
     tokens_per_s = steps * config.train.batch_size * config.data.seq_len / elapsed
@@ -62,6 +75,7 @@ def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int,
         "peak_memory_bytes_estimated": compiled_memory(train_step, setup, config.train.batch_size).peak_bytes,
         "peak_memory_bytes_measured": measured,
         "attention": setup.model.config.attention,
+        "cudnn_fused_attention": uses_cudnn_attention(train_step),
         "step_time_s": elapsed / steps,
         "compile_time_s": compile_time_s,
         "params": stats["params"],

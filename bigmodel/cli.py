@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=positive_int, default=10, help="timed steps after warm-up")
     bench.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
     bench.add_argument("--peak_flops", type=float, default=None, help="peak FLOP/s per device (overrides the table)")
+    bench.add_argument("--profile", default=None, metavar="DIR",
+                       help="record the timed steps with jax.profiler into DIR (open with xprof or TensorBoard)")
 
     plan = commands.add_parser("plan", help="compile the train step on abstract state: per-device memory, FLOPs, what fits",
                                epilog=OVERRIDES_HELP)
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from bigmodel.bench import bench_command
 
-            return bench_command(args.config, overrides, args.steps, args.warmup, args.peak_flops)
+            return bench_command(args.config, overrides, args.steps, args.warmup, args.peak_flops, args.profile)
         if args.command == "sweep":
             from bigmodel.scaling.runner import sweep_command
 

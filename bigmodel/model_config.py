@@ -21,7 +21,10 @@ HALF_DTYPES = ("bfloat16", "float16")
 # "cudnn": cuDNN flash attention on NVIDIA GPUs (bf16/fp16): never materialises the T×T scores.
 # TPUs use "xla": jax's Pallas splash kernel needs a shard_map around it per mesh, which the
 # model (sharded by logical axis rules, not shard_map) does not have.
-ATTENTIONS = ("xla", "heads_major", "cudnn")
+# "xla_recompute": the XLA path under jax.checkpoint, so the backward recomputes the scores and
+#   only q, k, v and the output stay alive, as with a flash kernel: flash's memory at XLA's
+#   speed. `plan --target` compiles it on a CPU to stand in for cuDNN.
+ATTENTIONS = ("xla", "heads_major", "cudnn", "xla_recompute")
 ACCELERATOR_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")
 GPU_PLATFORMS = ("gpu", "cuda")
 # The fastest attention per platform when "auto" does not pick cuDNN (measured, README).

@@ -10,10 +10,14 @@ that fits.
 
 The compile happens on the devices present, or on N fake CPU devices (`--devices N`): the
 sharding arithmetic is exact either way, but the temporaries are those of the compiler that ran.
-With `--target`, `auto` is resolved as on the accelerator (bfloat16; XLA attention in place of
-cuDNN's, which only a GPU compiles). A CPU compile may still keep float32 temporaries where a
-GPU fuses bf16, so read the estimate for another platform as a planning number, and compare it
-with `train`'s own memory line on the device.
+On the target's own kind of device the config is compiled as it will run, and XLA's peak is
+the allocator's: within 0.01% of `memory_stats()` on an H100 (README "On an H100"). From another
+platform, `--target` resolves `auto` as the accelerator would: bfloat16, and for a GPU target
+that would pick cuDNN, attention `xla_recompute` (flash's memory: only q, k, v and the output
+kept; only a GPU compiles cuDNN itself). XLA:CPU's buffer assignment is far less frugal than
+XLA:GPU's, so that estimate is an upper bound: the gpt presets planned on a CPU came out 1.8-4x
+above what an H100 measured. A "fits" from a CPU holds; for the exact number, plan on one
+device of the target's kind (a compile, no step).
 """
 
 from __future__ import annotations
@@ -141,15 +145,29 @@ def batch_quantum(config, n_devices: int) -> int:
     return mesh["data"] * mesh["fsdp"] * config.train.grad_accum
 
 
-def as_on_target(config):
-    """The config with `auto` resolved as it would be on an accelerator: bfloat16 compute, and
-    XLA attention (the closest kernel this machine can compile in place of cuDNN's)."""
+def is_target_platform(target_kind: str, platform: str) -> bool:
+    """Whether a compile on `platform` is the compile a `target_kind` device would do."""
+    from bigmodel.model_config import GPU_PLATFORMS
+
+    return platform in GPU_PLATFORMS if target_kind == "gpu" else platform == target_kind
+
+
+def as_on_target(config, target_kind: str, platform: str):
+    """The config as it would compile on a `target_kind` device ("gpu" or "tpu"), for a compile on
+    `platform`. On the target's own platform nothing changes: `auto` resolves there as it will
+    run. Elsewhere `auto` becomes bfloat16, and the attention cuDNN would run (auto on a GPU
+    target, or cudnn) becomes `xla_recompute`, which keeps the same tensors alive."""
     from bigmodel.config import apply_overrides
 
+    if is_target_platform(target_kind, platform):
+        return config
     changes = {}
     if config.model.dtype == "auto":
         changes["model.dtype"] = "bfloat16"
-    if config.model.attention in ("auto", "cudnn"):
+    cudnn_on_target = config.model.attention == "cudnn" or (config.model.attention == "auto" and target_kind == "gpu")
+    if cudnn_on_target:
+        changes["model.attention"] = "xla_recompute"
+    elif config.model.attention == "auto":
         changes["model.attention"] = "xla"
     return apply_overrides(config, changes)
 
@@ -163,12 +181,13 @@ def plan_command(spec: str, overrides: dict[str, str], target: str | None, as_js
     if target is not None and target not in TARGETS:
         raise ConfigError(f"unknown --target {target!r}: use one of {', '.join(TARGETS)}")
     if target is not None:
-        config = as_on_target(config)
+        config = as_on_target(config, TARGETS[target][1], jax.default_backend())
     compiled, setup = compile_step(config)
     plan = compiled_memory(compiled, setup, config.train.batch_size)
     stats = run_stats(config)
     formula_flops = stats["flops_per_token"] * config.train.batch_size * config.data.seq_len / jax.device_count()
     report = {
+        "compiled_on": jax.default_backend(),
         "devices": jax.device_count(),
         "device_kind": jax.devices()[0].device_kind,
         "params": stats["params"],
@@ -194,4 +213,8 @@ def plan_command(spec: str, overrides: dict[str, str], target: str | None, as_js
         verdict = "fits" if report["fits"] else "does NOT fit"
         print(f"{target}: {verdict} in {format_bytes(budget)} ({fraction:.0%} of {format_bytes(memory)}); "
               f"largest global batch that fits: {report['largest_batch_that_fits']}")
+        if not is_target_platform(kind, jax.default_backend()):
+            print(f"note: compiled on {jax.default_backend()}, not on a {kind}: an upper bound. On an H100 the measured "
+                  "peaks were 1.8-4x lower than CPU plans of the gpt presets (README \"On an H100\"), so a 'fits' "
+                  "holds and a 'does NOT fit' may not; plan on one device of the target's kind for the exact number.")
     return 0

@@ -11,6 +11,7 @@ import sys
 
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -81,7 +82,7 @@ IMPOSSIBLE = [
      "needs head_dim (d_model/n_heads) a multiple of 8 and at most 128 on 'NVIDIA A100-SXM4-80GB', got 192"),
     ({"model.attention": "cudnn"}, "gpu", "Tesla T4", "needs an NVIDIA GPU of the Ampere generation or newer, but the device is 'Tesla T4'"),
     ({"model.dtype": "float64"}, "cpu", "cpu", "config.model.dtype must be one of auto, float32, bfloat16, float16, got 'float64'"),
-    ({"model.attention": "flash"}, "cpu", "cpu", "config.model.attention must be one of auto, xla, heads_major, cudnn, got 'flash'"),
+    ({"model.attention": "flash"}, "cpu", "cpu", "config.model.attention must be one of auto, xla, heads_major, cudnn, xla_recompute, got 'flash'"),
     ({"model.remat": "minimal"}, "cpu", "cpu",
      "config.model.remat must be one of none, full, dots, save_qkv_proj, save_dot_with_context_except_mlp, got 'minimal'"),
     ({"model.loss_chunk_tokens": -1}, "cpu", "cpu", "config.model.loss_chunk_tokens must be 0 (off) or a positive number of tokens, got -1"),
@@ -212,6 +213,39 @@ def test_heads_major_attention_equals_the_xla_path():
     params = _params(BASE, tokens)
     heads_major, xla = (dataclasses.replace(BASE, attention=name) for name in ("heads_major", "xla"))
     _assert_same(_loss_and_grads(xla, params, tokens), _loss_and_grads(heads_major, params, tokens))
+
+
+def test_xla_recompute_attention_equals_the_xla_path_and_keeps_less_alive():
+    tokens = _batch()
+    params = _params(BASE, tokens)
+    recompute, xla = (dataclasses.replace(BASE, attention=name) for name in ("xla_recompute", "xla"))
+    _assert_same(_loss_and_grads(xla, params, tokens), _loss_and_grads(recompute, params, tokens))
+
+    def temp_bytes(config):
+        apply = Transformer(config).apply
+        grad = jax.jit(jax.grad(lambda p: apply(p, tokens[:, :-1], targets=tokens[:, 1:])))
+        return grad.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp_bytes(recompute) < temp_bytes(xla)  # the T×T probabilities are not kept per layer
+
+
+def test_the_head_backward_multiplies_in_the_compute_dtype():
+    from bigmodel.model import head_logits
+
+    hidden = jnp.ones((8, 16), jnp.bfloat16)
+    weight = jnp.ones((16, 32), jnp.float32)  # parameters stay float32
+
+    def loss(hidden, weight):
+        return jnp.sum(jax.nn.log_softmax(head_logits(hidden, weight, jnp.bfloat16)))
+
+    jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(hidden, weight)
+    dots = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == "dot_general"]
+    dots += [inner for eqn in jaxpr.jaxpr.eqns for sub in jax.extend.core.jaxprs_in_params(eqn.params)
+             for inner in sub.eqns if inner.primitive.name == "dot_general"]
+    assert len(dots) == 3  # the forward and the two backward matmuls
+    assert all(var.aval.dtype == jnp.bfloat16 for dot in dots for var in dot.invars)  # no float32 (TF32) matmul
+    hidden_grad, weight_grad = jax.grad(loss, argnums=(0, 1))(hidden, weight)
+    assert (hidden_grad.dtype, weight_grad.dtype) == (jnp.bfloat16, jnp.float32)
 
 
 def test_bfloat16_trains_on_cpu_close_to_float32():

@@ -63,7 +63,11 @@ def test_unknown_target_is_one_error_line(capsys):
 def test_a_target_plans_auto_as_the_accelerator_resolves_it():
     from bigmodel.plan import as_on_target
 
-    planned = as_on_target(load_config("configs/lm.py:L2"))  # dtype and attention default to auto
-    assert (planned.model.dtype, planned.model.attention) == ("bfloat16", "xla")
-    explicit = as_on_target(load_config("configs/lm.py:L2", {"model.dtype": "float32", "model.attention": "heads_major"}))
+    default = load_config("configs/lm.py:L2")  # dtype and attention default to auto
+    planned = as_on_target(default, "gpu", "cpu")
+    assert (planned.model.dtype, planned.model.attention) == ("bfloat16", "xla_recompute")
+    on_tpu = as_on_target(default, "tpu", "cpu")
+    assert (on_tpu.model.dtype, on_tpu.model.attention) == ("bfloat16", "xla")
+    assert as_on_target(default, "gpu", "gpu") is default  # on the target itself, auto resolves natively
+    explicit = as_on_target(load_config("configs/lm.py:L2", {"model.dtype": "float32", "model.attention": "heads_major"}), "gpu", "cpu")
     assert (explicit.model.dtype, explicit.model.attention) == ("float32", "heads_major")
