@@ -1,4 +1,4 @@
-"""`python -m bigmodel <command>`: train, eval, bench, plan, presets, sweep, fit, plot.
+"""`python -m bigmodel <command>`: train, eval, bench, plan, presets, sweep, status, fit, plot.
 
 Commands import their modules lazily so `presets` and `--help` answer without loading JAX.
 Any `--config.group.key=value` argument overrides the config file (big_vision style).
@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run")
     sweep.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (processes)")
 
+    status = commands.add_parser("status", help="where each run of a sweep stands: step, loss, tokens/s, ETA")
+    status.add_argument("workdir", help="the sweep's --workdir")
+    status.add_argument("--watch", type=float, default=None, metavar="S", help="refresh every S seconds until Ctrl-C")
+    status.add_argument("--json", action="store_true", help="one JSON object per run")
+
     from bigmodel.scaling import commands as scaling_commands  # argparse only: fitting and plotting load later
 
     scaling_commands.add_fit_arguments(commands.add_parser("fit", help=scaling_commands.FIT_HELP))
@@ -156,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             from bigmodel.scaling.runner import sweep_command
 
             return sweep_command(args)
+        if args.command == "status":
+            from bigmodel.scaling.status import status_command
+
+            return status_command(args.workdir, args.watch, args.json)
         if args.command == "fit":
             from bigmodel.scaling.commands import fit_command
 

@@ -127,6 +127,8 @@ ROWS = [
     Row("fit: unknown law", "unknown law 'kaplan'", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "kaplan", "--out", str(t / "fit.json")]),
     Row("fit: --out is a directory", "is a directory: pass the path of the JSON file to write", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "power", "--out", str(t)]),
     Row("plot: sweep directory without runs.csv", "has no runs.csv", lambda t, d: ["plot", str(_write(t / "sweep" / "x.txt", "").parent), "--out", str(t / "plots")]),
+    Row("status: directory without runs.csv", "has no runs.csv: pass the --workdir of a sweep", lambda t, d: ["status", str(_write(t / "sweep" / "x.txt", "").parent)]),
+    Row("status: --watch 0", "--watch takes a positive number of seconds", lambda t, d: ["status", str(t), "--watch", "0"]),
 ]
 
 

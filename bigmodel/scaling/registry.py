@@ -29,7 +29,13 @@ METRICS_FILE = "metrics.jsonl"
 COLUMNS = (
     "name", "status", "params", "non_embedding_params", "tokens", "flops",
     "final_loss", "final_eval_loss", "eval_bpb", "wall_time_s", "error",
+    "backend", "job_id", "host", "attempts", "started_at", "finished_at",
 )
+# Where and how a run was last launched: the backend (local, slurm, ...), its handle there (a pid,
+# a Slurm job id), the host, how many times it was launched, and ISO-8601 UTC timestamps. A
+# restarted sweep reads them to re-attach to runs still in flight. Registries written before
+# these columns existed still load: a missing column reads as "".
+LAUNCH_COLUMNS = ("backend", "job_id", "host", "attempts", "started_at", "finished_at")
 PENDING, RUNNING, DONE, FAILED, STOPPED = "pending", "running", "done", "failed", "stopped"
 STATUSES = (PENDING, RUNNING, DONE, FAILED, STOPPED)
 PLANNED_COUNTS = ("params", "non_embedding_params", "tokens", "flops")  # the trainer's summary replaces them
@@ -56,6 +62,7 @@ def row_for_run(run, status: str, summary: dict | None = None, error: str = "", 
         row[key] = "" if value is None else value
     wall = summary.get("wall_time_s", wall_time_s)
     row["wall_time_s"] = "" if wall is None else round(float(wall), 2)
+    row.update(dict.fromkeys(LAUNCH_COLUMNS, ""))
     return row
 
 
@@ -78,6 +85,8 @@ def read_registry(directory: str | Path) -> list[tuple[int, dict[str, str]]]:
     require_columns(path, header, ("name", "status", "non_embedding_params", "tokens", "flops", "final_loss", "final_eval_loss"),
                     "this is not a bigmodel sweep registry; pass a CSV with params,tokens,loss instead")
     for line, row in rows:
+        for column in LAUNCH_COLUMNS:
+            row.setdefault(column, "")
         if row["status"] not in STATUSES:
             raise ValueError(f"{path} line {line}: status {row['status']!r} is not one of {', '.join(STATUSES)}")
     return rows
