@@ -41,6 +41,17 @@ def checkpoint_dir(workdir: str | Path) -> epath.Path:
     return root / CHECKPOINT_DIR
 
 
+def newest_step(workdir: str | Path) -> int:
+    """The newest finalized step under <workdir>/checkpoints (0 if none), from the listing alone.
+
+    No CheckpointManager: its constructor is a barrier of all processes, and a check that only
+    some processes reach (a slower one finds the checkpoints/ that process 0 just made) hung a
+    4-process run there.
+    """
+    directory = checkpoint_dir(workdir)
+    return max(ocp.utils.checkpoint_steps(directory), default=0) if directory.is_dir() else 0
+
+
 def make_manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
     # The handler is named so that item_metadata (shapes, read before any restore) works.

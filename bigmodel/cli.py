@@ -108,7 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workdir", required=True)
     sweep.add_argument("--dry-run", action="store_true", help="print the runs and write nothing")
     sweep.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run")
-    sweep.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (processes)")
+    sweep.add_argument("--jobs", type=positive_int, default=None,
+                       help="runs at once: local processes (default 1), or Slurm jobs queued (default all)")
+    sweep.add_argument("--backend", choices=("local", "slurm"), default="local",
+                       help="where runs execute: subprocesses here, or one Slurm job each (pip install -e '.[slurm]')")
+    sweep.add_argument("--retries", type=int, default=None, metavar="N",
+                       help="relaunch a failed run up to N times, resuming from its checkpoint (default: 0 local, 1 slurm)")
+    cluster = sweep.add_argument_group("resources of every run (override the study's resources; per host)")
+    cluster.add_argument("--gpus", type=int, default=None, help="GPUs per host (local: each run gets its own)")
+    cluster.add_argument("--hosts", type=int, default=None, help="hosts (Slurm nodes) per run, one process each")
+    cluster.add_argument("--cpus", type=int, default=None, help="CPUs per host (Slurm --cpus-per-task)")
+    cluster.add_argument("--memory-gb", type=float, default=None, help="memory per host (Slurm --mem)")
+    cluster.add_argument("--time-limit", type=float, default=None, metavar="MIN", help="minutes per launch (Slurm --time)")
+    slurm = sweep.add_argument_group("Slurm (--backend slurm)")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--account", default=None)
+    slurm.add_argument("--slurm-option", action="append", default=[], metavar="KEY[=VALUE]",
+                       help="any other sbatch option, repeatable: --slurm-option qos=high --slurm-option exclusive")
 
     status = commands.add_parser("status", help="where each run of a sweep stands: step, loss, tokens/s, ETA")
     status.add_argument("workdir", help="the sweep's --workdir")

@@ -159,6 +159,49 @@ def resolve_mesh_shape(mesh_config, n_devices: int) -> dict[str, int]:
     return shape
 
 
+def dcn_data(mesh_config) -> int:
+    """`config.mesh.dcn_data`: how many slices/hosts the data axis spans; configs saved before
+    the key existed ran on one, so a missing key reads as 1."""
+    return mesh_config.get("dcn_data", 1)
+
+
+def granule_attribute(platform: str) -> str:
+    """The device attribute that names a device's DCN unit: a TPU slice shares one ICI domain
+    (and a host may be one of several in a slice); elsewhere one process drives one host's
+    NVLink-joined GPUs, so the process is the unit."""
+    return "slice_index" if platform == "tpu" else "process_index"
+
+
+def count_slices(devices) -> int:
+    """How many DCN units (TPU slices, else processes) `devices` span."""
+    return len({getattr(device, granule_attribute(device.platform)) for device in devices})
+
+
+def current_slice_count() -> int:
+    """`count_slices` of the devices JAX sees; imports JAX, so only on demand."""
+    import jax
+
+    return count_slices(jax.devices())
+
+
+def check_dcn_data(value, data_size: int, n_slices: int | None) -> None:
+    """The data axis splits into `value` blocks, one per slice/host (`n_slices`; None: the live
+    count), so the value must divide it and match the slices exactly:
+    `create_hybrid_device_mesh` puts one DCN index on each slice."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"config.mesh.dcn_data={value!r} is not a positive integer: set it to the number of slices/hosts the data axis spans (1 = one)")
+    if value == 1:
+        return
+    if data_size % value:
+        raise ConfigError(f"config.mesh.dcn_data={value} does not divide the data axis mesh.data={data_size}: make mesh.data a multiple of dcn_data")
+    n_slices = current_slice_count() if n_slices is None else n_slices
+    if n_slices != value:
+        raise ConfigError(
+            f"config.mesh.dcn_data={value} must equal the number of slices/hosts, {n_slices} here "
+            f"(TPU slices, else jax processes): set mesh.dcn_data={n_slices}, or 1 for a flat mesh"
+        )
+
+
 def check_attention(model, platform: str | None, device_kind: str) -> None:
     """An explicit `attention=cudnn` must be able to run on this platform (`platform=None`: the
     one JAX sees, looked up only here so that other configs validate without importing JAX)."""
@@ -173,9 +216,10 @@ def check_attention(model, platform: str | None, device_kind: str) -> None:
 
 
 def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int = 1,
-             platform: str | None = None, device_kind: str = "") -> None:
+             platform: str | None = None, device_kind: str = "", n_slices: int | None = None) -> None:
     """Raise ConfigError for the first problem found; return None when the config can run on
-    `platform` (jax.default_backend(); None: the current one) and its `device_kind`."""
+    `platform` (jax.default_backend(); None: the current one) and its `device_kind`, across
+    `n_slices` slices/hosts (None: counted from JAX, only when mesh.dcn_data > 1)."""
     for key in POSITIVE_INTS:
         value = _get(config, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -215,6 +259,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
     if train.batch_size % train.grad_accum:
         raise ConfigError(f"config.train.batch_size={train.batch_size} is not divisible by grad_accum={train.grad_accum}")
     mesh = resolve_mesh_shape(config.mesh, n_devices)
+    check_dcn_data(dcn_data(config.mesh), mesh["data"], n_slices)
     batch_shards = mesh["data"] * mesh["fsdp"]
     micro_batch = train.batch_size // train.grad_accum
     if micro_batch % batch_shards or micro_batch % n_processes:

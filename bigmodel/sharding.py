@@ -9,15 +9,32 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bigmodel.config import MESH_AXES, resolve_mesh_shape
+from bigmodel.config import MESH_AXES, dcn_data, granule_attribute, resolve_mesh_shape
 
 
 def make_mesh(mesh_config) -> Mesh:
+    """The (data, fsdp, tensor) mesh; with `mesh.dcn_data` > 1 a hybrid one (see `hybrid_devices`)."""
     shape = resolve_mesh_shape(mesh_config, jax.device_count())
     axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-    return jax.make_mesh(tuple(shape[axis] for axis in MESH_AXES), MESH_AXES, axis_types=axis_types)
+    n_dcn = dcn_data(mesh_config)
+    if n_dcn == 1:
+        return jax.make_mesh(tuple(shape[axis] for axis in MESH_AXES), MESH_AXES, axis_types=axis_types)
+    return Mesh(hybrid_devices(shape, n_dcn, jax.devices()), MESH_AXES, axis_types=axis_types)
+
+
+def hybrid_devices(shape: dict[str, int], n_dcn: int, devices) -> np.ndarray:
+    """`devices` as a (data, fsdp, tensor) array whose data axis is `n_dcn` blocks, one per slice
+    (TPU) or process (GPU, CPU), so only the data-parallel gradient reduction crosses the slow
+    network; fsdp and tensor, which talk every layer, stay inside a slice. `jax.make_mesh` cannot
+    build this: it refuses multi-slice TPU topologies and ignores which host a GPU is on."""
+    ici_shape = (shape["data"] // n_dcn, shape["fsdp"], shape["tensor"])
+    dcn_shape = (n_dcn, 1, 1)
+    by_process = granule_attribute(devices[0].platform) == "process_index"
+    return mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices=devices, process_is_granule=by_process,
+                                                allow_split_physical_axes=True)
 
 
 def logical_rules(config) -> tuple[tuple[str, object], ...]:

@@ -36,6 +36,7 @@ from bigmodel.flops import run_stats
 from bigmodel.model import Transformer, model_config
 from bigmodel.optim import make_optimizer
 from bigmodel.plan import compiled_memory
+from bigmodel.prefetch import Prefetcher
 
 # One validation order for every run, so eval losses compare across seeds and sizes.
 VALIDATION_SEED = 0
@@ -308,23 +309,13 @@ def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
     return summary
 
 
-def checkpointed_steps(workdir: Path, keep: int) -> int:
-    """The newest checkpoint's step, 0 for a run without one; creates nothing."""
-    if not (workdir / checkpoint.CHECKPOINT_DIR).is_dir():
-        return 0
-    manager = checkpoint.make_manager(workdir, keep)
-    step = manager.latest_step() or 0
-    manager.close()
-    return step
-
-
 def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | None = None, stop: StopRequest | None = None) -> int:
     """Train until config.train.steps (or stop_at_step), checkpointing; return an exit code."""
     from bigmodel.data import load_dataset  # tensorflow-datasets is slow to import; only runs need it
 
     is_writer = jax.process_index() == 0
     stop = stop or StopRequest()
-    if checkpointed_steps(workdir, config.checkpoint.keep) >= config.train.steps:  # before loading any data
+    if checkpoint.newest_step(workdir) >= config.train.steps:  # before loading any data
         if is_writer and not (workdir / "summary.json").exists():
             write_summary(config, workdir, compile_time_s=None)
         print(f"{workdir} already finished {config.train.steps} steps; see {workdir / 'summary.json'}")
@@ -391,37 +382,40 @@ def train_loop(setup: Setup, manager, resumed: Resumed, train_data, validation, 
     eval_step = make_eval_step(setup)
     state, interval, last_checkpoint = resumed.state, Interval(time.perf_counter()), manager.latest_step()
     stopping = False
-    for done in range(resumed.step + 1, end_step + 1):
-        state, step_metrics = train_step(state, batch_at(done - 1))
-        interval.steps += 1
-        if stop.agreed(at_sync_point=due(done, config.train.log_every, last_step)):  # checkpoint this step, then stop
-            end_step, stopping = done, True
-        checkpoint_now = due(done, config.checkpoint.every_steps, end_step)
-        if due(done, config.train.log_every, last_step) or checkpoint_now:
-            step_metrics = jax.device_get(step_metrics)  # waits for the step: dispatch is asynchronous
-            now = time.perf_counter()
-            record = train_record(done, step_metrics, interval, now, tokens_per_step, resumed.earlier_wall_time_s + now - run_start)
-            if not _finite(record):  # never checkpoint a diverged state
-                print(f"error: loss became non-finite by step {done} (loss={record['loss']}, grad_norm={record['grad_norm']}); "
-                      f"kept the last good checkpoint (step {last_checkpoint}); lower optim.lr or raise optim.warmup_steps",
-                      file=sys.stderr, flush=True)
-                return exit_codes.FAILED
-            if due(done, config.train.log_every, last_step):  # a stop's checkpoint adds no point to the curve
-                log.write(record)
-                progress.update(done, record)
-                interval = Interval(time.perf_counter())
-        pause_start = time.perf_counter()
-        if due(done, config.eval.every_steps, last_step):
-            result = evaluate(setup, eval_step, state.params, validation, config.eval.batches)
-            log.write({"step": done, **result})
-            progress.message(f"step {done} eval_loss {result['eval_loss']:.4f} eval_bpb {result['eval_bpb']:.4f}")
-        if checkpoint_now:
-            guard.check()  # fail before writing, not halfway through
-            checkpoint.save(manager, done, state)
-            last_checkpoint = done
-        interval.paused_s += time.perf_counter() - pause_start
-        if done == end_step:  # a stop request moved the end here
-            break
+    # Step s+1's batch is read and placed on the devices while step s runs. From here on only the
+    # prefetch thread reads train_data (the compile above read the first batch before it started).
+    with Prefetcher(batch_at, range(resumed.step, end_step)) as batches:
+        for done in range(resumed.step + 1, end_step + 1):
+            state, step_metrics = train_step(state, next(batches))
+            interval.steps += 1
+            if stop.agreed(at_sync_point=due(done, config.train.log_every, last_step)):  # checkpoint this step, then stop
+                end_step, stopping = done, True
+            checkpoint_now = due(done, config.checkpoint.every_steps, end_step)
+            if due(done, config.train.log_every, last_step) or checkpoint_now:
+                step_metrics = jax.device_get(step_metrics)  # waits for the step: dispatch is asynchronous
+                now = time.perf_counter()
+                record = train_record(done, step_metrics, interval, now, tokens_per_step, resumed.earlier_wall_time_s + now - run_start)
+                if not _finite(record):  # never checkpoint a diverged state
+                    print(f"error: loss became non-finite by step {done} (loss={record['loss']}, grad_norm={record['grad_norm']}); "
+                          f"kept the last good checkpoint (step {last_checkpoint}); lower optim.lr or raise optim.warmup_steps",
+                          file=sys.stderr, flush=True)
+                    return exit_codes.FAILED
+                if due(done, config.train.log_every, last_step):  # a stop's checkpoint adds no point to the curve
+                    log.write(record)
+                    progress.update(done, record)
+                    interval = Interval(time.perf_counter())
+            pause_start = time.perf_counter()
+            if due(done, config.eval.every_steps, last_step):
+                result = evaluate(setup, eval_step, state.params, validation, config.eval.batches)
+                log.write({"step": done, **result})
+                progress.message(f"step {done} eval_loss {result['eval_loss']:.4f} eval_bpb {result['eval_bpb']:.4f}")
+            if checkpoint_now:
+                guard.check()  # fail before writing, not halfway through
+                checkpoint.save(manager, done, state)
+                last_checkpoint = done
+            interval.paused_s += time.perf_counter() - pause_start
+            if done == end_step:  # a stop request moved the end here
+                break
     if stopping and end_step < last_step:
         progress.message(f"stopped by signal after step {end_step} and checkpointed; run the same command to resume")
         return exit_codes.STOPPED

@@ -18,7 +18,9 @@ from bigmodel.checkpoint import CHECKPOINT_DIR
 # Keys that may change between a run and its resumption without changing what is computed
 # (train.steps too, under a constant schedule: see `changes_that_alter_the_run`).
 RESUMABLE_CHANGES = ("train.log_every", "mesh.", "checkpoint.", "eval.every_steps")
-RUNNER_FILES = ("train.log", "command.sh", files.LOCK_FILE)  # the sweep runner's, before config.json
+# The sweep runner's, before config.json: the log, the command, the lock, and the Slurm backend's
+# submitit folder (bigmodel.scaling.backends.slurm.SLURM_FOLDER).
+RUNNER_FILES = ("train.log", "command.sh", files.LOCK_FILE, "slurm")
 
 
 def _config_changes(saved: dict, new: dict, prefix: str = "") -> list[str]:

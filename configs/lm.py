@@ -69,8 +69,10 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.eval.every_steps = 500
     config.eval.batches = 16
 
-    # -1 fills the axis with all remaining devices.
-    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    # -1 fills the axis with all remaining devices. dcn_data > 1 splits the data axis across that
+    # many TPU slices or GPU hosts (the slow network, DCN); fsdp, tensor and the rest of data stay
+    # inside one (ICI / NVLink). It must equal the number of slices (hosts: jax processes).
+    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "dcn_data": 1})
     # Logical axis → mesh axes. Data, not code: change the parallelism here.
     config.sharding = ml_collections.ConfigDict()
     config.sharding.rules = (

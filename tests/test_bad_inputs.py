@@ -111,6 +111,9 @@ ROWS = [
     Row("--stop_at_step 0", "argument --stop_at_step: expected a positive integer, got '0'", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--stop_at_step", "0"]),
     Row("eval --batches -1", "argument --batches: expected a positive integer, got '-1'", lambda t, d: ["eval", "--workdir", str(t), "--batches", "-1"]),
     Row("sweep --jobs 0", "argument --jobs: expected a positive integer, got '0'", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", str(t / "s"), "--jobs", "0"]),
+    Row("sweep --retries -1", "--retries must be 0 or more, got -1", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", str(t / "s"), "--retries", "-1"]),
+    Row("a Slurm flag without --backend slurm", "--partition applies to --backend slurm only", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", str(t / "s"), "--partition", "gpu"]),
+    Row("--slurm-option for what has its own flag", "--slurm-option 'time=10': use --time-limit instead", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", str(t / "s"), "--backend", "slurm", "--slurm-option", "time=10"]),
     # experiment files
     Row("experiment file does not exist", "experiment file 'experiments/nope.py' not found", lambda t, d: ["sweep", "experiments/nope.py", "--workdir", str(t / "s")]),
     Row("experiment file with a syntax error", "failed to load: SyntaxError", lambda t, d: ["sweep", _experiment(t, "def get_study(:\n"), "--workdir", str(t / "s")]),

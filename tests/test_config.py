@@ -15,6 +15,7 @@ BAD_CONFIGS = [
     (["--config.model.n_heads=3"], "d_model=64 is not divisible by n_heads=3"),
     (["--config.mesh.data=2"], "uses 2 devices but 1 are present"),
     (["--config.mesh.data=-1", "--config.mesh.fsdp=-1"], "at most one -1"),
+    (["--config.mesh.dcn_data=2"], "config.mesh.dcn_data=2 does not divide the data axis mesh.data=1"),
     (["--config.data.seq_len=2048"], "seq_len=2048 is above the model's limit model.max_seq_len=1024"),
     (["--config.optim.schedule=linear"], "config.optim.schedule must be one of constant, cosine, wsd"),
     (["--config.train.steps=0"], "config.train.steps must be a positive integer"),

@@ -71,3 +71,66 @@ def test_a_target_plans_auto_as_the_accelerator_resolves_it():
     assert as_on_target(default, "gpu", "gpu") is default  # on the target itself, auto resolves natively
     explicit = as_on_target(load_config("configs/lm.py:L2", {"model.dtype": "float32", "model.attention": "heads_major"}), "gpu", "cpu")
     assert (explicit.model.dtype, explicit.model.attention) == ("float32", "heads_major")
+
+
+# ----------------------------------------------------------------------------- the gpt presets
+
+# Each preset's real shapes (d_model, layers, heads, vocabulary, 1024 positions) on a small
+# step: short sequences, a small batch, no accumulation and scanned layers, which compile in
+# seconds at any depth. None of these changes a parameter or its sharding.
+SMALL_STEP = {"data.seq_len": "64", "train.batch_size": "8", "train.grad_accum": "1", "model.scan_layers": "true"}
+# Parameters of each preset: the formula's count (`params` in the report) and, times 4 bytes,
+# what flax initialises (`params_bytes`); both must hold.
+GPT_PARAMS = {"124m": 124_373_760, "350m": 354_599_936, "760m": 758_392_320, "1.3b": 1_313_179_648,
+              "2.7b": 2_648_148_480, "6.7b": 6_652_956_672}
+FSDP_PRESETS = ("6.7b",)  # configs/gpt.py: parameters and optimizer state sharded over every device
+
+
+def assert_plan_holds_the_float32_state(report: dict, name: str) -> None:
+    """A plan's bytes are the preset's float32 parameters, sharded over every device under fsdp
+    and replicated under data parallelism, and AdamW's two moments beside them."""
+    shards = report["devices"] if name in FSDP_PRESETS else 1
+    assert report["params"] == GPT_PARAMS[name]
+    assert report["params_bytes"] == 4 * GPT_PARAMS[name] // shards
+    assert 2 * report["params_bytes"] <= report["optimizer_bytes"] <= 2 * report["params_bytes"] + 64  # mu, nu + step counts
+    assert report["peak_bytes"] >= report["params_bytes"] + report["optimizer_bytes"]
+
+
+@pytest.mark.parametrize("name", GPT_PARAMS)
+def test_plan_of_every_gpt_preset_on_one_device(name, capsys):
+    from bigmodel.plan import plan_command
+
+    assert plan_command(f"configs/gpt.py:{name}", SMALL_STEP, target=None, as_json=True) == 0
+    assert_plan_holds_the_float32_state(json.loads(capsys.readouterr().out.strip().splitlines()[-1]), name)
+
+
+# One process for all presets: starting JAX and the CLI six times would cost more than the compiles.
+# argv: comma-separated preset names, then the overrides.
+PLAN_EVERY_PRESET = """
+import sys
+from bigmodel.cli import main
+names, overrides = sys.argv[1].split(","), sys.argv[2:]
+sys.exit(max(main(["plan", "--config", f"configs/gpt.py:{name}", "--json", *overrides]) for name in names))
+"""
+
+
+@pytest.fixture(scope="module")
+def eight_device_plans() -> dict[str, dict]:
+    """{preset: plan report} from one process with 8 fake CPU devices."""
+    # LLVM's optimisations halve the compile time and change no byte of the plan: XLA assigns
+    # buffers before code generation (checked: identical plans for all six presets).
+    flags = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
+    overrides = [f"--config.{key}={value}" for key, value in SMALL_STEP.items()]
+    command = [sys.executable, "-c", PLAN_EVERY_PRESET, ",".join(GPT_PARAMS), *overrides]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return dict(zip(GPT_PARAMS, reports, strict=True))
+
+
+@pytest.mark.parametrize("name", GPT_PARAMS)
+def test_plan_of_every_gpt_preset_on_eight_devices(name, eight_device_plans):
+    report = eight_device_plans[name]
+    assert report["devices"] == 8
+    assert_plan_holds_the_float32_state(report, name)

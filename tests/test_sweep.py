@@ -22,8 +22,9 @@ from bigmodel.cli import main
 from bigmodel.config import ConfigError, load_config
 from bigmodel.flops import run_stats
 from bigmodel.presets import preset_non_embedding_params, shape_for_params
-from bigmodel.scaling import registry, runner
-from bigmodel.scaling.runner import child_environment, cpu_slots, load_study, run_analysis
+from bigmodel.scaling import execution, registry, runner
+from bigmodel.scaling.backends.local import LocalBackend, child_environment, cpu_slots
+from bigmodel.scaling.runner import load_study, run_analysis
 from bigmodel.scaling.sweep import IsoFlopGrid, Run, SizeGrid, Study, expand, format_number, shape_of, sizes_between
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -228,35 +229,45 @@ def fake_run(name: str) -> Run:
 EXITS = {"preempted": 75, "crashed": 1, "trained": 0}  # exit code of each fake trainer
 
 
-def fake_trainer(run: Run, run_dir: Path, cpus) -> subprocess.Popen:
-    """A stand-in for `python -m bigmodel train`: exits with the run's code; "trained" writes its summary."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def fake_trainer(command: list[str], run_dir: Path, cpus, environment) -> subprocess.Popen:
+    """A stand-in for `python -m bigmodel train` (LocalBackend's `start`): exits with the run's
+    code; "trained" writes its summary."""
     summary = {"final_loss": 2.5, "final_eval_loss": 2.4, "wall_time_s": 1.0}
     script = (f"import json, pathlib, sys; pathlib.Path({str(run_dir)!r}, 'summary.json').write_text({json.dumps(summary)!r}) "
-              f"if {run.name!r} == 'trained' else None; sys.exit({EXITS[run.name]})")
+              f"if {run_dir.name!r} == 'trained' else None; sys.exit({EXITS[run_dir.name]})")
     return subprocess.Popen([sys.executable, "-c", script])
 
 
-def test_a_stopped_run_is_resumable_not_a_failure(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "start_run", fake_trainer)
-    monkeypatch.setattr(runner, "POLL_INTERVAL_S", 0.05)
+def fake_local_backend() -> LocalBackend:
+    backend = LocalBackend(jobs=1, start=fake_trainer)
+    backend.poll_interval_s = 0.05
+    return backend
+
+
+def test_a_stopped_run_is_resumable_not_a_failure(tmp_path, capsys):
     runs = [fake_run(name) for name in EXITS]
-    arguments = types.SimpleNamespace(experiment="fake.py", jobs=1)
-    assert runner.run_sweep(types.SimpleNamespace(analysis=None), runs, tmp_path, arguments) == 1  # one failure, not two
+    assert runner.run_sweep(types.SimpleNamespace(analysis=None), runs, tmp_path, fake_local_backend(), retries=0) == 1  # one failure, not two
     rows = {row["name"]: row for _, row in registry.read_registry(tmp_path)}
     assert {name: row["status"] for name, row in rows.items()} == {"preempted": "stopped", "crashed": "failed", "trained": "done"}
     assert rows["preempted"]["error"] == "stopped (exit 75): rerun the sweep to resume"
     assert rows["crashed"]["error"].startswith("exit 1: ") and rows["trained"]["final_eval_loss"] == "2.4"
     output = capsys.readouterr().out
     assert "stopped  preempted" in output and "1 finished, 1 failed, 1 stopped (rerun to resume)" in output
-    # The next sweep starts the stopped run again (pending), like the failed one, and skips the done one.
-    assert {name: row["status"] for name, row in runner.initial_rows(runs, tmp_path).items()} == {
-        "preempted": "pending", "crashed": "pending", "trained": "done"}
+    assert {rows[name]["backend"] for name in rows} == {"local"} and {rows[name]["attempts"] for name in rows} == {"1"}
+    # The next sweep starts the stopped run again, like the failed one, and skips the done one.
+    capsys.readouterr()
+    execution.execute(runs, tmp_path, fake_local_backend())
+    output = capsys.readouterr().out
+    assert "skipped  trained" in output and "started  preempted" in output and "started  crashed" in output
+    rows = {row["name"]: row for _, row in registry.read_registry(tmp_path)}
+    assert {name: row["attempts"] for name, row in rows.items()} == {"preempted": "2", "crashed": "2", "trained": "1"}
 
 
 def test_the_runner_writes_only_its_log_and_command_before_the_trainer(tmp_path):
     run = expand(Study("configs/lm.py:L1", SizeGrid(["L1"], tokens=4096), overrides=SMALL))[0]
-    process = runner.start_run(run, tmp_path / run.name, None)
+    backend = LocalBackend(jobs=1)
+    handle = backend.submit(run, tmp_path / run.name, run.resources)
+    process = backend.launches[handle][0]
     process.kill()
     process.wait()
     assert sorted(path.name for path in (tmp_path / run.name).iterdir() if path.name != ".lock") == ["command.sh", "train.log"]

@@ -123,24 +123,29 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_two_processes(workdir, settings: dict, preset: str) -> list[subprocess.Popen]:
-    """`train` as two jax.distributed processes on localhost, one CPU device each."""
+def start_processes(workdir, settings: dict, preset: str, count: int = 2) -> list[subprocess.Popen]:
+    """`train` as `count` jax.distributed processes on localhost, one CPU device each."""
     command = [sys.executable, "-m", "bigmodel", "train", "--config", f"configs/lm.py:{preset}", "--workdir", str(workdir),
-               "--coordinator", f"127.0.0.1:{_free_port()}", "--num_processes", "2"]
+               "--coordinator", f"127.0.0.1:{_free_port()}", "--num_processes", str(count)]
     command += [f"--config.{key}={value}" for key, value in settings.items()]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     return [subprocess.Popen(command + ["--process_id", str(index)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for index in range(2)]
+            for index in range(count)]
 
 
-def test_two_process_jax_distributed_run_matches_single_process(reference_run, tmp_path, kjv_data_dir):
-    workdir = tmp_path / "two_hosts"
+@pytest.mark.parametrize("count", [2, 4])
+def test_multi_process_jax_distributed_run_matches_single_process(reference_run, tmp_path, kjv_data_dir, count):
+    workdir = tmp_path / f"{count}_hosts"
     settings = {**TINY, "data.data_dir": kjv_data_dir}
-    processes = start_two_processes(workdir, settings, "L2")
-    outputs = [process.communicate(timeout=600) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    processes = start_processes(workdir, settings, "L2", count)
+    try:
+        outputs = [process.communicate(timeout=600) for process in processes]
+    finally:  # a hung collective must not outlive the test
+        for process in processes:
+            process.kill()
+    assert [process.returncode for process in processes] == [0] * count, "".join(err[-2000:] for _, err in outputs)
     summary = json.loads((workdir / "summary.json").read_text())
-    assert (summary["process_count"], summary["device_count"]) == (2, 2)
+    assert (summary["process_count"], summary["device_count"]) == (count, count)
     np.testing.assert_allclose(list(losses(workdir).values()), list(losses(reference_run).values()), rtol=2e-4)
 
 
@@ -189,7 +194,7 @@ def test_preempting_one_of_two_processes_stops_both_at_the_same_checkpointed_ste
     workdir = tmp_path / "preempted_pair"
     settings = {**TINY, "data.data_dir": kjv_data_dir, "train.steps": 100_000, "train.log_every": 5,
                 "checkpoint.every_steps": 100_000, "eval.every_steps": 100_000, "optim.warmup_steps": 0}
-    processes = start_two_processes(workdir, settings, "L1")
+    processes = start_processes(workdir, settings, "L1")
     for line in processes[0].stdout:  # process 0 prints progress; wait until steps are running
         if line.startswith("step 10/"):
             break

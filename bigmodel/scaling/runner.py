@@ -1,18 +1,23 @@
 """`python -m bigmodel sweep EXPERIMENT --workdir DIR`: run a study's trainings, keep a registry.
 
-Each run is a subprocess `python -m bigmodel train --config <spec> --workdir DIR/<name> ...`
-(its output goes to DIR/<name>/train.log, its exact command to DIR/<name>/command.sh), so a crash
-or a leak in one run cannot touch the others, and any run can be repeated by hand.
+Each run is `python -m bigmodel train --config <spec> --workdir DIR/<name> ...`, launched by
+`execution.execute` on a backend (`bigmodel.scaling.backends`: a subprocess here, `--jobs` at a time, or one Slurm job
+each); its output goes to DIR/<name>/train.log, its exact command to DIR/<name>/command.sh, so
+a crash or a leak in one run cannot touch the others, and any run can be repeated by hand.
 
 - Idempotent: a run whose summary.json exists is skipped; an unfinished one is started again
   on its existing directory, which the trainer resumes from its last checkpoint. The runner
   writes only train.log and command.sh there: the trainer checks the run and writes config.json.
-- Failure isolation: a failed run is recorded (status `failed`, the last line of its log) and
+- Failure isolation: a failed run is relaunched up to `--retries` times (each launch resumes
+  from the run's checkpoint), then recorded (status `failed`, the last line of its log) and
   the sweep goes on; the exit code is the number of failed runs (at most 125). A trainer that
-  exits with `exit_codes.STOPPED` (a signal, after checkpointing) is `stopped`, not failed:
-  the next sweep resumes it.
-- Registry: DIR/runs.csv (`bigmodel.scaling.registry`), one row per run, rewritten atomically
-  whenever a run starts or ends.
+  exits with `exit_codes.STOPPED` (a signal, after checkpointing) is `stopped`, not failed nor
+  retried: the next sweep resumes it.
+- Re-attach: Slurm jobs outlive the driver. A restarted sweep watches the runs whose jobs are
+  still pending or running (never submitting them twice), and launches the rest.
+- Registry: DIR/runs.csv (`bigmodel.scaling.registry`), one row per run with its launch (backend,
+  job id, host, attempts, times), rewritten atomically by the driver alone whenever a run
+  starts or ends.
 - One sweep per directory: the sweep holds DIR/.lock (`files.exclusive_workdir`) while it
   runs; a second sweep on DIR is refused with one line.
 - Analysis: if the study declares one, fit the law (`bigmodel.scaling.fit`) into DIR/fit.json
@@ -21,14 +26,10 @@ or a leak in one run cannot touch the others, and any run can be repeated by han
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
-import ctypes
-import math
-import os
-import shlex
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,22 +37,12 @@ from pathlib import Path
 from bigmodel import exit_codes, files
 from bigmodel.config import ConfigError
 from bigmodel.scaling import registry
-from bigmodel.scaling.registry import DONE, FAILED, PENDING, RUNNING, STOPPED, row_for_run, run_summary
+from bigmodel.scaling.execution import CPU_FLOPS_PER_S, RUN_OVERHEAD_S, estimated_seconds, execute, format_duration
+from bigmodel.scaling.registry import DONE, FAILED, STOPPED
+from bigmodel.scaling.resources import checked_value, with_overrides
 from bigmodel.scaling.sweep import Run, Study, expand, format_number, validate_runs
 
-LOG_FILE = "train.log"
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-RUN_LOCK_WAIT_S = 120.0  # how long a run's orphaned trainer may take to checkpoint and exit
 MAX_EXIT_CODE = 125  # 126+ mean "not executable", "not found" and signals to a shell
-POLL_INTERVAL_S = 0.5
-
-# Time estimate for --dry-run: FLOPs at the rate the trainer sustained on this 2-core CPU over
-# experiments/demo.py (2 layers, d_model 32–192, fp32, seq_len 128, batch 16: 18 GFLOP/s for the
-# smallest, 45 for the largest, 36 overall), plus a fixed cost per run (start Python, import
-# JAX and tfds). Predicted this way: 12.0 min; measured 12.1 min (2026-11-22, --jobs 1, on a
-# machine shared with other work). Small models are overhead-bound and run below this rate.
-CPU_FLOPS_PER_S = 40e9
-RUN_OVERHEAD_S = 10.0
 
 
 # ----------------------------------------------------------------------------- the experiment file
@@ -100,16 +91,6 @@ def plan_runs(experiment: str | Path) -> tuple[Study, list[Run]]:
 # ----------------------------------------------------------------------------- dry run
 
 
-def estimated_seconds(run: Run) -> float:
-    return RUN_OVERHEAD_S + run.flops / CPU_FLOPS_PER_S
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    return f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
-
-
 def dry_run_table(runs: list[Run], workdir: Path) -> str:
     width = max(len(run.name) for run in runs)
     lines = [
@@ -137,163 +118,6 @@ def dry_run_json(runs: list[Run], workdir: Path) -> str:
         row["command"] = run.command_line(workdir / run.name)
         rows.append(json.dumps(row))
     return "\n".join(rows)
-
-
-# ----------------------------------------------------------------------------- processes
-
-
-def cpu_slots(jobs: int) -> list[list[int]]:
-    """Split the CPUs this process may use into `jobs` disjoint sets (shared when too few)."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    per_job = max(1, len(cpus) // jobs)
-    return [[cpus[(slot * per_job + offset) % len(cpus)] for offset in range(per_job)] for slot in range(jobs)]
-
-
-def child_environment(threads: int, pinned: bool) -> dict[str, str]:
-    """Thread counts for one of several jobs sharing the cores, so they do not oversubscribe."""
-    environment = dict(os.environ, PYTHONUNBUFFERED="1")
-    if pinned:
-        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            environment[variable] = str(threads)
-        if threads == 1:
-            flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-            environment["XLA_FLAGS"] = f"{environment.get('XLA_FLAGS', '')} {flags}".strip()
-    return environment
-
-
-def stop_with_parent() -> None:
-    """Ask Linux to SIGTERM this (child) process when the sweep driver dies, even by kill -9:
-    the trainer then checkpoints and exits 75, and a restarted sweep resumes it instead of
-    racing an orphan. Elsewhere (no prctl) orphans finish on their own."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-def start_run(run: Run, run_dir: Path, cpus: list[int] | None) -> subprocess.Popen:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    command = run.command(run_dir, python=sys.executable)
-    (run_dir / "command.sh").write_text("#!/bin/sh\n# re-run (or resume) this run by hand from the repo root\n" + run.command_line(run_dir) + "\n")
-    log = open(run_dir / LOG_FILE, "a")
-    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
-    log.flush()
-    files.wait_until_unlocked(run_dir, timeout_s=RUN_LOCK_WAIT_S)  # a run orphaned by a killed driver is still checkpointing
-
-    def prepare_child() -> None:
-        # The parent is single-threaded (no thread pool below), so preexec_fn is safe here.
-        stop_with_parent()
-        if cpus:  # XLA sizes its thread pool from the affinity mask: pinning sets its thread count
-            os.sched_setaffinity(0, cpus)
-
-    try:
-        return subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=child_environment(len(cpus) if cpus else 0, pinned=bool(cpus)), preexec_fn=prepare_child,
-        )
-    finally:
-        log.close()  # the child holds its own copy of the descriptor
-
-
-def result_text(row: dict) -> str:
-    """"loss 1.52, eval 1.49, bpb 2.15, 63s" from a registry row."""
-    parts = []
-    for key, label in (("final_loss", "loss"), ("final_eval_loss", "eval"), ("eval_bpb", "bpb")):
-        value = row.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            parts.append(f"{label} {value:.4f}")
-    if row.get("wall_time_s") != "":
-        parts.append(f"{float(row['wall_time_s']):.0f}s")
-    return ", ".join(parts)
-
-
-def last_log_line(log_path: Path, limit_chars: int = 300) -> str:
-    """The error a crashed run leaves: the last non-empty line of its log (a traceback's message)."""
-    try:
-        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-    except FileNotFoundError:
-        return "no train.log was written"
-    return lines[-1][:limit_chars] if lines else "train.log is empty"
-
-
-def initial_rows(runs: list[Run], workdir: Path) -> dict[str, dict]:
-    """Runs with a summary.json are done (whatever an earlier registry said); the rest pending
-    (a stopped or failed run is started again and resumes from its checkpoint)."""
-    rows = {}
-    for run in runs:
-        summary = run_summary(workdir, run.name)
-        rows[run.name] = row_for_run(run, DONE, summary) if summary else row_for_run(run, PENDING)
-    return rows
-
-
-def outcome_row(run: Run, return_code: int, workdir: Path, elapsed_s: float, interrupted: bool = False) -> dict:
-    """Done only with exit 0 *and* a summary; stopped (resumable) after a signal; else failed,
-    with the log's last line."""
-    summary = run_summary(workdir, run.name)
-    if return_code == 0 and summary is not None:
-        return row_for_run(run, DONE, summary, wall_time_s=elapsed_s)
-    if return_code == exit_codes.STOPPED or interrupted:
-        return row_for_run(run, STOPPED, error=f"stopped (exit {return_code}): rerun the sweep to resume", wall_time_s=elapsed_s)
-    error = last_log_line(workdir / run.name / LOG_FILE)
-    if return_code == 0:
-        error = f"exited 0 without writing {registry.SUMMARY_FILE}; last log line: {error}"
-    return row_for_run(run, FAILED, error=f"exit {return_code}: {error}", wall_time_s=elapsed_s)
-
-
-def report_outcome(position: str, row: dict) -> None:
-    if row["status"] == DONE:
-        print(f"{position} finished {row['name']} ({result_text(row)})", flush=True)
-    elif row["status"] == STOPPED:
-        print(f"{position} stopped  {row['name']} ({row['wall_time_s']:.0f}s) {row['error']}", flush=True)
-    else:
-        print(f"{position} failed   {row['name']} ({row['wall_time_s']:.0f}s) {row['error']}", flush=True)
-
-
-def execute(runs: list[Run], workdir: Path, jobs: int) -> list[dict]:
-    """Run what is not done, `jobs` at a time; return every run's final registry row."""
-    rows = initial_rows(runs, workdir)
-    save = lambda: registry.write_registry(workdir, [rows[run.name] for run in runs])  # noqa: E731
-    save()
-    position = {run.name: f"[{number}/{len(runs)}]" for number, run in enumerate(runs, 1)}
-    todo = [run for run in runs if rows[run.name]["status"] != DONE]
-    for run in runs:
-        if rows[run.name]["status"] == DONE:
-            print(f"{position[run.name]} skipped  {run.name} (done: {result_text(rows[run.name])})", flush=True)
-    slots = cpu_slots(jobs) if jobs > 1 else [None]
-    free_slots, running = list(range(len(slots))), {}
-    try:
-        while todo or running:
-            while todo and free_slots:
-                run, slot = todo.pop(0), free_slots.pop(0)
-                try:
-                    running[start_run(run, workdir / run.name, slots[slot])] = (run, slot, time.perf_counter())
-                except files.WorkdirBusy as error:  # another process still trains this run: leave it be
-                    free_slots.append(slot)
-                    rows[run.name] = row_for_run(run, FAILED, error=str(error), wall_time_s=0.0)
-                    save()
-                    report_outcome(position[run.name], rows[run.name])
-                    continue
-                rows[run.name] = row_for_run(run, RUNNING)
-                save()
-                print(f"{position[run.name]} started  {run.name} ({run.steps} steps, est. {format_duration(estimated_seconds(run))})", flush=True)
-            time.sleep(POLL_INTERVAL_S)
-            for process in [process for process in running if process.poll() is not None]:
-                run, slot, started = running.pop(process)
-                free_slots.append(slot)
-                rows[run.name] = outcome_row(run, process.returncode, workdir, time.perf_counter() - started)
-                save()
-                report_outcome(position[run.name], rows[run.name])
-    except KeyboardInterrupt:
-        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not abandon the children mid-checkpoint
-            signal.signal(signum, lambda *_: print("already stopping: waiting for runs to checkpoint", file=sys.stderr, flush=True))
-        for process, (run, _, started) in running.items():
-            process.terminate()  # the trainer checkpoints on SIGTERM; Ctrl-C in a terminal reached it already
-            process.wait()
-            rows[run.name] = outcome_row(run, process.returncode, workdir, time.perf_counter() - started, interrupted=True)
-        save()
-        raise
-    return [rows[run.name] for run in runs]
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -346,16 +170,17 @@ def lock_workdir(workdir: Path):
         raise ConfigError(str(error)) from None
 
 
-def run_sweep(study: Study, runs: list[Run], workdir: Path, args) -> int:
+def run_sweep(study: Study, runs: list[Run], workdir: Path, backend, retries: int = 0, experiment: str = "") -> int:
     """Run, record and analyse the sweep (its directory locked); return the exit code."""
     registry_path = workdir / registry.REGISTRY_FILE
-    print(f"sweep {args.experiment}: {len(runs)} runs in {workdir}/ (registry {registry_path})", flush=True)
+    print(f"sweep {experiment}: {len(runs)} runs in {workdir}/ on {backend.name} (registry {registry_path})", flush=True)
     started = time.perf_counter()
     previous_handler = signal.signal(signal.SIGTERM, interrupt)  # a preempted sweep stops its runs too
     try:
-        rows = execute(runs, workdir, args.jobs)
+        rows = execute(runs, workdir, backend, retries)
     except KeyboardInterrupt:
-        print(f"interrupted: unfinished runs are marked stopped in {registry_path}; rerun the same command to resume", file=sys.stderr)
+        if not backend.outlives_driver:
+            print(f"interrupted: unfinished runs are marked stopped in {registry_path}; rerun the same command to resume", file=sys.stderr)
         return exit_codes.STOPPED
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
@@ -368,19 +193,66 @@ def run_sweep(study: Study, runs: list[Run], workdir: Path, args) -> int:
     return min(counts[FAILED], MAX_EXIT_CODE)
 
 
+# Failures on one machine are mostly the run's own (a non-finite loss): retrying costs time for
+# nothing. On a cluster a node can fail or kill a job under a run that is fine: one more launch.
+DEFAULT_RETRIES = {"local": 0, "slurm": 1}
+RESOURCE_FLAGS = {"cpus": "--cpus", "gpus": "--gpus", "hosts": "--hosts", "memory_gb": "--memory-gb", "time_limit_min": "--time-limit"}
+SLURM_FLAGS = {"partition": "--partition", "account": "--account", "slurm_option": "--slurm-option"}
+
+
+def resource_overrides(args) -> dict:
+    """The resources given on the command line (None: not given), each checked."""
+    overrides = {key: getattr(args, flag.removeprefix("--").replace("-", "_")) for key, flag in RESOURCE_FLAGS.items()}
+    for key, value in overrides.items():
+        if value is not None:
+            checked_value(key, value, f"{RESOURCE_FLAGS[key]} {value}")
+    return overrides
+
+
+def check_backend_flags(args) -> None:
+    """Flags that make no sense together are one error line, before anything is written."""
+    if args.retries is not None and args.retries < 0:
+        raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
+    if args.backend == "slurm":
+        from bigmodel.scaling.backends.slurm import parse_slurm_options
+
+        parse_slurm_options(args.slurm_option)
+        return
+    for attribute, flag in SLURM_FLAGS.items():
+        if getattr(args, attribute):
+            raise ConfigError(f"{flag} applies to --backend slurm only: add --backend slurm or drop it")
+
+
+def make_backend(args, runs: list[Run]):
+    """The chosen backend, having refused the runs it can never hold."""
+    if args.backend == "slurm":
+        from bigmodel.scaling.backends.slurm import SlurmBackend, parse_slurm_options  # imports submitit, or says how to install it
+
+        backend = SlurmBackend(args.partition, args.account, parse_slurm_options(args.slurm_option), max_in_flight=args.jobs)
+    else:
+        from bigmodel.scaling.backends.local import LocalBackend
+
+        backend = LocalBackend(args.jobs or 1)
+    backend.check(runs)
+    return backend
+
+
 def sweep_command(args) -> int:
     """Entry point from `bigmodel.cli`; returns the exit code."""
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     if args.json and not args.dry_run:
         raise ConfigError("--json only applies to --dry-run: add --dry-run")
+    check_backend_flags(args)
+    overrides = resource_overrides(args)
     study, runs = plan_runs(args.experiment)
+    runs = [dataclasses.replace(run, resources=with_overrides(run.resources, overrides)) for run in runs]
     workdir = Path(args.workdir)
     if args.dry_run:
         print(dry_run_json(runs, workdir) if args.json else dry_run_table(runs, workdir), flush=True)
         return 0
+    backend = make_backend(args, runs)
+    retries = DEFAULT_RETRIES[backend.name] if args.retries is None else args.retries
     lock = lock_workdir(workdir)
     try:
-        return run_sweep(study, runs, workdir, args)
+        return run_sweep(study, runs, workdir, backend, retries, args.experiment)
     finally:
         lock.close()

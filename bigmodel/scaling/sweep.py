@@ -23,6 +23,7 @@ from typing import Any
 from bigmodel.config import ConfigError, apply_overrides, load_config, validate
 from bigmodel.flops import run_stats
 from bigmodel.presets import FF_MULT, HEAD_DIM, model_shape, shape_for_params
+from bigmodel.scaling.resources import Resources, as_dict, resources_from
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "d_ff")
@@ -85,6 +86,8 @@ class Study:
     rules: RunPlan → {"optim.lr": ..., "optim.warmup_steps": ...}, the visible per-size rules.
     learning_rates: a list to sweep; it replaces the lr the rules chose.
     analysis: e.g. {"law": "power", "x": "params", "holdout": "largest", "bootstrap": 200}.
+    resources: RunPlan → {"gpus": 1, "hosts": 1, "cpus": 8, "memory_gb": 32, "time_limit_min": 60},
+      what each run asks of the machines (`bigmodel.scaling.resources`); None: one host, GPUs not managed.
     """
 
     base_config: str
@@ -95,6 +98,7 @@ class Study:
     seeds: Sequence[int] = (0,)
     learning_rates: Sequence[float] | None = None
     analysis: Mapping[str, Any] | None = None
+    resources: Callable[[RunPlan], Mapping[str, Any]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +119,7 @@ class Run:
     learning_rate: float
     seed: int
     budget: float | None = None
+    resources: Resources = Resources()
 
     def command(self, workdir: str | Path, python: str = "python") -> list[str]:
         """The argv that trains this run into `workdir` (resuming if it exists)."""
@@ -131,6 +136,7 @@ class Run:
             "seq_len", "flops_per_token", "learning_rate", "seed", "budget",
         )}
         row["overrides"] = dict(self.overrides)
+        row["resources"] = as_dict(self.resources)
         return row
 
 
@@ -246,6 +252,13 @@ def rule_overrides(study: Study, plan: RunPlan) -> dict[str, Any]:
     return overrides
 
 
+def run_resources(study: Study, plan: RunPlan) -> Resources:
+    if study.resources is None:
+        return Resources()
+    where = f"the study's resources for L{plan.n_layers}-d{plan.d_model}"
+    return resources_from(study.resources(plan), where)
+
+
 def expand(study: Study) -> list[Run]:
     """Every run of the study, in grid order (sizes, then budgets, then seeds, then lrs)."""
     if not isinstance(study.grid, (SizeGrid, IsoFlopGrid)):
@@ -272,6 +285,7 @@ def expand(study: Study) -> list[Run]:
                     tokens=tokens, steps=steps, batch_size=batch_size, seq_len=seq_len, budget=budget, seed=seed,
                 )
                 chosen = rule_overrides(study, plan)
+                resources = run_resources(study, plan)
                 for learning_rate in study.learning_rates or [chosen.get("optim.lr", config.optim.lr)]:
                     overrides = {
                         **base_overrides, **shape_overrides,
@@ -284,7 +298,7 @@ def expand(study: Study) -> list[Run]:
                         overrides=overrides, params=stats["params"], non_embedding_params=stats["non_embedding_params"],
                         flops_per_token=stats["flops_per_token"], tokens=tokens, flops=stats["flops_per_token"] * tokens,
                         steps=steps, batch_size=batch_size, seq_len=seq_len, learning_rate=float(learning_rate),
-                        seed=seed, budget=budget,
+                        seed=seed, budget=budget, resources=resources,
                     ))
     if isinstance(study.grid, IsoFlopGrid):
         runs.sort(key=lambda run: run.budget)  # stable: sizes stay in order within a budget

@@ -1,0 +1,265 @@
+"""Execute a sweep's runs on a backend: order, retries, re-attach, and the registry rows.
+
+`execute` launches what is not done (`backends`: local subprocesses or Slurm jobs), watches
+the launches, relaunches a failed run up to `retries` times (each launch resumes from the run's
+checkpoint), and rewrites DIR/runs.csv (`registry.write_registry`, atomic) whenever a run starts,
+moves to another host or ends. Only this driver writes the registry; the sweep holds DIR/.lock.
+
+A restarted driver reads the registry an earlier one left: runs with a summary.json are done;
+runs recorded `running` as jobs of a backend that outlives its driver (Slurm) are re-attached
+when the backend says they are still pending or running (watched, never submitted twice); the
+rest are launched again and resume. A run's `attempts` counts its launches over all sweeps; the
+retry budget is per sweep command.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bigmodel import exit_codes
+from bigmodel.config import ConfigError
+from bigmodel.scaling import backends, registry
+from bigmodel.scaling.backends import LOG_FILE
+from bigmodel.scaling.registry import DONE, FAILED, PENDING, RUNNING, STOPPED, row_for_run, run_summary
+from bigmodel.scaling.sweep import Run
+
+
+# ----------------------------------------------------------------------------- time estimates
+
+# Time estimate for --dry-run and the "started" lines for --dry-run: FLOPs at the rate the trainer sustained on this 2-core CPU over
+# experiments/demo.py (2 layers, d_model 32–192, fp32, seq_len 128, batch 16: 18 GFLOP/s for the
+# smallest, 45 for the largest, 36 overall), plus a fixed cost per run (start Python, import
+# JAX and tfds). Predicted this way: 12.0 min; measured 12.1 min (2026-11-22, --jobs 1, on a
+# machine shared with other work). Small models are overhead-bound and run below this rate.
+CPU_FLOPS_PER_S = 40e9
+RUN_OVERHEAD_S = 10.0
+
+
+def estimated_seconds(run: Run) -> float:
+    return RUN_OVERHEAD_S + run.flops / CPU_FLOPS_PER_S
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+# ----------------------------------------------------------------------------- outcomes
+
+
+def result_text(row: dict) -> str:
+    """"loss 1.52, eval 1.49, bpb 2.15, 63s" from a registry row."""
+    parts = []
+    for key, label in (("final_loss", "loss"), ("final_eval_loss", "eval"), ("eval_bpb", "bpb")):
+        value = row.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            parts.append(f"{label} {value:.4f}")
+    if row.get("wall_time_s") != "":
+        parts.append(f"{float(row['wall_time_s']):.0f}s")
+    return ", ".join(parts)
+
+
+def last_log_line(log_path: Path, limit_chars: int = 300) -> str:
+    """The error a crashed run leaves: the last non-empty line of its log (a traceback's message)."""
+    try:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return "no train.log was written"
+    return lines[-1][:limit_chars] if lines else "train.log is empty"
+
+
+def outcome_row(run: Run, return_code: int, workdir: Path, elapsed_s: float, interrupted: bool = False) -> dict:
+    """Done only with exit 0 *and* a summary; stopped (resumable) after a signal; else failed,
+    with the log's last line."""
+    summary = run_summary(workdir, run.name)
+    if return_code == 0 and summary is not None:
+        return row_for_run(run, DONE, summary, wall_time_s=elapsed_s)
+    if return_code == exit_codes.STOPPED or interrupted:
+        return row_for_run(run, STOPPED, error=f"stopped (exit {return_code}): rerun the sweep to resume", wall_time_s=elapsed_s)
+    error = last_log_line(workdir / run.name / LOG_FILE)
+    if return_code == 0:
+        error = f"exited 0 without writing {registry.SUMMARY_FILE}; last log line: {error}"
+    return row_for_run(run, FAILED, error=f"exit {return_code}: {error}", wall_time_s=elapsed_s)
+
+
+def should_retry(row: dict, return_code: int, launches: int, retries: int) -> bool:
+    """A failed run is launched again while it has launches left; a stopped run is not (someone
+    stopped it: the next sweep resumes it), nor a bad input (exit 2: the same command fails the
+    same way)."""
+    return row["status"] == FAILED and return_code != exit_codes.BAD_INPUT and launches <= retries
+
+
+def report_outcome(position: str, row: dict) -> None:
+    if row["status"] == DONE:
+        print(f"{position} finished {row['name']} ({result_text(row)})", flush=True)
+    elif row["status"] == STOPPED:
+        print(f"{position} stopped  {row['name']} ({row['wall_time_s']:.0f}s) {row['error']}", flush=True)
+    else:
+        print(f"{position} failed   {row['name']} ({row['wall_time_s']:.0f}s) {row['error']}", flush=True)
+
+
+# ----------------------------------------------------------------------------- launches
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def epoch_of(timestamp: str) -> float:
+    """Seconds since the epoch of a registry timestamp; now if it is missing or unreadable."""
+    try:
+        return datetime.datetime.fromisoformat(timestamp).timestamp()
+    except ValueError:
+        return time.time()
+
+
+def previous_rows(workdir: Path) -> dict[str, dict]:
+    """The rows an earlier sweep left in DIR/runs.csv, by name ({} when there is none)."""
+    if not (workdir / registry.REGISTRY_FILE).is_file():
+        return {}
+    try:
+        return {row["name"]: row for _, row in registry.read_registry(workdir)}
+    except ValueError as error:  # without it, jobs still in flight could be launched twice
+        raise ConfigError(f"{error}; the run folders are intact: move {workdir / registry.REGISTRY_FILE} aside to rebuild it") from None
+
+
+def launch_of(previous: dict | None) -> dict[str, str]:
+    """A run's launch columns as an earlier registry recorded them ("" each when none)."""
+    return {column: str((previous or {}).get(column, "")) for column in registry.LAUNCH_COLUMNS}
+
+
+def in_flight_elsewhere(previous: dict | None, backend) -> bool:
+    """Whether a run is recorded running as a job of another backend that outlives its driver."""
+    return (previous is not None and previous["status"] == RUNNING and previous["job_id"] != ""
+            and previous["backend"] != backend.name and backends.outlives_driver(previous["backend"]))
+
+
+def check_no_jobs_elsewhere(runs: list[Run], previous: dict[str, dict], backend, workdir: Path) -> None:
+    """Refuse to start, on another backend, runs an earlier driver left in flight (a second copy)."""
+    stray = [(run.name, previous[run.name]) for run in runs if in_flight_elsewhere(previous.get(run.name), backend)]
+    if stray:
+        name, row = stray[0]
+        raise ConfigError(f"{len(stray)} runs of {workdir} may still be in flight as {row['backend']} jobs (e.g. {name}, job {row['job_id']}): "
+                          f"rerun with --backend {row['backend']} to re-attach, or cancel them and move {workdir / registry.REGISTRY_FILE} aside")
+
+
+def reattached_handle(run: Run, previous: dict | None, backend, workdir: Path) -> str | None:
+    """The handle of an earlier driver's launch of `run` that is still pending or running on
+    this backend (it is watched, never launched twice), else None."""
+    if previous is None or previous["status"] != RUNNING or previous["backend"] != backend.name or not previous["job_id"]:
+        return None
+    if not backend.outlives_driver:
+        return None  # a local child stopped with its driver: the run is resumed instead
+    return previous["job_id"] if backend.reattach(previous["job_id"], workdir / run.name, run.resources) else None
+
+
+def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[dict]:
+    """Run what is not done on `backend`, re-attaching to launches still in flight and
+    relaunching a failed run up to `retries` times; return every run's final registry row."""
+    previous = previous_rows(workdir)
+    check_no_jobs_elsewhere(runs, previous, backend, workdir)
+    launches = {run.name: launch_of(previous.get(run.name)) for run in runs}
+    rows: dict[str, dict] = {}
+
+    def record(row: dict) -> None:
+        rows[row["name"]] = {**row, **launches[row["name"]]}
+
+    save = lambda: registry.write_registry(workdir, [rows[run.name] for run in runs])  # noqa: E731
+    position = {run.name: f"[{number}/{len(runs)}]" for number, run in enumerate(runs, 1)}
+    todo, in_flight, launched = [], {}, {run.name: 0 for run in runs}  # in_flight: handle → (run, start time)
+    for run in runs:
+        summary = run_summary(workdir, run.name)
+        handle = None if summary else reattached_handle(run, previous.get(run.name), backend, workdir)
+        if summary:  # done, whatever an earlier registry said
+            record(row_for_run(run, DONE, summary))
+            print(f"{position[run.name]} skipped  {run.name} (done: {result_text(rows[run.name])})", flush=True)
+        elif handle:
+            in_flight[handle], launched[run.name] = (run, epoch_of(launches[run.name]["started_at"])), 1
+            record(row_for_run(run, RUNNING))
+            print(f"{position[run.name]} attached {run.name} ({backend.name} job {handle}, launched {launches[run.name]['started_at']})", flush=True)
+        else:  # a stopped, failed or lost run starts again and resumes from its checkpoint
+            record(row_for_run(run, PENDING))
+            todo.append(run)
+    save()
+
+    def launch(run: Run) -> None:
+        try:
+            handle = backend.submit(run, workdir / run.name, run.resources)
+        except backends.SubmitFailed as error:
+            record(row_for_run(run, FAILED, error=str(error), wall_time_s=0.0))
+            save()
+            report_outcome(position[run.name], rows[run.name])
+            return
+        launched[run.name] += 1
+        attempts = int(launches[run.name]["attempts"] or 0) + 1
+        launches[run.name].update(backend=backend.name, job_id=handle, host=backend.host(handle), attempts=str(attempts),
+                                  started_at=utc_now(), finished_at="")
+        in_flight[handle] = (run, time.time())
+        record(row_for_run(run, RUNNING))
+        save()
+        where = "" if backend.name == "local" else f", {backend.name} job {handle}"
+        print(f"{position[run.name]} started  {run.name} ({run.steps} steps, est. {format_duration(estimated_seconds(run))}{where})", flush=True)
+
+    def finish(handle: str, return_code: int) -> None:
+        run, started = in_flight.pop(handle)
+        launches[run.name]["finished_at"] = utc_now()
+        row = outcome_row(run, return_code, workdir, time.time() - started)
+        if should_retry(row, return_code, launched[run.name], retries):
+            record({**row, "status": PENDING})
+            todo.append(run)
+            print(f"{position[run.name]} retrying {run.name} (launch {launched[run.name] + 1} of {retries + 1}) after {row['error']}", flush=True)
+        else:
+            record(row)
+            report_outcome(position[run.name], row)
+        save()
+
+    def note_host(handle: str) -> None:
+        """A Slurm job's nodes are known once it runs."""
+        run = in_flight[handle][0]
+        host = backend.host(handle)
+        if host and host != launches[run.name]["host"]:
+            launches[run.name]["host"] = host
+            record(rows[run.name])
+            save()
+
+    try:
+        while todo or in_flight:
+            for run in list(todo):  # in order, each run that fits now (a big one waits, smaller ones go by)
+                if backend.can_start(run.resources):
+                    todo.remove(run)
+                    launch(run)
+            time.sleep(backend.poll_interval_s)
+            for handle in list(in_flight):
+                return_code = backend.poll(handle)
+                if return_code is not None:
+                    finish(handle, return_code)
+                else:
+                    note_host(handle)
+    except KeyboardInterrupt:
+        stop_or_leave(backend, in_flight, launches, record, workdir)
+        save()
+        raise
+    return [rows[run.name] for run in runs]
+
+
+def stop_or_leave(backend, in_flight: dict, launches: dict, record, workdir: Path) -> None:
+    """On Ctrl-C or SIGTERM: local runs are stopped (they checkpoint) and marked `stopped`;
+    jobs that outlive the driver keep running, recorded as such for the next sweep to re-attach."""
+    if backend.outlives_driver:
+        if in_flight:
+            handles = " ".join(sorted(in_flight))
+            print(f"{len(in_flight)} {backend.name} jobs keep running ({handles}): rerun the same command to re-attach "
+                  "to them, or cancel them (scancel) to stop them", file=sys.stderr, flush=True)
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not abandon the children mid-checkpoint
+        signal.signal(signum, lambda *_: print("already stopping: waiting for runs to checkpoint", file=sys.stderr, flush=True))
+    for handle, (run, started) in list(in_flight.items()):
+        return_code = backend.cancel(handle)  # the trainer checkpoints on SIGTERM; Ctrl-C in a terminal reached it already
+        launches[run.name]["finished_at"] = utc_now()
+        record(outcome_row(run, return_code, workdir, time.time() - started, interrupted=True))
