@@ -95,3 +95,27 @@ def test_eta_and_durations():
     assert [format_duration(s) for s in (None, 42, 130, 7260)] == ["-", "42s", "2m10s", "2h01m"]
     records = [{"status": "running", "eta_s": 30.0}, {"status": "running", "eta_s": 90.0}, {"status": "done", "eta_s": 0.0}]
     assert summary_line(records) == "3 runs: 1 done, 2 running; running runs finish in 1m30s"
+
+
+def test_the_sweeps_live_line_counts_runs_and_adds_up_its_eta():
+    import io
+
+    from bigmodel.scaling.live import CLEAR_LINE, LiveLine, summary_text, sweep_eta
+
+    statuses = ["done", "done", "running", "pending", "pending", "failed"]
+    assert summary_text(statuses, 65, 250, format_duration) == "sweep: 2 done, 1 running, 2 pending, 1 failed · 1m05s · ETA ~4m10s"
+    assert summary_text(["pending"], 3, None, format_duration) == "sweep: 1 pending · 3s"
+    assert sweep_eta([30.0, 90.0], [40.0, 20.0], concurrency=2) == 90.0 + 30.0
+    assert sweep_eta([None, 90.0], [40.0], concurrency=1) is None  # a run that has not logged yet: no honest ETA
+    assert sweep_eta([], [40.0, 20.0], concurrency=0) == 60.0
+
+    terminal = io.StringIO()
+    line = LiveLine(terminal, enabled=True, every_s=0.0)
+    line.show("sweep: 1 running")
+    line.clear()
+    line.clear()  # nothing left to clear
+    assert terminal.getvalue() == CLEAR_LINE + "sweep: 1 running" + CLEAR_LINE
+    piped = io.StringIO()  # not a terminal: the line never appears in logs
+    quiet = LiveLine(piped)
+    quiet.show("sweep: 1 running")
+    assert piped.getvalue() == "" and not quiet.due()

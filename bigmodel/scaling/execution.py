@@ -23,7 +23,8 @@ from pathlib import Path
 
 from bigmodel import exit_codes
 from bigmodel.config import ConfigError
-from bigmodel.scaling import backends, registry
+from bigmodel.scaling import backends, registry, status
+from bigmodel.scaling.live import LiveLine, summary_text, sweep_eta
 from bigmodel.scaling.backends import LOG_FILE
 from bigmodel.scaling.registry import DONE, FAILED, PENDING, RUNNING, STOPPED, row_for_run, run_summary
 from bigmodel.scaling.sweep import Run
@@ -188,7 +189,20 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
             todo.append(run)
     save()
 
+    live, sweep_start = LiveLine(), time.monotonic()
+
+    def show_progress() -> None:
+        """The live line: counts, elapsed, ETA from the running runs' logged pace (read only when
+        the line is redrawn) and the dry-run estimate of the pending ones."""
+        if not live.due():
+            return
+        running_etas = [status.run_status(workdir, rows[run.name])["eta_s"] for run, _ in in_flight.values()]
+        eta = sweep_eta(running_etas, [estimated_seconds(run) for run in todo], max(len(in_flight), 1))
+        statuses = [rows[run.name]["status"] for run in runs]
+        live.show(summary_text(statuses, time.monotonic() - sweep_start, eta, format_duration))
+
     def launch(run: Run) -> None:
+        live.clear()
         try:
             handle = backend.submit(run, workdir / run.name, run.resources)
         except backends.SubmitFailed as error:
@@ -207,6 +221,7 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
         print(f"{position[run.name]} started  {run.name} ({run.steps} steps, est. {format_duration(estimated_seconds(run))}{where})", flush=True)
 
     def finish(handle: str, return_code: int) -> None:
+        live.clear()
         run, started = in_flight.pop(handle)
         launches[run.name]["finished_at"] = utc_now()
         row = outcome_row(run, return_code, workdir, time.time() - started)
@@ -236,12 +251,14 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
                     launch(run)
             time.sleep(backend.poll_interval_s)
             for handle in list(in_flight):
+                note_host(handle)  # before poll: a job that ends now still records where it ran
                 return_code = backend.poll(handle)
                 if return_code is not None:
                     finish(handle, return_code)
-                else:
-                    note_host(handle)
+            show_progress()
+        live.clear()
     except KeyboardInterrupt:
+        live.clear()
         stop_or_leave(backend, in_flight, launches, record, workdir)
         save()
         raise
