@@ -109,11 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="print the runs and write nothing")
     sweep.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run")
     sweep.add_argument("--jobs", type=positive_int, default=None,
-                       help="runs at once: local processes (default 1), or Slurm jobs queued (default all)")
-    sweep.add_argument("--backend", choices=("local", "slurm"), default="local",
-                       help="where runs execute: subprocesses here, or one Slurm job each (pip install -e '.[slurm]')")
+                       help="runs at once: local processes (default 1), or Slurm/Ray jobs queued (default all)")
+    sweep.add_argument("--backend", choices=("local", "slurm", "ray"), default="local",
+                       help="where runs execute: subprocesses here, one Slurm job each (pip install -e '.[slurm]'), "
+                            "or one Ray job each (pip install -e '.[ray]')")
     sweep.add_argument("--retries", type=int, default=None, metavar="N",
-                       help="relaunch a failed run up to N times, resuming from its checkpoint (default: 0 local, 1 slurm)")
+                       help="relaunch a failed run up to N times, resuming from its checkpoint (default: 0 local, 1 slurm and ray)")
     cluster = sweep.add_argument_group("resources of every run (override the study's resources; per host)")
     cluster.add_argument("--gpus", type=int, default=None, help="GPUs per host (local: each run gets its own)")
     cluster.add_argument("--hosts", type=int, default=None, help="hosts (Slurm nodes) per run, one process each")
@@ -125,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--account", default=None)
     slurm.add_argument("--slurm-option", action="append", default=[], metavar="KEY[=VALUE]",
                        help="any other sbatch option, repeatable: --slurm-option qos=high --slurm-option exclusive")
+    ray = sweep.add_argument_group("Ray (--backend ray)")
+    ray.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                     help="the cluster: auto (default: RAY_ADDRESS, else the one started on this machine), "
+                          "ray://HEAD:10001 or http://HEAD:8265 (its dashboard)")
 
     status = commands.add_parser("status", help="where each run of a sweep stands: step, loss, tokens/s, ETA")
     status.add_argument("workdir", help="the sweep's --workdir")

@@ -1,12 +1,12 @@
 """Execute a sweep's runs on a backend: order, retries, re-attach, and the registry rows.
 
-`execute` launches what is not done (`backends`: local subprocesses or Slurm jobs), watches
+`execute` launches what is not done (`backends`: local subprocesses, Slurm or Ray jobs), watches
 the launches, relaunches a failed run up to `retries` times (each launch resumes from the run's
 checkpoint), and rewrites DIR/runs.csv (`registry.write_registry`, atomic) whenever a run starts,
 moves to another host or ends. Only this driver writes the registry; the sweep holds DIR/.lock.
 
 A restarted driver reads the registry an earlier one left: runs with a summary.json are done;
-runs recorded `running` as jobs of a backend that outlives its driver (Slurm) are re-attached
+runs recorded `running` as jobs of a backend that outlives its driver (Slurm, Ray) are re-attached
 when the backend says they are still pending or running (watched, never submitted twice); the
 rest are launched again and resume. A run's `attempts` counts its launches over all sweeps; the
 retry budget is per sweep command.
@@ -235,7 +235,7 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
         save()
 
     def note_host(handle: str) -> None:
-        """A Slurm job's nodes are known once it runs."""
+        """A Slurm or Ray job's node is known once it runs."""
         run = in_flight[handle][0]
         host = backend.host(handle)
         if host and host != launches[run.name]["host"]:
@@ -265,6 +265,9 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
     return [rows[run.name] for run in runs]
 
 
+CANCEL_COMMANDS = {"slurm": "scancel", "ray": "ray job stop"}  # how a user stops the jobs a driver left running
+
+
 def stop_or_leave(backend, in_flight: dict, launches: dict, record, workdir: Path) -> None:
     """On Ctrl-C or SIGTERM: local runs are stopped (they checkpoint) and marked `stopped`;
     jobs that outlive the driver keep running, recorded as such for the next sweep to re-attach."""
@@ -272,7 +275,7 @@ def stop_or_leave(backend, in_flight: dict, launches: dict, record, workdir: Pat
         if in_flight:
             handles = " ".join(sorted(in_flight))
             print(f"{len(in_flight)} {backend.name} jobs keep running ({handles}): rerun the same command to re-attach "
-                  "to them, or cancel them (scancel) to stop them", file=sys.stderr, flush=True)
+                  f"to them, or cancel them ({CANCEL_COMMANDS.get(backend.name, 'scancel')}) to stop them", file=sys.stderr, flush=True)
         return
     for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not abandon the children mid-checkpoint
         signal.signal(signum, lambda *_: print("already stopping: waiting for runs to checkpoint", file=sys.stderr, flush=True))

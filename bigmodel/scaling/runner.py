@@ -1,8 +1,8 @@
 """`python -m bigmodel sweep EXPERIMENT --workdir DIR`: run a study's trainings, keep a registry.
 
 Each run is `python -m bigmodel train --config <spec> --workdir DIR/<name> ...`, launched by
-`execution.execute` on a backend (`bigmodel.scaling.backends`: a subprocess here, `--jobs` at a time, or one Slurm job
-each); its output goes to DIR/<name>/train.log, its exact command to DIR/<name>/command.sh, so
+`execution.execute` on a backend (`bigmodel.scaling.backends`: a subprocess here, `--jobs` at a time, or one Slurm
+or Ray job each); its output goes to DIR/<name>/train.log, its exact command to DIR/<name>/command.sh, so
 a crash or a leak in one run cannot touch the others, and any run can be repeated by hand.
 
 - Idempotent: a run whose summary.json exists is skipped; an unfinished one is started again
@@ -13,7 +13,7 @@ a crash or a leak in one run cannot touch the others, and any run can be repeate
   the sweep goes on; the exit code is the number of failed runs (at most 125). A trainer that
   exits with `exit_codes.STOPPED` (a signal, after checkpointing) is `stopped`, not failed nor
   retried: the next sweep resumes it.
-- Re-attach: Slurm jobs outlive the driver. A restarted sweep watches the runs whose jobs are
+- Re-attach: Slurm and Ray jobs outlive the driver. A restarted sweep watches the runs whose jobs are
   still pending or running (never submitting them twice), and launches the rest.
 - Registry: DIR/runs.csv (`bigmodel.scaling.registry`), one row per run with its launch (backend,
   job id, host, attempts, times), rewritten atomically by the driver alone whenever a run
@@ -195,9 +195,10 @@ def run_sweep(study: Study, runs: list[Run], workdir: Path, backend, retries: in
 
 # Failures on one machine are mostly the run's own (a non-finite loss): retrying costs time for
 # nothing. On a cluster a node can fail or kill a job under a run that is fine: one more launch.
-DEFAULT_RETRIES = {"local": 0, "slurm": 1}
+DEFAULT_RETRIES = {"local": 0, "slurm": 1, "ray": 1}
 RESOURCE_FLAGS = {"cpus": "--cpus", "gpus": "--gpus", "hosts": "--hosts", "memory_gb": "--memory-gb", "time_limit_min": "--time-limit"}
 SLURM_FLAGS = {"partition": "--partition", "account": "--account", "slurm_option": "--slurm-option"}
+RAY_FLAGS = {"ray_address": "--ray-address"}
 
 
 def resource_overrides(args) -> dict:
@@ -213,14 +214,14 @@ def check_backend_flags(args) -> None:
     """Flags that make no sense together are one error line, before anything is written."""
     if args.retries is not None and args.retries < 0:
         raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
+    for backend, flags in (("slurm", SLURM_FLAGS), ("ray", RAY_FLAGS)):
+        for attribute, flag in flags.items():
+            if args.backend != backend and getattr(args, attribute):
+                raise ConfigError(f"{flag} applies to --backend {backend} only: add --backend {backend} or drop it")
     if args.backend == "slurm":
         from bigmodel.scaling.backends.slurm import parse_slurm_options
 
         parse_slurm_options(args.slurm_option)
-        return
-    for attribute, flag in SLURM_FLAGS.items():
-        if getattr(args, attribute):
-            raise ConfigError(f"{flag} applies to --backend slurm only: add --backend slurm or drop it")
 
 
 def make_backend(args, runs: list[Run]):
@@ -229,6 +230,10 @@ def make_backend(args, runs: list[Run]):
         from bigmodel.scaling.backends.slurm import SlurmBackend, parse_slurm_options  # imports submitit, or says how to install it
 
         backend = SlurmBackend(args.partition, args.account, parse_slurm_options(args.slurm_option), max_in_flight=args.jobs)
+    elif args.backend == "ray":
+        from bigmodel.scaling.backends.ray import RayBackend  # imports ray, or says how to install it
+
+        backend = RayBackend(args.ray_address or "auto", max_in_flight=args.jobs)
     else:
         from bigmodel.scaling.backends.local import LocalBackend
 

@@ -7,7 +7,7 @@ DIR/<run>/train.log, so any run can be repeated by hand from DIR/<run>/command.s
 
     check(runs)                       refuse (ConfigError) runs it can never hold, before any starts
     can_start(resources) -> bool      room for one more run now (the local slots, a queue limit)
-    submit(run, run_dir, resources)   launch; returns a handle (a pid, a Slurm job id), a string
+    submit(run, run_dir, resources)   launch; returns a handle (a pid, a Slurm or Ray job id), a string
     poll(handle) -> int | None        None while it runs, then its exit code (bigmodel.exit_codes)
     is_alive(handle) -> bool          still pending or running
     reattach(handle, run_dir, resources) -> bool   adopt a launch of an earlier driver; True if alive
@@ -15,9 +15,9 @@ DIR/<run>/train.log, so any run can be repeated by hand from DIR/<run>/command.s
     host(handle) -> str               where it runs, "" while unknown
 
 `outlives_driver` says whether launches survive the driver: local runs do not (they stop with
-it, `local.stop_with_parent`), Slurm jobs do, and a restarted sweep re-attaches to them.
+it, `local.stop_with_parent`), Slurm and Ray jobs do, and a restarted sweep re-attaches to them.
 
-Backends that need an optional package (Slurm: submitit) import it only when chosen.
+Backends that need an optional package (Slurm: submitit; Ray: ray[default]) import it only when chosen.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Protocol
 
 LOG_FILE = "train.log"
 COMMAND_FILE = "command.sh"
-BACKENDS = ("local", "slurm")
+BACKENDS = ("local", "slurm", "ray")
 
 
 class SubmitFailed(RuntimeError):
@@ -71,5 +71,5 @@ def append_log_line(run_dir: Path, text: str) -> None:
 
 def outlives_driver(backend_name: str) -> bool:
     """Whether a launch recorded under `backend_name` may still run after its driver died:
-    Slurm jobs do; local children stop with their driver (`local.stop_with_parent`)."""
-    return backend_name == "slurm"
+    Slurm and Ray jobs do; local children stop with their driver (`local.stop_with_parent`)."""
+    return backend_name in ("slurm", "ray")
