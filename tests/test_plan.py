@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from bigmodel.config import load_config
@@ -117,9 +119,8 @@ sys.exit(max(main(["plan", "--config", f"configs/gpt.py:{name}", "--json", *over
 @pytest.fixture(scope="module")
 def eight_device_plans() -> dict[str, dict]:
     """{preset: plan report} from one process with 8 fake CPU devices."""
-    # LLVM's optimisations halve the compile time and change no byte of the plan: XLA assigns
-    # buffers before code generation (checked: identical plans for all six presets).
-    flags = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+    # plan compiles without XLA:CPU's code optimisations (`planning_compiler_options`).
+    flags = "--xla_force_host_platform_device_count=8"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
     overrides = [f"--config.{key}={value}" for key, value in SMALL_STEP.items()]
     command = [sys.executable, "-c", PLAN_EVERY_PRESET, ",".join(GPT_PARAMS), *overrides]
@@ -134,3 +135,18 @@ def test_plan_of_every_gpt_preset_on_eight_devices(name, eight_device_plans):
     report = eight_device_plans[name]
     assert report["devices"] == 8
     assert_plan_holds_the_float32_state(report, name)
+
+
+def test_planning_skips_cpu_code_optimisation_without_changing_a_byte():
+    from bigmodel import checkpoint
+    from bigmodel.plan import compiled_memory, planning_compiler_options
+    from bigmodel.train import build, make_train_step
+
+    assert planning_compiler_options() == {"xla_backend_optimization_level": 0}  # these tests run on a CPU
+    config = load_config("configs/lm.py:L2", {"train.batch_size": "8", "model.scan_layers": "false"})
+    setup = build(config)
+    state = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
+    batch = jax.ShapeDtypeStruct((8, config.data.seq_len + 1), jnp.int32, sharding=setup.batch_sharding)
+    lowered = make_train_step(setup).lower(state, batch)
+    optimised, planned = lowered.compile(), lowered.compile(compiler_options=planning_compiler_options())
+    assert compiled_memory(planned, setup, 8) == compiled_memory(optimised, setup, 8)
