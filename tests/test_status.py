@@ -103,8 +103,8 @@ def test_the_sweeps_live_line_counts_runs_and_adds_up_its_eta():
     from bigmodel.scaling.live import CLEAR_LINE, LiveLine, summary_text, sweep_eta
 
     statuses = ["done", "done", "running", "pending", "pending", "failed"]
-    assert summary_text(statuses, 65, 250, format_duration) == "sweep: 2 done, 1 running, 2 pending, 1 failed · 1m05s · ETA ~4m10s"
-    assert summary_text(["pending"], 3, None, format_duration) == "sweep: 1 pending · 3s"
+    assert summary_text(statuses, 65, 250) == "sweep: 2 done, 1 running, 2 pending, 1 failed · 1m05s · ETA ~4m10s"
+    assert summary_text(["pending"], 3, None) == "sweep: 1 pending · 3s"
     assert sweep_eta([30.0, 90.0], [40.0, 20.0], concurrency=2) == 90.0 + 30.0
     assert sweep_eta([None, 90.0], [40.0], concurrency=1) is None  # a run that has not logged yet: no honest ETA
     assert sweep_eta([], [40.0, 20.0], concurrency=0) == 60.0

@@ -40,10 +40,10 @@ CHECK_VARIANTS = {
 
 
 def speed_rows(presets: list[str]) -> list[tuple[str, list[str]]]:
-    """(label, bench overrides) per row: each preset at its micro-batch, then 124m's baselines at
+    """(label, bench arguments) per row: each preset at its micro-batch, then 124m's baselines at
     one smaller micro-batch that all of them fit: bf16 without cuDNN, float32, and a chunked loss."""
     def at(name: str, micro: int, *extra: str) -> list[str]:
-        return [f"--config=configs/gpt.py:{name}", f"--config.train.batch_size={micro}",
+        return ["--config", f"configs/gpt.py:{name}", f"--config.train.batch_size={micro}",
                 "--config.train.grad_accum=1", *extra]
 
     rows = [(f"{name} bf16 auto, micro {PRESETS[name]['micro_batch']}", at(name, PRESETS[name]["micro_batch"]))
@@ -78,10 +78,8 @@ def run_json(command: list[str], timeout_s: float) -> dict:
     return json.loads(lines[-1]) | {"wall_s": wall_s}
 
 
-def bench_row(label: str, overrides: list[str], steps: int, warmup: int, timeout_s: float) -> dict:
-    config, rest = overrides[0].split("=", 1)[1], overrides[1:]
-    command = [sys.executable, "-m", "bigmodel", "bench", "--config", config, "--steps", str(steps),
-               "--warmup", str(warmup), *rest]
+def bench_row(label: str, arguments: list[str], steps: int, warmup: int, timeout_s: float) -> dict:
+    command = [sys.executable, "-m", "bigmodel", "bench", *arguments, "--steps", str(steps), "--warmup", str(warmup)]
     return {"row": label, "kind": "speed"} | run_json(command, timeout_s)
 
 
@@ -181,8 +179,8 @@ def main() -> int:
 
     speed, checks = [], []
     if args.only in (None, "speed"):
-        for label, overrides in speed_rows(args.presets.split(",")):
-            speed.append(record(bench_row(label, overrides, args.steps, args.warmup, args.timeout)))
+        for label, arguments in speed_rows(args.presets.split(",")):
+            speed.append(record(bench_row(label, arguments, args.steps, args.warmup, args.timeout)))
     plans = []
     if args.only in (None, "plan"):
         for name in args.presets.split(","):

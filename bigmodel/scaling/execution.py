@@ -199,7 +199,7 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
         running_etas = [status.run_status(workdir, rows[run.name])["eta_s"] for run, _ in in_flight.values()]
         eta = sweep_eta(running_etas, [estimated_seconds(run) for run in todo], max(len(in_flight), 1))
         statuses = [rows[run.name]["status"] for run in runs]
-        live.show(summary_text(statuses, time.monotonic() - sweep_start, eta, format_duration))
+        live.show(summary_text(statuses, time.monotonic() - sweep_start, eta))
 
     def launch(run: Run) -> None:
         live.clear()

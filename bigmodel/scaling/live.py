@@ -7,12 +7,14 @@ import sys
 import time
 
 from bigmodel.scaling.registry import DONE, FAILED, PENDING, RUNNING, STOPPED
+from bigmodel.scaling.status import format_duration
 
 CLEAR_LINE = "\r\033[K"
 
 
-def summary_text(statuses: list[str], elapsed_s: float, eta_s: float | None, format_duration) -> str:
-    """"sweep: 2 done, 1 running, 3 pending · 1m05s · ETA ~4m10s" (statuses with no run left out)."""
+def summary_text(statuses: list[str], elapsed_s: float, eta_s: float | None) -> str:
+    """"sweep: 2 done, 1 running, 3 pending · 1m05s · ETA ~4m10s" (statuses with no run left out;
+    durations as `status` prints them)."""
     counts = [f"{statuses.count(status)} {status}" for status in (DONE, RUNNING, PENDING, STOPPED, FAILED) if status in statuses]
     eta = "" if eta_s is None else f" · ETA ~{format_duration(eta_s)}"
     return f"sweep: {', '.join(counts)} · {format_duration(elapsed_s)}{eta}"
