@@ -1,5 +1,11 @@
 """Orbax checkpoints of the whole TrainState: async saves, keep N, restore onto any mesh.
 
+Which steps are saved and kept: every `checkpoint.every_steps` and the last, of which the
+`checkpoint.keep` newest stay (rolling); besides them, "kept steps" are saved and never deleted:
+1, 2, 4, 8, ... under `checkpoint.schedule=log` (Pythia's log-spaced early checkpoints, for eval
+curves and for branching cooldowns off a run) and any `checkpoint.keep_steps`. Orbax deletes
+through one preservation policy: the newest `keep` of any kind, or a kept step.
+
 Restores always pass a target whose leaves are `jax.ShapeDtypeStruct`s carrying the *current*
 shardings, so a checkpoint written on 8 devices lands on 1 (or the reverse) without a copy step.
 
@@ -52,8 +58,31 @@ def newest_step(workdir: str | Path) -> int:
     return max(ocp.utils.checkpoint_steps(directory), default=0) if directory.is_dir() else 0
 
 
-def make_manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
+def log_steps(last_step: int) -> list[int]:
+    """1, 2, 4, ... up to last_step: each doubling of training gets a checkpoint."""
+    return [2**power for power in range(last_step.bit_length())]
+
+
+def kept_steps(config) -> frozenset[int]:
+    """The steps saved besides the rolling ones and never deleted (see the module docstring).
+    A config saved before these keys existed reads as schedule=rolling, no keep_steps."""
+    schedule = config.checkpoint.get("schedule", "rolling")
+    return frozenset((log_steps(config.train.steps) if schedule == "log" else []) + list(config.checkpoint.get("keep_steps", ())))
+
+
+def is_kept_step(step: int, config) -> bool:
+    """Whether the loop must save `step` although `checkpoint.every_steps` does not ask for it."""
+    return step in kept_steps(config)
+
+
+def make_manager(workdir: Path, keep: int, kept: frozenset[int] | tuple = ()) -> ocp.CheckpointManager:
+    """A manager keeping the `keep` newest steps and every step in `kept`. Deletion happens only
+    after a save, so a manager that only reads (eval) deletes nothing whatever it is given."""
+    # Orbax's own "keep forever": a preservation policy (max_to_keep is its LatestN alone, and
+    # the two options may not be combined). CustomSteps keeps its steps whatever their age.
+    policies = ocp.checkpoint_managers
+    preserve = policies.AnyPreservationPolicy([policies.LatestN(n=keep), policies.CustomSteps(sorted(kept))])
+    options = ocp.CheckpointManagerOptions(preservation_policy=preserve, enable_async_checkpointing=True, create=True)
     # The handler is named so that item_metadata (shapes, read before any restore) works.
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=ocp.StandardCheckpointHandler())
 
@@ -132,3 +161,23 @@ def restore_newest_readable(manager: ocp.CheckpointManager, target, *, move_unre
     if steps:
         raise NoReadableCheckpoint(f"no checkpoint in {manager.directory} is readable (tried steps {steps}): restore them from a backup or start a new --workdir")
     return None, None
+
+
+def readable_states(manager: ocp.CheckpointManager, target):
+    """(step, state) for every checkpoint that restores, oldest first, one at a time (only one
+    state is held). Unreadable steps are left in place with one `warning:` line each; if none is
+    readable, raises NoReadableCheckpoint. A checkpoint of another model raises ShapeMismatch."""
+    steps = sorted(manager.all_steps())
+    readable = 0
+    for step in steps:
+        check_shapes(manager, step, target)
+        try:
+            state = restore(manager, step, target)
+        except Exception as error:  # noqa: BLE001 — as in restore_newest_readable
+            print(f"warning: checkpoint step {step} in {manager.directory} is unreadable ({_one_line(error)}); left in place; skipped",
+                  file=sys.stderr, flush=True)
+            continue
+        readable += 1
+        yield step, state
+    if not readable:
+        raise NoReadableCheckpoint(f"no checkpoint in {manager.directory} is readable (tried steps {steps}): restore them from a backup or train the run again")

@@ -73,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", required=True, help="run directory; an existing one is resumed")
     train.add_argument("--stop_at_step", type=positive_int, default=None, help="checkpoint and exit after this step (resume later)")
 
-    evaluate = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
+    evaluate = commands.add_parser("eval", help="evaluate the latest checkpoint of a run (--all: every kept one)")
     evaluate.add_argument("--workdir", required=True, help="a train run's directory; its newest readable checkpoint is evaluated")
     evaluate.add_argument("--batches", type=positive_int, default=None, help="validation batches (default: the run's eval.batches)")
+    evaluate.add_argument("--all", action="store_true", dest="every_checkpoint",
+                          help="every kept checkpoint, oldest first: one JSON line each, DIR/eval_curve.json and eval_curve.png")
 
     bench = commands.add_parser("bench", help="time training steps; print one JSON line", epilog=OVERRIDES_HELP)
     bench.add_argument("--config", required=True, help="path/to/config.py[:arg]")
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             from bigmodel.evaluate import eval_command
 
-            return eval_command(args.workdir, args.batches)
+            return eval_command(args.workdir, args.batches, args.every_checkpoint)
         if args.command == "plan":
             from bigmodel.plan import plan_command
 

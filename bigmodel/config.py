@@ -71,6 +71,8 @@ def _coerce(key: str, text: str, current):
         if isinstance(current, str):
             return text
         value = ast.literal_eval(text)  # tuples, lists, None-valued fields
+        if isinstance(current, tuple) and isinstance(value, int) and not isinstance(value, bool):
+            value = (value,)  # keep_steps=1000: one step needs no trailing comma
         if current is not None and not isinstance(value, (tuple, list)):
             raise ValueError
         return tuple(value) if isinstance(current, tuple) else value
@@ -125,6 +127,7 @@ CHOICES = {
     "data.tokenizer": ("bytes", "spm"),
     "optim.name": ("adamw",),
     "optim.schedule": ("constant", "cosine", "wsd"),
+    "optim.decay_shape": ("linear", "1-sqrt"),
 }
 POSITIVE_INTS = (
     "model.d_model", "model.n_layers", "model.n_heads", "model.d_ff", "model.max_seq_len",
@@ -132,6 +135,8 @@ POSITIVE_INTS = (
     "train.log_every", "checkpoint.every_steps", "checkpoint.keep", "eval.every_steps", "eval.batches",
 )
 MESH_AXES = ("data", "fsdp", "tensor")
+SPM_MAX_LINE_BYTES = 4192  # sentencepiece's max_sentence_length: it skips longer lines when training
+CHECKPOINT_SCHEDULES = ("rolling", "log")  # bigmodel.checkpoint.kept_steps
 
 
 def _get(config, dotted: str):
@@ -215,6 +220,45 @@ def check_attention(model, platform: str | None, device_kind: str) -> None:
         raise ConfigError(f"config.model.attention=cudnn (cuDNN flash attention) {problem}: use attention=auto, or change model.dtype / n_heads")
 
 
+def check_checkpoint(checkpoint, steps: int) -> None:
+    """`checkpoint.schedule` and `checkpoint.keep_steps`; a config saved before they existed has
+    neither (read as rolling, none), so both are optional here."""
+    schedule = checkpoint.get("schedule", "rolling")
+    if schedule not in CHECKPOINT_SCHEDULES:
+        raise ConfigError(f"config.checkpoint.schedule must be one of {', '.join(CHECKPOINT_SCHEDULES)}, got {schedule!r}")
+    keep_steps = checkpoint.get("keep_steps", ())
+    if not isinstance(keep_steps, (tuple, list)) or not all(isinstance(step, int) and not isinstance(step, bool) and step >= 1 for step in keep_steps):
+        raise ConfigError(f"config.checkpoint.keep_steps must be positive step numbers, e.g. --config.checkpoint.keep_steps=1000,2000 (one: 1000), got {keep_steps!r}")
+    beyond = sorted(step for step in keep_steps if step > steps)
+    if beyond:
+        raise ConfigError(f"config.checkpoint.keep_steps {beyond} are beyond train.steps={steps}: drop them or raise train.steps")
+
+
+def check_branch_point(train) -> None:
+    """`train.init_from` / `train.init_step` (bigmodel/branch.py): both or neither, and a step
+    inside this run. Whether the parent matches is checked when it is read (`branch.check_branch`)."""
+    init_from, step = train.get("init_from", ""), train.get("init_step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ConfigError(f"config.train.init_step must be a step number >= 0, got {step!r}")
+    if bool(init_from) != bool(step):
+        raise ConfigError(f"config.train.init_from={init_from!r} and init_step={step} go together: set both (a branch) or neither")
+    if step and step >= train.steps:
+        raise ConfigError(f"config.train.init_step={step} must be below train.steps={train.steps}: the branch trains the steps after it")
+
+
+def check_markov(data) -> None:
+    """`markov[/key=value,...]`: its options (bigmodel/data/markov_chain.py, imported only for a
+    markov corpus), and a tokenizer that can read its documents."""
+    from bigmodel.data.markov_chain import markov_options
+
+    options = markov_options(data.dataset)
+    if data.tokenizer == "spm" and options.document_bytes > SPM_MAX_LINE_BYTES:
+        raise ConfigError(
+            f"config.data.dataset={data.dataset!r} has one-line documents of {options.document_bytes} bytes, longer than the "
+            f"{SPM_MAX_LINE_BYTES} that sentencepiece trains on: add document_bytes=4096 to the markov options, or use data.tokenizer=bytes"
+        )
+
+
 def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int = 1,
              platform: str | None = None, device_kind: str = "", n_slices: int | None = None) -> None:
     """Raise ConfigError for the first problem found; return None when the config can run on
@@ -244,8 +288,10 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
     # Synthetic tokens are drawn, not tokenized: any vocabulary goes with any tokenizer setting.
     if data.tokenizer == "bytes" and data.vocab_size != 256 and data.dataset != "synthetic":
         raise ConfigError(f"config.data.vocab_size must be 256 with the bytes tokenizer, got {data.vocab_size}")
-    if data.dataset not in ("kjv", "synthetic") and not (data.dataset.startswith("tfds:") and len(data.dataset) > 5):
-        raise ConfigError(f"config.data.dataset={data.dataset!r} is unknown: use kjv, synthetic or tfds:<name> of a prepared tfds text dataset")
+    if data.dataset == "markov" or data.dataset.startswith("markov/"):
+        check_markov(data)
+    elif data.dataset not in ("kjv", "synthetic") and not (data.dataset.startswith("tfds:") and len(data.dataset) > 5):
+        raise ConfigError(f"config.data.dataset={data.dataset!r} is unknown: use kjv, synthetic or tfds:<name> of a prepared tfds text dataset, or markov[/key=value,...]")
     if not optim.lr > 0:
         raise ConfigError(f"config.optim.lr must be positive, got {optim.lr}")
     if optim.warmup_steps < 0 or optim.warmup_steps > train.steps:
@@ -256,6 +302,8 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
         raise ConfigError("config.optim.weight_decay and grad_clip must be >= 0")
     if not 0.0 < optim.decay_fraction <= 1.0 or not 0.0 <= optim.min_lr_ratio <= 1.0:
         raise ConfigError("config.optim.decay_fraction must be in (0, 1] and min_lr_ratio in [0, 1]")
+    check_checkpoint(config.checkpoint, train.steps)
+    check_branch_point(train)
     if train.batch_size % train.grad_accum:
         raise ConfigError(f"config.train.batch_size={train.batch_size} is not divisible by grad_accum={train.grad_accum}")
     mesh = resolve_mesh_shape(config.mesh, n_devices)
@@ -284,8 +332,25 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
 
 
+# Keys added after runs had been written: a config.json without them reads as these values
+# (what those runs computed), so older runs still resume, evaluate and branch.
+LATER_KEYS = {"optim.decay_shape": "linear", "train.init_from": "", "train.init_step": 0,
+              "checkpoint.schedule": "rolling", "checkpoint.keep_steps": ()}
+
+
+def with_later_keys(saved: dict) -> dict:
+    """A saved config (nested dicts) with every `LATER_KEYS` key it lacks filled in."""
+    saved = json.loads(json.dumps(saved))
+    for dotted, value in LATER_KEYS.items():
+        group, key = dotted.split(".")
+        if isinstance(saved.get(group), dict):
+            saved[group].setdefault(key, list(value) if isinstance(value, tuple) else value)
+    return saved
+
+
 def from_json(text: str) -> ml_collections.ConfigDict:
-    """Inverse of `to_json` (lists come back as tuples, as the config files write them)."""
+    """Inverse of `to_json` (lists come back as tuples, as the config files write them); keys
+    added since the file was written get their `LATER_KEYS` values."""
 
     def tuplify(value):
         if isinstance(value, list):
@@ -294,4 +359,4 @@ def from_json(text: str) -> ml_collections.ConfigDict:
             return {key: tuplify(item) for key, item in value.items()}
         return value
 
-    return ml_collections.ConfigDict(tuplify(json.loads(text)))
+    return ml_collections.ConfigDict(tuplify(with_later_keys(json.loads(text))))

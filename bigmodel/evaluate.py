@@ -1,6 +1,11 @@
-"""`bigmodel eval --workdir DIR`: validation loss and bits/byte of a run's newest readable checkpoint.
+"""`bigmodel eval --workdir DIR [--all]`: validation loss and bits/byte of a run's checkpoints.
 
-The checkpoint is restored onto the devices present now: the run's own mesh when it fits,
+Plain `eval`: the newest readable checkpoint → one JSON line and DIR/eval.json.
+`eval --all`: every kept checkpoint, oldest first (with `checkpoint.schedule=log`: steps 1, 2, 4,
+...) → one JSON line each and DIR/eval_curve.json (a list of {step, tokens_seen, batches,
+eval_loss, eval_bpb}) with its figure DIR/eval_curve.png (+ .svg): eval loss vs tokens seen.
+
+Checkpoints are restored onto the devices present now: the run's own mesh when it fits,
 otherwise plain data parallelism over every device.
 """
 
@@ -27,10 +32,9 @@ def config_for_these_devices(config):
         return config
 
 
-def eval_command(workdir: str, batches: int | None = None) -> int:
-    from bigmodel.data import load_dataset
-
-    workdir = Path(workdir)
+def open_run(workdir: Path):
+    """(the run's config fitted to these devices, its checkpoint manager); ConfigError when the
+    directory is not a train run or has no checkpoint yet."""
     config_path = workdir / "config.json"
     if not config_path.exists():
         raise config_lib.ConfigError(f"{workdir} has no config.json: pass the --workdir of a bigmodel train run")
@@ -44,6 +48,16 @@ def eval_command(workdir: str, batches: int | None = None) -> int:
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     if manager.latest_step() is None:
         raise config_lib.ConfigError(no_checkpoint)
+    return config, manager
+
+
+def eval_command(workdir: str, batches: int | None = None, every_checkpoint: bool = False) -> int:
+    from bigmodel.data import load_dataset
+
+    workdir = Path(workdir)
+    config, manager = open_run(workdir)
+    if every_checkpoint:
+        return eval_curve(workdir, config, manager, batches or config.eval.batches)
     setup = build(config)
     try:
         state, step = restore_or_init(setup, manager, move_unreadable=False)  # eval only reads
@@ -65,3 +79,47 @@ def eval_command(workdir: str, batches: int | None = None) -> int:
         except OSError as error:  # a read-only archive of runs: the printed result is the output
             print(f"warning: could not write {workdir / 'eval.json'}: {error.strerror}", file=sys.stderr)
     return 0
+
+
+def curve_point(step: int, config, n_batches: int, result: dict) -> dict:
+    """One eval_curve.json entry; tokens_seen is training tokens, as in metrics.jsonl."""
+    return {"step": step, "tokens_seen": step * config.train.batch_size * config.data.seq_len, "batches": n_batches, **result}
+
+
+def eval_curve(workdir: Path, config, manager, n_batches: int) -> int:
+    """`eval --all`: every readable checkpoint, oldest first, on the same validation batches."""
+    from bigmodel.data import load_dataset
+
+    setup = build(config)
+    target = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
+    validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)
+    eval_step = make_eval_step(setup)  # one jit for all: same shapes and shardings, so one compile
+    is_writer = jax.process_index() == 0
+    curve = []
+    try:
+        for step, state in checkpoint.readable_states(manager, target):
+            curve.append(curve_point(step, config, n_batches, evaluate(setup, eval_step, state.params, validation, n_batches)))
+            del state  # one checkpoint in memory at a time
+            if is_writer:
+                print(json.dumps(curve[-1]), flush=True)
+    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
+        raise config_lib.ConfigError(str(error)) from None
+    manager.close()
+    if is_writer:
+        write_curve(workdir, curve, metrics_lib.read_metrics(workdir))
+    return 0
+
+
+def write_curve(workdir: Path, curve: list[dict], records: list[dict]) -> None:
+    """eval_curve.json (atomically) and its figure; stdout stays one JSON line per checkpoint,
+    so what was written is said on stderr."""
+    try:
+        files.write_json_atomic(workdir / "eval_curve.json", curve)
+        from bigmodel.scaling.plot_eval import plot_eval_curve  # matplotlib: only when a figure is drawn
+        from bigmodel.scaling.plot_style import save_figure
+
+        save_figure(plot_eval_curve(curve, records, title=f"Eval curve of {workdir.resolve().name}"), workdir, "eval_curve")
+    except OSError as error:  # a read-only archive of runs: the printed lines are the output
+        print(f"warning: could not write {workdir / 'eval_curve.json'} or its figure: {error.strerror}", file=sys.stderr)
+        return
+    print(f"wrote {workdir / 'eval_curve.json'} and {workdir / 'eval_curve.png'} (+ .svg)", file=sys.stderr)

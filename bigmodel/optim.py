@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -15,15 +16,27 @@ def learning_rate_schedule(optim_config, total_steps: int) -> optax.Schedule:
         body = optax.constant_schedule(peak)
     elif optim_config.schedule == "cosine":
         body = optax.cosine_decay_schedule(peak, after_warmup, alpha=optim_config.min_lr_ratio)
-    else:  # wsd: hold the peak, then decay linearly over the last decay_fraction of all steps
-        decay_steps = max(int(round(total_steps * optim_config.decay_fraction)), 1)
+    else:  # wsd: hold the peak, then decay over the last decay_fraction of all steps
+        decay_steps = wsd_decay_steps(total_steps, optim_config.decay_fraction)
         stable_steps = max(after_warmup - decay_steps, 0)
-        body = optax.join_schedules(
-            [optax.constant_schedule(peak), optax.linear_schedule(peak, final, decay_steps)], [stable_steps]
-        )
+        decay = cooldown(peak, final, decay_steps, optim_config.get("decay_shape", "linear"))
+        body = optax.join_schedules([optax.constant_schedule(peak), decay], [stable_steps])
     if warmup == 0:
         return body
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), body], [warmup])
+
+
+def wsd_decay_steps(total_steps: int, decay_fraction: float) -> int:
+    """Steps of a WSD run's cooldown; it starts at step total_steps - this (a branch's init_step)."""
+    return max(int(round(total_steps * decay_fraction)), 1)
+
+
+def cooldown(peak: float, final: float, steps: int, shape: str) -> optax.Schedule:
+    """peak → final over `steps`: "linear", or "1-sqrt" (Hägele et al. 2024: η = peak·(1 − √(t/steps))
+    down to the floor), which they find matches a cosine run's loss with a shorter cooldown."""
+    if shape == "linear":
+        return optax.linear_schedule(peak, final, steps)
+    return lambda count: final + (peak - final) * (1.0 - jnp.sqrt(jnp.clip(count / steps, 0.0, 1.0)))
 
 
 def weight_decay_mask(params, decay_embeddings: bool = False):

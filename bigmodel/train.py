@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from bigmodel import checkpoint, config as config_lib, exit_codes, files, metrics as metrics_lib, run_info, sharding
+from bigmodel import branch, checkpoint, config as config_lib, exit_codes, files, metrics as metrics_lib, run_info, sharding
 from bigmodel import workdir as workdir_lib
 from bigmodel.flops import run_stats
 from bigmodel.model import Transformer, model_config
@@ -176,6 +176,8 @@ def restore_or_init(setup: Setup, manager, *, move_unreadable: bool) -> tuple[Tr
     """The newest readable checkpoint placed on this run's shardings, or a fresh state."""
     target = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
     state, step = checkpoint.restore_newest_readable(manager, target, move_unreadable=move_unreadable)
+    if state is None and setup.config.train.get("init_from"):  # a cooldown branch's first start
+        return branch.restore_branch_point(setup.config, target)
     if state is None:
         return setup.init_state(jax.random.key(setup.config.seed)), 0
     return state, step
@@ -323,7 +325,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
     train_data = load_dataset(config.data, "train", config.seed)  # a bad dataset name fails here,
     validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)  # before anything is written
     lock = workdir_lib.claim(workdir)  # noqa: F841 — held until the process exits
-    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
+    manager = checkpoint.make_manager(workdir, config.checkpoint.keep, checkpoint.kept_steps(config))
     setup = build(config)
     try:
         resumed = resume(setup, manager, workdir, is_writer)
@@ -337,7 +339,8 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
     log = metrics_lib.MetricsLog(workdir, enabled=is_writer)
     progress = metrics_lib.Progress(config.train.steps, resumed.step, enabled=is_writer)
     if resumed.step:
-        progress.message(f"resumed from checkpoint at step {resumed.step}")
+        fresh_branch = config.train.get("init_from") and not manager.all_steps()
+        progress.message(f"branched from {config.train.init_from} at step {resumed.step}" if fresh_branch else f"resumed from checkpoint at step {resumed.step}")
     guard = files.StorageGuard.of(workdir, bytes_needed=state_bytes(setup.abstract_state))
     quiet = StorageErrorFilter(guard)
     logging.getLogger("absl").addFilter(quiet)  # orbax logs through absl
@@ -390,7 +393,7 @@ def train_loop(setup: Setup, manager, resumed: Resumed, train_data, validation, 
             interval.steps += 1
             if stop.agreed(at_sync_point=due(done, config.train.log_every, last_step)):  # checkpoint this step, then stop
                 end_step, stopping = done, True
-            checkpoint_now = due(done, config.checkpoint.every_steps, end_step)
+            checkpoint_now = due(done, config.checkpoint.every_steps, end_step) or checkpoint.is_kept_step(done, config)
             if due(done, config.train.log_every, last_step) or checkpoint_now:
                 step_metrics = jax.device_get(step_metrics)  # waits for the step: dispatch is asynchronous
                 now = time.perf_counter()

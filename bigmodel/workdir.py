@@ -63,7 +63,7 @@ def check(config: ml_collections.ConfigDict, workdir: Path) -> None:
         saved = files.read_json(config_path)
         if saved is None:
             raise config_lib.ConfigError(f"{config_path} is not valid JSON: restore it from the run's command, or use a new --workdir")
-        changes = changes_that_alter_the_run(saved, json.loads(config_lib.to_json(config)))
+        changes = changes_that_alter_the_run(config_lib.with_later_keys(saved), json.loads(config_lib.to_json(config)))
         if changes:
             raise config_lib.ConfigError(
                 f"workdir {workdir} holds a run with a different config ({'; '.join(changes[:3])}): use a new --workdir"

@@ -35,7 +35,12 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.model.loss_chunk_tokens = 0  # >0: LM head + loss this many tokens at a time (large vocabularies)
 
     config.data = ml_collections.ConfigDict()
-    # kjv | tfds:<name>[/<config>] of a prepared tfds text dataset | synthetic (random tokens)
+    # kjv | markov[/key=value,...] | tfds:<name>[/<config>] of a prepared tfds text dataset |
+    # synthetic (random tokens). markov: text from a seeded random order-k Markov source with its
+    # exact entropy rate recorded (the loss floor; bigmodel/data/markov.py), built on first use;
+    # keys order=2, alphabet_size=32, concentration=0.05, seed=0, train_bytes=4194304,
+    # validation_bytes=262144, document_bytes=16384, e.g. markov/order=3,seed=1 (H = 1.805 bits/byte
+    # = 1.2512 nats/byte at the defaults).
     config.data.dataset = "kjv"
     config.data.tokenizer = "bytes"  # bytes | spm (sentencepiece BPE trained on the train split)
     config.data.vocab_size = 256  # bytes: 256; spm: the BPE size
@@ -47,6 +52,10 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.train.batch_size = 32  # global, in sequences
     config.train.grad_accum = 1  # micro-batches per step; batch_size must divide evenly
     config.train.log_every = 10
+    # A cooldown branch (bigmodel/branch.py): start from the checkpoint at step init_step of the
+    # run in init_from (its workdir) instead of a fresh init; usually with optim.schedule=wsd.
+    config.train.init_from = ""
+    config.train.init_step = 0
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adamw"
@@ -55,6 +64,7 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.optim.schedule = "cosine"  # constant | cosine | wsd
     config.optim.min_lr_ratio = 0.1  # final lr / peak lr for cosine and wsd
     config.optim.decay_fraction = 0.2  # wsd: the share of steps spent decaying
+    config.optim.decay_shape = "linear"  # wsd: linear | 1-sqrt (Hägele et al. 2024)
     config.optim.weight_decay = 0.1
     config.optim.decay_embeddings = False  # decay embeddings too (norms never decay)
     config.optim.b1 = 0.9
@@ -62,8 +72,13 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.optim.grad_clip = 1.0  # global norm; 0 disables
 
     config.checkpoint = ml_collections.ConfigDict()
-    config.checkpoint.every_steps = 500
-    config.checkpoint.keep = 2
+    config.checkpoint.every_steps = 500  # and at the last step
+    config.checkpoint.keep = 2  # the newest checkpoints kept (of any kind); older rolling ones are deleted
+    # rolling: only the above | log: also save steps 1, 2, 4, 8, ... ≤ train.steps and keep them
+    # forever (Pythia-style: an eval curve over log tokens, start points for cooldown branches).
+    config.checkpoint.schedule = "rolling"
+    # Further steps saved and kept forever, e.g. --config.checkpoint.keep_steps=1000,2000 (or one: =1000)
+    config.checkpoint.keep_steps = ()
 
     config.eval = ml_collections.ConfigDict()
     config.eval.every_steps = 500

@@ -20,13 +20,16 @@ from types import SimpleNamespace
 import pytest
 
 from bigmodel import exit_codes
+from bigmodel.checkpoint import newest_step
 from bigmodel.cli import main
 from bigmodel.config import ConfigError
 from bigmodel.scaling import backends
+from bigmodel.scaling.backends import ClusterLost
 from bigmodel.scaling.backends.ray import (MISSING_RAY, RayBackend, connect, entrypoint, exit_code_of, host_of,
                                            job_options, submission_id)
 from bigmodel.scaling.resources import Resources
-from bigmodel.scaling.sweep import Run
+from bigmodel.scaling.runner import run_sweep
+from bigmodel.scaling.sweep import Run, SizeGrid, Study
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,11 +110,30 @@ def test_a_run_is_never_submitted_twice_even_by_a_driver_that_died_before_record
     assert again.submit(fake_run("L1"), run_dir, Resources()) == ids[1] and len(client.submitted) == 1
     assert again.reattach(ids[1], run_dir, Resources()) is True
     assert again.reattach(ids[0], run_dir, Resources()) is False and again.reattach("forgotten", run_dir, Resources()) is False
-    client.jobs[ids[1]] = "FAILED"  # before the trainer ran: Ray's message goes to the log, the registry's error
+    client.jobs[ids[1]] = "FAILED"  # without an exit code: Ray's message goes to the log, the registry's error
     assert again.poll(ids[1]) == exit_codes.FAILED
-    assert "failed before the trainer ran: runtime env setup failed" in (run_dir / "train.log").read_text().splitlines()[-1]
+    assert "ended without the trainer's exit code: runtime env setup failed" in (run_dir / "train.log").read_text().splitlines()[-1]
     again.cancel(ids[1])
     assert client.stopped == [ids[1]]
+
+
+def test_a_cluster_that_stops_answering_is_watched_for_a_while_then_given_up_with_its_jobs_left_in_flight(tmp_path, capsys):
+    client = FakeJobClient()
+    backend = RayBackend(client=client)
+    handle = backend.submit(fake_run("L1"), tmp_path / "L1", Resources())
+    client.get_job_info = lambda handle: (_ for _ in ()).throw(ConnectionError("Failed to connect to Ray"))
+    backend.unreachable_limit_s = 0.2
+    assert backend.poll(handle) is None and backend.poll(handle) is None  # a blip: keep watching
+    time.sleep(0.3)
+    with pytest.raises(ClusterLost, match="^the Ray cluster has not answered for [0-9]+s \\(Failed to connect to Ray\\): rerun the same command"):
+        backend.poll(handle)
+    # The sweep stops with one line; the registry keeps the run in flight for the next driver to re-attach.
+    run = fake_run("L1")
+    assert run_sweep(Study("configs/lm.py:L1", SizeGrid(["L1"], tokens=1)), [run], tmp_path, backend) == exit_codes.STOPPED
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1].startswith("error: the Ray cluster has not answered for ")
+    [row] = registry_rows(tmp_path)
+    assert (row["status"], row["backend"], row["job_id"]) == ("running", "ray", handle)
 
 
 def test_runs_of_several_hosts_and_unreachable_clusters_are_one_error_line(tmp_path):
@@ -140,6 +162,10 @@ def test_missing_ray_is_one_error_line_and_nothing_written(tmp_path, capsys, mon
 
 # ----------------------------------------------------------------------------- a real Ray cluster
 
+# Node deaths are noticed in ~2 s instead of Ray's default ~30 s (read by the head's GCS at start).
+FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "500",
+                      "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "4"}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -148,31 +174,69 @@ def free_port() -> int:
 
 
 def ray_cli(*arguments: str, timeout: float = 120) -> None:
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *arguments], check=True, capture_output=True, timeout=timeout)
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *arguments], check=True, capture_output=True, timeout=timeout,
+                   env={**os.environ, **FAST_HEALTH_CHECKS})
+
+
+class LocalRayCluster:
+    """A head and a second worker node on this machine, 1 CPU each. The worker's raylet listens
+    on a port of our choosing, which is how `kill_worker` finds that node's processes."""
+
+    def __init__(self):
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.worker_port = None
+
+    def start(self) -> None:
+        ray_cli("start", "--head", "--num-cpus=1", f"--port={self.port}", f"--dashboard-port={self.dashboard_port}",
+                "--include-dashboard=true", "--disable-usage-stats")
+        self.start_worker()
+
+    def start_worker(self) -> None:
+        self.worker_port = free_port()
+        ray_cli("start", f"--address=127.0.0.1:{self.port}", "--num-cpus=1", f"--node-manager-port={self.worker_port}",
+                "--disable-usage-stats")
+
+    def worker_processes(self) -> list:
+        """The worker node's raylet and everything it started (Ray's workers, the jobs' entrypoints)."""
+        import psutil
+
+        for process in psutil.process_iter(["cmdline"]):
+            command = " ".join(process.info["cmdline"] or [])
+            if "raylet" in command and f"--node_manager_port={self.worker_port}" in command:
+                return [process, *process.children(recursive=True)]
+        raise AssertionError(f"no raylet on port {self.worker_port}")
+
+    def kill_worker(self) -> None:
+        """The node dies as a machine does: every process of it at once, SIGKILL, nothing cleaned up."""
+        for process in self.worker_processes():
+            process.send_signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A head and a second worker on this machine, 1 CPU each; yields the dashboard's address."""
     pytest.importorskip("ray.job_submission", reason="Ray is not installed: pip install -e '.[ray]' to run the Ray cluster tests")
-    port, dashboard = free_port(), free_port()
+    cluster = LocalRayCluster()
     try:
-        ray_cli("start", "--head", "--num-cpus=1", f"--port={port}", f"--dashboard-port={dashboard}", "--include-dashboard=true",
-                "--disable-usage-stats")
-        ray_cli("start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats")
-        yield f"http://127.0.0.1:{dashboard}"
+        cluster.start()
+        yield cluster
     finally:
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=120)
+        cluster.stop()
 
 
-def tiny_study(path: Path, data_dir: str, steps: int) -> Path:
+def tiny_study(path: Path, data_dir: str, steps: int, seeds: tuple[int, ...] = (0, 1)) -> Path:
+    """L1 runs of `steps` steps that checkpoint every 50 steps (a killed run has something to resume)."""
     path.write_text(textwrap.dedent(f"""
         from bigmodel.scaling.sweep import SizeGrid, Study
 
         def get_study():
-            return Study("configs/lm.py:L1", SizeGrid(["L1"], tokens={steps} * 8 * 64), seeds=[0, 1],
-                         overrides={{"data.seq_len": 64, "train.batch_size": 8, "train.log_every": 4, "eval.batches": 2,
-                                    "optim.warmup_steps": 0, "data.data_dir": {data_dir!r}}})
+            return Study("configs/lm.py:L1", SizeGrid(["L1"], tokens={steps} * 8 * 64), seeds={list(seeds)},
+                         overrides={{"data.seq_len": 64, "train.batch_size": 8, "train.log_every": 50, "eval.batches": 2,
+                                    "eval.every_steps": 200, "checkpoint.every_steps": 50, "optim.warmup_steps": 0,
+                                    "data.data_dir": {data_dir!r}}})
     """))
     return path
 
@@ -182,17 +246,71 @@ def registry_rows(workdir: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-def test_a_sweep_on_ray_runs_every_run_as_a_job_and_records_it(tmp_path, ray_cluster, kjv_data_dir, monkeypatch, capsys):
-    monkeypatch.chdir(REPO_ROOT)
-    monkeypatch.setattr(RayBackend, "poll_interval_s", 0.5)
-    workdir = tmp_path / "runs"
-    experiment = tiny_study(tmp_path / "tiny.py", kjv_data_dir, steps=24)
-    assert main(["sweep", str(experiment), "--workdir", str(workdir), "--backend", "ray", "--ray-address", ray_cluster]) == 0, capsys.readouterr()
-    rows = registry_rows(workdir)
-    assert [(row["status"], row["backend"], row["attempts"]) for row in rows] == [("done", "ray", "1")] * 2
+def sweep_command(experiment: Path, workdir: Path, cluster: LocalRayCluster, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "bigmodel", "sweep", str(experiment), "--workdir", str(workdir), "--backend", "ray",
+            "--ray-address", cluster.address, *extra]
+
+
+STEPS = 400  # the runs of the first two tests: the same study, so their final losses must agree
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_sweep(ray_cluster, kjv_data_dir, tmp_path_factory):
+    """A 4-run sweep (seeds 0-3) on the cluster, never disturbed: its registry rows."""
+    root = tmp_path_factory.mktemp("ray_uninterrupted")
+    workdir = root / "runs"
+    experiment = tiny_study(root / "tiny.py", kjv_data_dir, STEPS, seeds=(0, 1, 2, 3))
+    done = subprocess.run(sweep_command(experiment, workdir, ray_cluster), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return workdir, registry_rows(workdir)
+
+
+def test_a_sweep_on_ray_runs_every_run_as_a_job_and_records_it(uninterrupted_sweep):
+    workdir, rows = uninterrupted_sweep
+    assert [(row["status"], row["backend"], row["attempts"]) for row in rows] == [("done", "ray", "1")] * 4
     assert all(row["job_id"] == submission_id(workdir / row["name"], 1) and row["host"] for row in rows)
+    assert len({row["final_loss"] for row in rows}) == 4  # four seeds, four runs
     log = (workdir / rows[0]["name"] / "train.log").read_text()
-    assert "ray: " in log and "step 24/24" in log  # the driver's header, then the trainer's own output
+    assert "ray: " in log and f"step {STEPS}/{STEPS}" in log  # the driver's header, then the trainer's own output
+
+
+def trainer_on_the_worker(cluster: LocalRayCluster):
+    """(process, run directory) of the trainer running on the worker node, or None."""
+    for process in cluster.worker_processes()[1:]:
+        try:
+            command = process.cmdline()
+        except Exception:  # noqa: BLE001 — it ended between listing and reading
+            continue
+        if "bigmodel" in command and "train" in command and "--workdir" in command:
+            return process, Path(command[command.index("--workdir") + 1])
+    return None
+
+
+def test_a_run_whose_node_dies_is_retried_and_resumes_to_the_same_final_loss(tmp_path, ray_cluster, uninterrupted_sweep,
+                                                                               kjv_data_dir):
+    workdir = tmp_path / "runs"
+    experiment = tiny_study(tmp_path / "tiny.py", kjv_data_dir, STEPS, seeds=(0, 1))
+    driver = subprocess.Popen(sweep_command(experiment, workdir, ray_cluster, "--retries", "1"), cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, found = time.monotonic() + 180, None
+    while found is None or not newest_step(found[1]):  # its first checkpoint is finalized
+        assert time.monotonic() < deadline and driver.poll() is None, "no trainer on the worker node wrote a checkpoint"
+        found = trainer_on_the_worker(ray_cluster) or found
+        time.sleep(0.02)
+    trainer, run_dir = found
+    trainer.suspend()  # so it is certainly mid-run when its node dies
+    assert not (run_dir / "summary.json").exists()
+    ray_cluster.kill_worker()
+    ray_cluster.start_worker()  # a replacement node, as an autoscaler would add
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output
+    assert f"retrying {run_dir.name} (launch 2 of 2) after exit 1: " in output and "ended without the trainer's exit code" in output
+    rows = {row["name"]: row for row in registry_rows(workdir)}
+    assert rows[run_dir.name]["attempts"] == "2" and rows[run_dir.name]["job_id"] == submission_id(run_dir, 2)
+    assert "resumed from checkpoint at step" in (run_dir / "train.log").read_text()
+    expected = {row["name"]: row["final_loss"] for row in uninterrupted_sweep[1]}
+    assert {name: row["final_loss"] for name, row in rows.items()} == {name: expected[name] for name in rows}
+    assert {name: row["status"] for name, row in rows.items()} == dict.fromkeys(rows, "done")
 
 
 def test_a_driver_killed_mid_sweep_reattaches_and_submits_no_duplicate(tmp_path, ray_cluster, kjv_data_dir, monkeypatch, capsys):
@@ -201,9 +319,8 @@ def test_a_driver_killed_mid_sweep_reattaches_and_submits_no_duplicate(tmp_path,
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.setattr(RayBackend, "poll_interval_s", 0.5)
     workdir = tmp_path / "runs"
-    experiment = tiny_study(tmp_path / "tiny.py", kjv_data_dir, steps=200)
-    command = [sys.executable, "-m", "bigmodel", "sweep", str(experiment), "--workdir", str(workdir), "--backend", "ray",
-               "--ray-address", ray_cluster]
+    experiment = tiny_study(tmp_path / "tiny.py", kjv_data_dir, steps=STEPS)
+    command = sweep_command(experiment, workdir, ray_cluster)
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not ((workdir / "runs.csv").exists() and [row["status"] for row in registry_rows(workdir)] == ["running"] * 2):
@@ -215,7 +332,7 @@ def test_a_driver_killed_mid_sweep_reattaches_and_submits_no_duplicate(tmp_path,
     assert capsys.readouterr().out.count("attached L1-") == 2
     rows = registry_rows(workdir)
     assert [(row["status"], row["attempts"]) for row in rows] == [("done", "1")] * 2
-    # The cluster also holds the other test's jobs: count those of this sweep's run directories.
+    # The cluster also holds the other tests' jobs: count those of this sweep's run directories.
     ids_of_this_sweep = {submission_id(workdir / row["name"], launch) for row in rows for launch in (1, 2, 3)}
-    jobs = [job.submission_id for job in JobSubmissionClient(ray_cluster).list_jobs() if job.submission_id in ids_of_this_sweep]
+    jobs = [job.submission_id for job in JobSubmissionClient(ray_cluster.address).list_jobs() if job.submission_id in ids_of_this_sweep]
     assert sorted(jobs) == sorted(row["job_id"] for row in rows)  # one job per run: none submitted twice

@@ -1,5 +1,5 @@
-"""Data: tfds sources (the built-in `kjv`, any prepared `tfds:<name>`), random `synthetic` tokens,
-tokenizers, the grain pipeline.
+"""Data: tfds sources (the built-in `kjv`, the `markov` corpus of known entropy, any prepared
+`tfds:<name>`), random `synthetic` tokens, tokenizers, the grain pipeline.
 
     from bigmodel.data import load_dataset
     train = load_dataset(config.data, split="train", seed=config.seed)

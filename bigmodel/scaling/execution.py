@@ -257,7 +257,7 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
                     finish(handle, return_code)
             show_progress()
         live.clear()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, backends.ClusterLost):
         live.clear()
         stop_or_leave(backend, in_flight, launches, record, workdir)
         save()

@@ -37,6 +37,7 @@ from pathlib import Path
 from bigmodel import exit_codes, files
 from bigmodel.config import ConfigError
 from bigmodel.scaling import registry
+from bigmodel.scaling.backends import ClusterLost
 from bigmodel.scaling.execution import CPU_FLOPS_PER_S, RUN_OVERHEAD_S, estimated_seconds, execute, format_duration
 from bigmodel.scaling.registry import DONE, FAILED, STOPPED
 from bigmodel.scaling.resources import checked_value, with_overrides
@@ -178,6 +179,9 @@ def run_sweep(study: Study, runs: list[Run], workdir: Path, backend, retries: in
     previous_handler = signal.signal(signal.SIGTERM, interrupt)  # a preempted sweep stops its runs too
     try:
         rows = execute(runs, workdir, backend, retries)
+    except ClusterLost as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return exit_codes.STOPPED
     except KeyboardInterrupt:
         if not backend.outlives_driver:
             print(f"interrupted: unfinished runs are marked stopped in {registry_path}; rerun the same command to resume", file=sys.stderr)

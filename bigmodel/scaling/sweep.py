@@ -60,6 +60,29 @@ class IsoFlopGrid:
 
 
 @dataclasses.dataclass(frozen=True)
+class BranchGrid:
+    """Cooldown branches (Hägele et al. 2024; `bigmodel.branch`): per size, one warmup-stable run
+    (constant learning rate after warmup) to the last branch point, keeping a checkpoint at every
+    branch point, and from each a branch that cools down (WSD) to its own length. A size's
+    losses at every D then cost about its longest run, not the sum of its runs.
+
+    sizes: as in SizeGrid.
+    tokens: each branch's training tokens (the stable part plus its cooldown), or
+    tokens_per_param: ratios, D = ratio · params.
+    cooldown: the share of each branch's steps spent cooling down (optim.decay_fraction).
+    shape: the cooldown's shape, "linear" or "1-sqrt" (optim.decay_shape).
+    The stable run and its branches share every hyperparameter the rules choose (the rules see
+    the stable run's plan): a branch must continue its parent exactly.
+    """
+
+    sizes: Sequence[str | Mapping[str, int]]
+    tokens: Sequence[float] | None = None
+    tokens_per_param: Sequence[float] | None = None
+    cooldown: float = 0.2
+    shape: str = "linear"
+
+
+@dataclasses.dataclass(frozen=True)
 class RunPlan:
     """What a rule sees about one run before its overrides are fixed."""
 
@@ -91,7 +114,7 @@ class Study:
     """
 
     base_config: str
-    grid: SizeGrid | IsoFlopGrid
+    grid: SizeGrid | IsoFlopGrid | BranchGrid
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     batch_size: int | Callable[[dict], int] | None = None
     rules: Callable[[RunPlan], Mapping[str, Any]] | None = None
@@ -120,11 +143,22 @@ class Run:
     seed: int
     budget: float | None = None
     resources: Resources = Resources()
+    role: str = ""  # "stable": a BranchGrid's warmup-stable run (not a point of the fit); "branch": its cooldowns
+    parent: str = ""  # a branch's stable run, a sibling folder of its own in the sweep directory
+    init_step: int = 0  # where a branch starts from its parent
 
     def command(self, workdir: str | Path, python: str = "python") -> list[str]:
-        """The argv that trains this run into `workdir` (resuming if it exists)."""
+        """The argv that trains this run into `workdir` (resuming if it exists); a branch starts
+        from its parent's folder beside `workdir`."""
         flags = [f"--config.{key}={value}" for key, value in self.overrides.items()]
+        if self.parent:
+            flags.append(f"--config.train.init_from={Path(workdir).parent / self.parent}")
         return [python, "-m", "bigmodel", "train", "--config", self.config_spec, "--workdir", str(workdir), *flags]
+
+    @property
+    def trained_flops(self) -> float:
+        """The FLOPs this run itself computes: a branch only its steps after init_step."""
+        return self.flops * (self.steps - self.init_step) / self.steps
 
     def command_line(self, workdir: str | Path) -> str:
         return shlex.join(self.command(workdir))
@@ -133,7 +167,7 @@ class Run:
         """The JSON row `sweep --dry-run --json` prints."""
         row = {key: getattr(self, key) for key in (
             "name", "params", "non_embedding_params", "tokens", "flops", "steps", "batch_size",
-            "seq_len", "flops_per_token", "learning_rate", "seed", "budget",
+            "seq_len", "flops_per_token", "learning_rate", "seed", "budget", "role", "parent", "init_step",
         )}
         row["overrides"] = dict(self.overrides)
         row["resources"] = as_dict(self.resources)
@@ -260,9 +294,14 @@ def run_resources(study: Study, plan: RunPlan) -> Resources:
 
 
 def expand(study: Study) -> list[Run]:
-    """Every run of the study, in grid order (sizes, then budgets, then seeds, then lrs)."""
+    """Every run of the study, in grid order (sizes, then budgets, then seeds, then lrs); a
+    BranchGrid's stable run comes right before its branches."""
+    if isinstance(study.grid, BranchGrid):
+        from bigmodel.scaling.branches import expand_branches
+
+        return expand_branches(study)
     if not isinstance(study.grid, (SizeGrid, IsoFlopGrid)):
-        raise ConfigError(f"Study.grid must be a SizeGrid or IsoFlopGrid, got {type(study.grid).__name__}")
+        raise ConfigError(f"Study.grid must be a SizeGrid, IsoFlopGrid or BranchGrid, got {type(study.grid).__name__}")
     spec = resolve_config_spec(study.base_config)
     base_overrides = {key: format_override(value) for key, value in study.overrides.items()}
     base = load_config(spec, base_overrides)
@@ -319,7 +358,8 @@ def check_names(runs: list[Run]) -> None:
 def validate_runs(runs: list[Run], n_devices: int = 1) -> None:
     """Load and validate every run's full config, so a bad one stops the sweep before it starts."""
     for run in runs:
+        overrides = {**run.overrides, "train.init_from": run.parent} if run.parent else run.overrides  # the folder: at launch
         try:
-            validate(load_config(run.config_spec, run.overrides), n_devices=n_devices)
+            validate(load_config(run.config_spec, overrides), n_devices=n_devices)
         except ConfigError as error:
             raise ConfigError(f"run {run.name}: {error}") from None

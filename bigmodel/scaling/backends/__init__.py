@@ -32,6 +32,12 @@ COMMAND_FILE = "command.sh"
 BACKENDS = ("local", "slurm", "ray")
 
 
+class ClusterLost(RuntimeError):
+    """The cluster stopped answering for longer than a blip (a Ray head gone): the driver stops
+    watching, leaves its runs recorded in flight, and a rerun re-attaches to those still alive.
+    The message is the one line to show."""
+
+
 class SubmitFailed(RuntimeError):
     """A launch that did not happen (a busy run directory, a rejected sbatch); the message is
     the one line the registry records."""

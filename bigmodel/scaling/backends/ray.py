@@ -25,12 +25,13 @@ import hashlib
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bigmodel import exit_codes
 from bigmodel.config import ConfigError
-from bigmodel.scaling.backends import LOG_FILE, SubmitFailed, append_log_line, prepare_run_dir
+from bigmodel.scaling.backends import ClusterLost, LOG_FILE, SubmitFailed, append_log_line, prepare_run_dir
 
 MISSING_RAY = "--backend ray needs Ray's job API: pip install -e '.[ray]'"
 STOP_WAIT_S = 120  # between `ray job stop`'s SIGTERM and its SIGKILL: time to write a checkpoint (Ray's default is 3 s)
@@ -134,12 +135,15 @@ class RayBackend:
     name = "ray"
     outlives_driver = True
     poll_interval_s = 2.0
+    # A head that restarts answers again within a minute or two; one gone for this long is lost.
+    unreachable_limit_s = 300.0
 
     def __init__(self, address: str | None = "auto", max_in_flight: int | None = None, client=None):
         self.client = client or connect(address)
         self.max_in_flight = max_in_flight
         self.jobs: dict[str, Path] = {}  # handle (submission id) → run directory
         self.hosts: dict[str, str] = {}
+        self.unreachable_since: float | None = None  # time.monotonic() of the first unanswered poll in a row
 
     def check(self, runs) -> None:
         """Refuse runs of several hosts before anything starts: a Ray job is one process."""
@@ -182,16 +186,28 @@ class RayBackend:
     def poll(self, handle: str) -> int | None:
         try:
             info = self.client.get_job_info(handle)
-        except Exception:  # noqa: BLE001 — the head unreachable a moment: keep watching
+        except Exception as error:  # noqa: BLE001 — the head unreachable a moment: keep watching, for a while
+            self.note_unreachable(error)
             return None
+        self.unreachable_since = None
         status = str(getattr(info.status, "value", info.status))
         code = exit_code_of(status, info.driver_exit_code)
         if code is None:
             return None
-        if status == "FAILED" and info.driver_exit_code is None:  # nothing in train.log says why: Ray's message does
-            append_log_line(self.jobs[handle], f"ray job {handle} failed before the trainer ran: {' '.join(str(info.message).split())[:300]}")
+        if status == "FAILED" and info.driver_exit_code is None:  # the trainer never ran or its node died: Ray's message says which
+            append_log_line(self.jobs[handle], f"ray job {handle} ended without the trainer's exit code: {' '.join(str(info.message).split())[:300]}")
         del self.jobs[handle]
         return code
+
+    def note_unreachable(self, error: Exception, now: float | None = None) -> None:
+        """Raise ClusterLost once the cluster has not answered for `unreachable_limit_s`."""
+        now = time.monotonic() if now is None else now
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+        elif now - self.unreachable_since > self.unreachable_limit_s:
+            raise ClusterLost(f"the Ray cluster has not answered for {now - self.unreachable_since:.0f}s "
+                              f"({' '.join(str(error).split())[:160]}): rerun the same command once it is back; "
+                              "runs still in flight re-attach, the others resume")
 
     def is_alive(self, handle: str) -> bool:
         try:
