@@ -45,7 +45,7 @@ def test_rows_round_trip_through_runs_csv(tmp_path):
     # The trainer's counts replace the planned ones; results come back as written.
     assert done == {"name": "L1-s0", "status": "done", "params": "2001", "non_embedding_params": "999", "tokens": "10240",
                     "flops": "61378560", "final_loss": "1.5", "final_eval_loss": "1.25", "eval_bpb": "1.8",
-                    "wall_time_s": "12.35", "error": "", **dict.fromkeys(registry.LAUNCH_COLUMNS, "")}
+                    "wall_time_s": "12.35", "error": "", **dict.fromkeys(registry.ROLE_COLUMNS + registry.LAUNCH_COLUMNS, "")}
     assert stopped["status"] == "stopped" and stopped["non_embedding_params"] == "4000" and stopped["final_loss"] == ""
     assert stopped["flops"] == str(6 * 4000 * 10_000) and stopped["wall_time_s"] == "3.0"
 

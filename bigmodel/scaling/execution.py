@@ -42,7 +42,7 @@ RUN_OVERHEAD_S = 10.0
 
 
 def estimated_seconds(run: Run) -> float:
-    return RUN_OVERHEAD_S + run.flops / CPU_FLOPS_PER_S
+    return RUN_OVERHEAD_S + run.trained_flops / CPU_FLOPS_PER_S
 
 
 def format_duration(seconds: float) -> str:
@@ -103,6 +103,27 @@ def report_outcome(position: str, row: dict) -> None:
         print(f"{position} stopped  {row['name']} ({row['wall_time_s']:.0f}s) {row['error']}", flush=True)
     else:
         print(f"{position} failed   {row['name']} ({row['wall_time_s']:.0f}s) {row['error']}", flush=True)
+
+
+# ----------------------------------------------------------------------------- branches
+
+CHECKPOINTS = "checkpoints"  # bigmodel.checkpoint.CHECKPOINT_DIR, not imported: it loads orbax and JAX into the driver
+
+
+def start_point_written(run: Run, workdir: Path) -> bool:
+    """Whether a cooldown branch's start, its parent's checkpoint at init_step, is on disk (orbax
+    renames a step's folder into place once it is complete); always true for other runs."""
+    return not run.parent or (workdir / run.parent / CHECKPOINTS / str(run.init_step)).is_dir()
+
+
+def stranded_row(run: Run, parent_row: dict) -> dict:
+    """The row of a branch whose stable run ended without writing its start: stopped with it
+    (a rerun resumes both) or failed with it."""
+    status = STOPPED if parent_row["status"] == STOPPED else FAILED
+    error = (f"its stable run {run.parent} ended {parent_row['status']} before its checkpoint at step {run.init_step}: "
+             "rerun the sweep to resume both" if status == STOPPED else
+             f"its stable run {run.parent} ended {parent_row['status']} before its checkpoint at step {run.init_step}")
+    return row_for_run(run, status, error=error, wall_time_s=0.0)
 
 
 # ----------------------------------------------------------------------------- launches
@@ -234,6 +255,23 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
             report_outcome(position[run.name], row)
         save()
 
+    def parent_ended(run: Run) -> bool:
+        return run.parent not in {other.name for other in todo} | {other.name for other, _ in in_flight.values()}
+
+    def may_start(run: Run) -> bool:
+        """Any run but a branch whose start is not written yet; a branch whose parent is done
+        without it starts anyway, and its trainer says what is missing."""
+        return start_point_written(run, workdir) or (parent_ended(run) and rows[run.parent]["status"] == DONE)
+
+    def leave_stranded_branches() -> None:
+        """Branches whose parent ended (not done) without their start will never start: record them."""
+        for run in [run for run in todo if run.parent and parent_ended(run)]:
+            if rows[run.parent]["status"] != DONE and not start_point_written(run, workdir):
+                todo.remove(run)
+                record(stranded_row(run, rows[run.parent]))
+                report_outcome(position[run.name], rows[run.name])
+                save()
+
     def note_host(handle: str) -> None:
         """A Slurm or Ray job's node is known once it runs."""
         run = in_flight[handle][0]
@@ -246,9 +284,10 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
     try:
         while todo or in_flight:
             for run in list(todo):  # in order, each run that fits now (a big one waits, smaller ones go by)
-                if backend.can_start(run.resources):
+                if may_start(run) and backend.can_start(run.resources):
                     todo.remove(run)
                     launch(run)
+            leave_stranded_branches()
             time.sleep(backend.poll_interval_s)
             for handle in list(in_flight):
                 note_host(handle)  # before poll: a job that ends now still records where it ran

@@ -28,9 +28,14 @@ SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 COLUMNS = (
     "name", "status", "params", "non_embedding_params", "tokens", "flops",
-    "final_loss", "final_eval_loss", "eval_bpb", "wall_time_s", "error",
+    "final_loss", "final_eval_loss", "eval_bpb", "wall_time_s", "error", "role", "parent",
     "backend", "job_id", "host", "attempts", "started_at", "finished_at",
 )
+# A BranchGrid's rows: role "stable" (a warmup-stable run: the branches' start, not a point of
+# any fit) or "branch" (a cooldown from `parent`, the stable run's name); "" for other runs.
+# Registries written before these columns existed read them as "", like the launch columns.
+ROLE_COLUMNS = ("role", "parent")
+STABLE = "stable"
 # Where and how a run was last launched: the backend (local, slurm, ...), its handle there (a pid,
 # a Slurm job id), the host, how many times it was launched, and ISO-8601 UTC timestamps. A
 # restarted sweep reads them to re-attach to runs still in flight. Registries written before
@@ -54,7 +59,7 @@ def row_for_run(run, status: str, summary: dict | None = None, error: str = "", 
     """The registry row of a `sweep.Run`: its planned counts, replaced by the trainer's own
     numbers (`summary`) once it has written them."""
     summary = summary or {}
-    row = {"name": run.name, "status": status, "error": error}
+    row = {"name": run.name, "status": status, "error": error, "role": run.role, "parent": run.parent}
     for key in PLANNED_COUNTS:
         row[key] = summary.get(key, getattr(run, key))
     for key in RESULTS:
@@ -85,7 +90,7 @@ def read_registry(directory: str | Path) -> list[tuple[int, dict[str, str]]]:
     require_columns(path, header, ("name", "status", "non_embedding_params", "tokens", "flops", "final_loss", "final_eval_loss"),
                     "this is not a bigmodel sweep registry; pass a CSV with params,tokens,loss instead")
     for line, row in rows:
-        for column in LAUNCH_COLUMNS:
+        for column in ROLE_COLUMNS + LAUNCH_COLUMNS:
             row.setdefault(column, "")
         if row["status"] not in STATUSES:
             raise ValueError(f"{path} line {line}: status {row['status']!r} is not one of {', '.join(STATUSES)}")
@@ -123,12 +128,13 @@ def loss_name(uses_validation: np.ndarray) -> str:
 
 
 def sweep_points(directory: str | Path) -> Points:
-    """One point per `done` row: N = non_embedding_params, loss = final_eval_loss, else final_loss."""
+    """One point per `done` row but stable runs (their loss is not cooled down: a branch of
+    theirs is the point): N = non_embedding_params, loss = final_eval_loss, else final_loss."""
     path = Path(directory) / REGISTRY_FILE
     values = {"non_embedding_params": [], "tokens": [], "flops": [], "loss": []}
     names, uses_validation = [], []
     for line, row in read_registry(directory):
-        if row["status"] != DONE:
+        if row["status"] != DONE or row["role"] == STABLE:
             continue
         validation = row["final_eval_loss"] != ""
         for field in ("non_embedding_params", "tokens", "flops"):
