@@ -21,6 +21,7 @@ parent's at any step before S.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import ml_collections
@@ -85,9 +86,15 @@ def restore_branch_point(config: ml_collections.ConfigDict, target) -> tuple[obj
     parent = parent_config(config.train.init_from)
     check_branch(config, parent)
     step = config.train.init_step
-    options = ocp.CheckpointManagerOptions(read_only=True)
-    manager = ocp.CheckpointManager(checkpoint.checkpoint_dir(config.train.init_from), options=options,
-                                    item_handlers=ocp.StandardCheckpointHandler())
+    options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # orbax warns that a read-only directory is read-only
+    try:
+        manager = ocp.CheckpointManager(checkpoint.checkpoint_dir(config.train.init_from), options=options,
+                                        item_handlers=ocp.StandardCheckpointHandler())
+    finally:
+        absl.setLevel(level)
     try:
         if step not in manager.all_steps():
             raise config_lib.ConfigError(

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--process_id", type=int, default=None)
 
     sweep = commands.add_parser("sweep", help="run a scaling study: experiments/<name>.py")
-    sweep.add_argument("experiment", help="path/to/experiment.py")
+    sweep.add_argument("experiment", help="path/to/experiment.py, or path/to/experiment.py:ARG for get_study(ARG)")
     sweep.add_argument("--workdir", required=True)
     sweep.add_argument("--dry-run", action="store_true", help="print the runs and write nothing")
     sweep.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run")

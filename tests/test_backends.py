@@ -50,7 +50,12 @@ def test_a_study_declares_resources_per_run_and_the_command_line_overrides_them(
     assert [run.resources for run in runs] == [Resources(gpus=1, memory_gb=2.5, time_limit_min=30), Resources(gpus=2, memory_gb=2.5, time_limit_min=30)]
     assert expand(Study("configs/lm.py:L4", SizeGrid(["L1"], tokens=50_000), overrides=SMALL))[0].resources == Resources(cpus=None, gpus=0, hosts=1)
     assert with_overrides(Resources(gpus=2, hosts=2), {"gpus": 1, "hosts": None}) == Resources(gpus=1, hosts=2)
-    for mapping, message in [({"gpu": 1}, "unknown resources key 'gpu': use cpus, gpus, hosts, memory_gb, time_limit_min"),
+    assert resources_from({"partition": "gpu", "slurm_options": {"qos": "high", "exclusive": True}}, "here") == Resources(
+        partition="gpu", slurm_options=(("exclusive", True), ("qos", "high")))
+    for mapping, message in [({"gpu": 1}, "unknown resources key 'gpu': use cpus, gpus, hosts, memory_gb, time_limit_min, partition"),
+                             ({"partition": ""}, "partition='' must be a non-empty string"),
+                             ({"slurm_options": {"nodes": 2}}, "slurm_options: --slurm-option 'nodes=2': use --hosts instead"),
+                             ({"slurm_options": ["qos=high"]}, "slurm_options=\\['qos=high'\\] must be a dict"),
                              ({"gpus": 1.5}, "gpus=1.5 must be a whole number >= 0"), ({"hosts": 0}, "hosts=0 must be a whole number >= 1"),
                              ({"memory_gb": 0}, "memory_gb=0 must be a number > 0"), ({"cpus": True}, "cpus=True must be a whole number >= 1")]:
         with pytest.raises(ConfigError, match=message):
@@ -65,7 +70,8 @@ def test_a_study_declares_resources_per_run_and_the_command_line_overrides_them(
     """)
     assert main(["sweep", str(experiment), "--workdir", str(tmp_path / "s"), "--dry-run", "--json", "--gpus", "2", "--time-limit", "45"]) == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["resources"] == {"cpus": 16, "gpus": 2, "hosts": 1, "memory_gb": None, "time_limit_min": 45.0}
+    assert row["resources"] == {"cpus": 16, "gpus": 2, "hosts": 1, "memory_gb": None, "time_limit_min": 45.0, "partition": None,
+                                "account": None, "slurm_options": {}}
     assert main(["sweep", str(experiment), "--workdir", str(tmp_path / "s"), "--dry-run", "--hosts", "0"]) == 2
     assert capsys.readouterr().err == "error: --hosts 0: resources hosts=0 must be a whole number >= 1\n"
 
@@ -372,9 +378,12 @@ def test_a_sweep_on_slurm_submits_one_job_per_run_and_records_it(tmp_path, kjv_d
         def get_study():
             return Study("configs/lm.py:L1", SizeGrid(["L1"], tokens=12 * 8 * 64),
                          overrides={{"data.seq_len": 64, "train.batch_size": 8, "train.log_every": 4, "eval.batches": 2,
-                                    "optim.warmup_steps": 0, "data.data_dir": {kjv_data_dir!r}}})
+                                    "optim.warmup_steps": 0, "data.data_dir": {kjv_data_dir!r}}},
+                         resources=lambda plan: {{"partition": "gpu", "account": "lm-team",
+                                                 "slurm_options": {{"qos": "high", "constraint": "h100", "exclusive": True}}}})
     """)
     workdir = tmp_path / "runs"
+    # The study's partition and sbatch options, with the command line's partition and qos over them.
     assert main(["sweep", str(experiment), "--workdir", str(workdir), "--backend", "slurm", "--partition", "debug",
                  "--time-limit", "10", "--slurm-option", "qos=low"]) == 0, capsys.readouterr()
     [row] = registry_rows(workdir).values()
@@ -382,6 +391,8 @@ def test_a_sweep_on_slurm_submits_one_job_per_run_and_records_it(tmp_path, kjv_d
     run_dir = workdir / row["name"]
     script = (run_dir / "slurm" / "4242_submission.sh").read_text()
     assert "#SBATCH --partition=debug" in script and "#SBATCH --time=10" in script and "#SBATCH --qos=low" in script
+    assert "#SBATCH --account=lm-team" in script and "#SBATCH --constraint=h100" in script and "#SBATCH --exclusive" in script
+    assert "gpu" not in script and "qos=high" not in script
     assert (run_dir / "slurm" / "4242_0_result.pkl").exists() and (run_dir / "summary.json").exists()
     log = (run_dir / "train.log").read_text()
     assert "slurm: " in log and "step" in log  # the driver's header, then the trainer's own output

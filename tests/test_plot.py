@@ -271,7 +271,9 @@ def test_plot_command_draws_the_given_chinchilla_fit_not_a_fresh_power_law(isofl
     assert main(["plot", str(isoflop_csv), "--fit", str(fit_path), "--out", str(tmp_path / "plots")]) == 0
     out = capsys.readouterr().out
     assert "N^-" not in out and "loss_vs_params skipped" not in out  # no 1-D law fitted through mixed D
-    assert sorted(path.stem for path in (tmp_path / "plots").glob("*.png")) == ["isoflop", "loss_vs_compute", "loss_vs_params"]
+    # Sizes recur across the budgets at several D, so the surface's own figures are drawn too.
+    assert sorted(path.stem for path in (tmp_path / "plots").glob("*.png")) == [
+        "compute_frontier", "isoflop", "isoflop_slices", "loss_vs_compute", "loss_vs_params", "loss_vs_tokens"]
     assert_real_png(tmp_path / "plots" / "loss_vs_params.png", (1200, 825))
 
 

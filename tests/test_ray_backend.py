@@ -1,8 +1,8 @@
 """The Ray backend: the job it submits (entrypoint, id, resources), Ray's job states read as
-exit codes, re-attach by submission id, and the one-line errors, all without Ray; then real
-sweeps on a local Ray cluster (a head and a worker, 1 CPU each, started and stopped here),
-skipped when Ray is not installed (`pip install -e '.[ray]'`: not in the `test` extra, its
-~80 MB wheel and the cluster's start-up do not fit CI's budget)."""
+exit codes, re-attach by submission id, a cluster that stops answering, and the one-line errors,
+all without Ray; then real sweeps on a local Ray cluster (a head and a worker node, 1 CPU each,
+started and stopped here): 4 runs, a node killed mid-run, a driver killed mid-sweep. Ray is in
+the `test` extra, so CI runs them; they skip only where Ray is not installed."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bigmodel.config import ConfigError
+from bigmodel.config import ConfigError, load_config
 from bigmodel.scaling import execution, registry
 from bigmodel.scaling.sweep import BranchGrid, Study, expand, validate_runs
 from test_backends import FakeBackend
@@ -98,3 +98,18 @@ def test_a_branch_sweep_trains_the_stable_run_once_and_each_branch_from_it(tmp_p
     assert registry.load_points(workdir).names == (short, long)  # the stable run is no point of the fit
     again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("skipped ") == 3 and "started" not in again.stdout
+
+
+def test_an_experiment_argument_picks_the_study_and_a_size_grid_takes_a_list_of_token_counts(tmp_path):
+    from bigmodel.scaling.runner import experiment_and_argument, load_study
+
+    assert experiment_and_argument("experiments/branches.py:cosine") == (Path("experiments/branches.py"), "cosine")
+    assert experiment_and_argument("experiments/branches.py") == (Path("experiments/branches.py"), None)
+    cosine = expand(load_study(REPO_ROOT / "experiments" / "branches.py:cosine"))
+    branches = [run for run in expand(load_study(REPO_ROOT / "experiments" / "branches.py")) if run.role == "branch"]
+    # The same (N, D, seed) points both ways: the branches' claim is to reach the same losses.
+    assert sorted((run.non_embedding_params, run.tokens, run.seed) for run in cosine) == sorted(
+        (run.non_embedding_params, run.tokens, run.seed) for run in branches)
+    assert all(load_config(run.config_spec, run.overrides).optim.schedule == "cosine" for run in cosine)
+    with pytest.raises(ConfigError, match="get_study\\(\\) failed: ValueError: unknown study 'nope'"):
+        load_study(REPO_ROOT / "experiments" / "branches.py:nope")

@@ -25,6 +25,8 @@ import math
 import numpy as np
 
 from bigmodel.scaling import lbfgs
+from bigmodel.scaling.holdout import CHOICES as HOLDOUT_CHOICES, describe_holdout, held_out_mask, holdout_rows, what_is_held_out
+from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, law_loss, power_law  # noqa: F401 — fit.power_law etc. stay importable
 from bigmodel.scaling.points import Points
 from bigmodel.scaling.registry import budget_flops, group_budgets, load_points
 
@@ -39,44 +41,11 @@ POWER_GRID = {"e": np.arange(-1.0, 1.01, 0.5), "a": np.arange(0.0, 25.1, 5.0), "
 GRID_ITERATIONS = 100  # float32, every grid start: on 96 synthetic points ~20% of starts reach the optimum by then
 POLISH_STARTS, POLISH_ITERATIONS = 16, 300
 BOOTSTRAP_STARTS, BOOTSTRAP_ITERATIONS = 8, 200
+# What N is in a Chinchilla fit (and so in N_opt and D_opt/N_opt): the Kaplan count a sweep
+# records; a CSV's params column is read as it. Written into fit.json so nobody compares it
+# with a total-parameter ratio such as Hoffmann et al.'s ~20 tokens/param unawares.
+N_DEFINITION = "non_embedding_params"
 ISOFLOP_POINTS_PER_PARABOLA = 5  # the lowest-loss points of a budget; far points bend away from a parabola
-
-
-def power_law(x, E, A, alpha) -> np.ndarray:
-    """L = E + A·x^(−α)."""
-    return E + A * np.asarray(x, dtype=float) ** -alpha
-
-
-def chinchilla_loss(non_embedding_params, tokens, E, A, B, alpha, beta) -> np.ndarray:
-    """L = E + A·N^(−α) + B·D^(−β)."""
-    return E + A * np.asarray(non_embedding_params, dtype=float) ** -alpha + B * np.asarray(tokens, dtype=float) ** -beta
-
-
-def law_loss(fit: dict, non_embedding_params, tokens, flops, parameters: dict | None = None) -> np.ndarray:
-    """The loss a power or chinchilla fit predicts at (N, D, C).
-
-    `parameters` (a bootstrap sample: E, A, alpha, ...) replace the fit's own numbers, so a band
-    is the same function evaluated once per sample.
-    """
-    law = {**fit, **(parameters or {})}
-    if fit["law"] == "chinchilla":
-        return chinchilla_loss(non_embedding_params, tokens, *(law[key] for key in ("E", "A", "B", "alpha", "beta")))
-    x = flops if fit.get("x") == "flops" else non_embedding_params
-    return power_law(x, law["E"], law["A"], law["alpha"])
-
-
-def compute_optimal(A: float, B: float, alpha: float, beta: float, budget: float | None = None) -> dict:
-    """Allocation under C = 6ND: N_opt = G (C/6)^a, D_opt = G⁻¹ (C/6)^b, a = β/(α+β), b = α/(α+β)."""
-    total = alpha + beta
-    if total <= 0:  # a flat law: no allocation follows from it
-        return {"a": math.nan, "b": math.nan, "G": math.nan}
-    G = (alpha * A / (beta * B)) ** (1.0 / total) if alpha > 0 and beta > 0 else math.nan
-    result = {"a": beta / total, "b": alpha / total, "G": G}
-    if budget is not None:
-        n_opt = G * (budget / 6.0) ** result["a"]
-        d_opt = (budget / 6.0) ** result["b"] / G
-        result.update(budget=float(budget), n_opt=n_opt, d_opt=d_opt, tokens_per_param=d_opt / n_opt)
-    return {key: float(value) for key, value in result.items()}
 
 
 # ----------------------------------------------------------------------------- the LSE fits
@@ -175,9 +144,13 @@ def fit_power(x, loss, *, bootstrap: int = 0, seed: int = 0) -> dict:
 
 
 def _chinchilla_parameters(theta, budget=None) -> dict:
+    """The law, its allocation exponents and, at `budget`, N_opt, D_opt, D/N and the loss there."""
     e, a, b, alpha, beta = (float(value) for value in theta)
     law = {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta}
-    return {**law, **compute_optimal(law["A"], law["B"], alpha, beta, budget)}
+    result = {**law, **compute_optimal(law["A"], law["B"], alpha, beta, budget)}
+    if "n_opt" in result:
+        result["loss_opt"] = float(chinchilla_loss(result["n_opt"], result["d_opt"], **law))
+    return result
 
 
 def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, seed: int = 0, budget: float | None = None, reduction: str = "sum") -> dict:
@@ -192,7 +165,8 @@ def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, se
         raise ValueError("a Chinchilla fit needs at least 2 distinct non_embedding_params and 2 distinct token counts")
     features, log_loss = np.log(np.stack([params, tokens])), np.log(loss)
     theta, objective, starts = _fit_lse(features, log_loss, CHINCHILLA_GRID, reduction=reduction)
-    result = {"law": "chinchilla", **_chinchilla_parameters(theta, budget), "objective": objective, "n_points": int(loss.size)}
+    result = {"law": "chinchilla", **_chinchilla_parameters(theta, budget), "objective": objective, "n_points": int(loss.size),
+              "n_definition": N_DEFINITION}
     if bootstrap > 0:
         thetas = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, reduction)
         samples = [_chinchilla_parameters(t, budget) for t in thetas]
@@ -300,15 +274,27 @@ LAWS = ("power", "chinchilla", "isoflop")
 X_AXES = {"non_embedding_params": "non_embedding_params", "params": "non_embedding_params", "flops": "flops"}
 
 
-def _holdout_rows(points: Points, result: dict) -> dict | list[dict]:
-    """Measured vs predicted loss on the held-out points, from the fitted law."""
-    predicted = law_loss(result, points.non_embedding_params, points.tokens, points.flops)
-    rows = [
-        {"non_embedding_params": float(n), "tokens": float(d), "measured_loss": float(measured),
-         "predicted_loss": float(guess), "relative_error": float((guess - measured) / measured)}
-        for n, d, measured, guess in zip(points.non_embedding_params, points.tokens, points.loss, predicted)
-    ]
-    return rows[0] if len(rows) == 1 else rows
+def _estimate(result: dict, key: str, digits: str) -> str:
+    """`0.340 [0.331, 0.354]`: the estimate and its 95% bootstrap interval where there is one."""
+    text = f"{result[key]:{digits}}"
+    if key in result.get("ci", {}):
+        low, high = result["ci"][key]
+        text += f" [{low:{digits}}, {high:{digits}}]"
+    return text
+
+
+def _chinchilla_summary(result: dict) -> str:
+    """The law, its exponents and allocation with intervals; N is the non-embedding count."""
+    text = (f"chinchilla ({result['n_points']} points, N = non-embedding params): L = {result['E']:.4g} + {result['A']:.4g}/N^"
+            f"{result['alpha']:.4f} + {result['B']:.4g}/D^{result['beta']:.4f}; α {_estimate(result, 'alpha', '.3f')},"
+            f" β {_estimate(result, 'beta', '.3f')}, E {_estimate(result, 'E', '.3g')}; N_opt ∝ C^{_estimate(result, 'a', '.3f')},"
+            f" D_opt ∝ C^{_estimate(result, 'b', '.3f')}")
+    if "n_opt" in result:
+        text += (f"; at C={result['budget']:.3g} (=6ND): N_opt={_estimate(result, 'n_opt', '.3g')}, D_opt={_estimate(result, 'd_opt', '.3g')}"
+                 f", {_estimate(result, 'tokens_per_param', '.1f')} tokens/param")
+    if "ci" in result:
+        text += f" (95% intervals from {len(result['samples'])} bootstrap fits)"
+    return text
 
 
 def summarize(result: dict) -> str:
@@ -318,28 +304,18 @@ def summarize(result: dict) -> str:
         variable = "C" if result.get("x") == "flops" else "N"
         text = f"power ({result['n_points']} points): L = {result['E']:.4g} + {result['A']:.4g}·{variable}^-{result['alpha']:.4f}"
     elif law == "chinchilla":
-        text = (f"chinchilla ({result['n_points']} points): L = {result['E']:.4g} + {result['A']:.4g}/N^{result['alpha']:.4f}"
-                f" + {result['B']:.4g}/D^{result['beta']:.4f}; N_opt ∝ C^{result['a']:.3f}, D_opt ∝ C^{result['b']:.3f}")
-        if "n_opt" in result:
-            text += (f"; at C={result['budget']:.3g}: N_opt={result['n_opt']:.3g}, D_opt={result['d_opt']:.3g}"
-                     f" ({result['tokens_per_param']:.1f} tokens/param)")
+        text = _chinchilla_summary(result)
     else:
         text = (f"isoflop ({len(result['budgets'])} budgets, {result['n_points']} points): "
                 f"N_opt = {result['n_coefficient']:.3g}·C^{result['a']:.3f}, D_opt = {result['d_coefficient']:.3g}·C^{result['b']:.3f}")
         if result["skipped"]:
             text += f" ({len(result['skipped'])} budgets skipped: no bracketed minimum)"
-    if "ci" in result:
+    if "ci" in result and law != "chinchilla":
         shown = "alpha" if "alpha" in result["ci"] else "a"
         low, high = result["ci"][shown]
         text += f"; 95% CI {shown} [{low:.3f}, {high:.3f}] ({len(result['samples'])} bootstrap fits)"
-    holdout = result.get("holdout")
-    if isinstance(holdout, dict):
-        text += (f"; held out N={holdout['non_embedding_params']:.3g}: predicted {holdout['predicted_loss']:.4f} vs measured "
-                 f"{holdout['measured_loss']:.4f} ({100 * holdout['relative_error']:+.2f}%)")
-    elif holdout:
-        errors = np.array([row["relative_error"] for row in holdout])
-        text += (f"; held out N={holdout[0]['non_embedding_params']:.3g} ({len(holdout)} runs): mean |error| "
-                 f"{100 * np.mean(np.abs(errors)):.2f}%, worst {100 * errors[np.argmax(np.abs(errors))]:+.2f}%")
+    if result.get("holdout"):
+        text += "; " + describe_holdout(result["holdout"])
     return text
 
 
@@ -349,7 +325,7 @@ def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdou
         raise ValueError(f"unknown law {law!r}: use one of {', '.join(LAWS)}")
     if x not in X_AXES:
         raise ValueError(f"unknown x {x!r}: use non_embedding_params or flops")
-    if holdout not in (None, "largest"):
+    if holdout not in (None, *HOLDOUT_CHOICES):
         raise ValueError(f"unknown holdout {holdout!r}: the only choice is 'largest'")
     if holdout and law == "isoflop":
         raise ValueError("holdout needs a law that predicts a loss: use --law power or chinchilla")
@@ -376,21 +352,21 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     """Load points from a CSV or sweep directory, fit `law`, return the JSON-ready result.
 
     `x` (power only): non_embedding_params (N; "params" is accepted for it) or flops.
-    `holdout="largest"`: fit without the points of the largest N and report how well the law
-    predicts them. The result carries "summary", the line the CLI prints.
+    `holdout="largest"`: fit without the largest runs and report how well the law predicts them
+    (`holdout.py`: the largest N for a power law, the largest-compute (N, D) for chinchilla).
+    The result carries "summary", the line the CLI prints.
     """
     check_options(law, x, bootstrap, budget, holdout)
     x = X_AXES[x]
     points = load_points(path)
     if (law == "isoflop" or (law == "power" and x == "flops")) and not np.all(np.isfinite(points.flops)):
         raise ValueError(f"{path}: every row needs a flops value for this fit (add a flops column: training FLOPs of the run)")
-    largest = points.non_embedding_params == points.non_embedding_params.max()
-    held_out = largest if holdout else np.zeros(len(points), dtype=bool)
+    held_out = held_out_mask(points, law) if holdout else np.zeros(len(points), dtype=bool)
     if held_out.all():
-        raise ValueError(f"{path}: every row has the largest non_embedding_params, so nothing is left to fit: hold out nothing")
+        raise ValueError(f"{path}: every row has {what_is_held_out(law)}, so nothing is left to fit: hold out nothing")
     result = fit_points(points.select(~held_out), law, x=x, bootstrap=bootstrap, seed=seed, budget=budget)
     if holdout:
-        result["holdout"] = _holdout_rows(points.select(held_out), result)
+        result["holdout"] = holdout_rows(points, held_out, result)
     result["input"] = str(path)
     result["summary"] = summarize(result)
     return result

@@ -3,8 +3,10 @@
 The input is a sweep directory or a CSV of points (`plot_data.load_input`); the fit is a
 fit.json path or dict (default: the sweep's own fit.json). Each law goes to the figure it
 describes: a power law in N or a Chinchilla law on loss_vs_params, a power law in C on
-loss_vs_compute, an isoFLOP fit on isoflop. Only where no fit was given does this module fit
-one itself (a power law in N for loss_vs_params, parabolas for isoflop), and it says so.
+loss_vs_compute, an isoFLOP fit on isoflop; a Chinchilla fit on an (N, D) grid also gets
+loss_vs_tokens, compute_frontier and isoflop_slices (`plot_surface`). Only where no fit was
+given does this module fit one itself (a power law in N for loss_vs_params, parabolas for
+isoflop), and it says so.
 Figures are written as PNG (150 dpi) and SVG; figures the data cannot support are skipped
 with a `note(...)` saying why. Every bad input is a one-line ValueError raised before any file
 is written.
@@ -21,6 +23,7 @@ from bigmodel.scaling import fit as fitting
 from bigmodel.scaling.plot_data import PlotInput, load_input
 from bigmodel.scaling.plot_figures import plot_isoflop, plot_loss_vs_compute, plot_loss_vs_params, plot_training_curves
 from bigmodel.scaling.plot_style import save_figure
+from bigmodel.scaling.plot_surface import plot_compute_optimal_frontier, plot_isoflop_slices, plot_loss_vs_tokens
 from bigmodel.scaling.registry import group_budgets
 
 BOOTSTRAP_FOR_PLOTS = 200  # replicates when plot_all fits the band itself
@@ -31,6 +34,8 @@ REQUIRED_FIT_KEYS = {
     "chinchilla": ("E", "A", "B", "alpha", "beta"),
     "isoflop": ("a", "budgets"),
 }
+MIN_SIZES_WITH_SEVERAL_TOKENS = 2  # loss-vs-D curves need sizes trained to several D: a grid, not one D per N
+SURFACE_FIGURES = ("loss_vs_tokens", "compute_frontier", "isoflop_slices")
 REQUIRED_BUDGET_KEYS = ("flops", "n_opt", "loss_opt", "parabola")
 REQUIRED_HOLDOUT_KEYS = ("non_embedding_params", "measured_loss", "predicted_loss")
 
@@ -124,6 +129,32 @@ def isoflop_figure_fit(data: PlotInput, fit: dict | None, in_budget: np.ndarray,
     return isoflop
 
 
+def sizes_with_several_tokens(points) -> int:
+    """How many model sizes have runs at two or more token counts."""
+    return sum(np.unique(points.tokens[points.non_embedding_params == n]).size >= 2 for n in np.unique(points.non_embedding_params))
+
+
+def surface_figures(data: PlotInput, fit: dict | None, out_dir, note) -> list[Path]:
+    """The Chinchilla surface's figures (`plot_surface`), for a chinchilla fit on an (N, D) grid."""
+    points = data.points
+    several = sizes_with_several_tokens(points)
+    if fit is None or fit["law"] != "chinchilla":
+        if several >= MIN_SIZES_WITH_SEVERAL_TOKENS:
+            note(f"{', '.join(SURFACE_FIGURES)} skipped: they draw a chinchilla fit (fit with --law chinchilla)")
+        return []
+    if several < MIN_SIZES_WITH_SEVERAL_TOKENS:
+        note(f"{', '.join(SURFACE_FIGURES)} skipped: {several} model size(s) with runs at several D "
+             f"(needs {MIN_SIZES_WITH_SEVERAL_TOKENS}: an (N, D) grid)")
+        return []
+    params_name = "non-embedding parameters N" if points.names else "parameters N"
+    arrays = (points.non_embedding_params, points.tokens)
+    names = dict(params_name=params_name, loss_name=points.loss_name)
+    written = save_figure(plot_loss_vs_tokens(*arrays, points.loss, fit, **names), out_dir, "loss_vs_tokens")
+    written += save_figure(plot_compute_optimal_frontier(*arrays, points.loss, fit, **names), out_dir, "compute_frontier")
+    written += save_figure(plot_isoflop_slices(*arrays, fit, **names), out_dir, "isoflop_slices")
+    return written
+
+
 # ----------------------------------------------------------------------------- all figures
 
 
@@ -163,6 +194,8 @@ def plot_all(input_path: str | Path, out_dir: str | Path, fit: dict | str | Path
             written += save_figure(figure, out_dir, "isoflop")
     else:
         note(f"isoflop skipped: needs ≥2 compute budgets with ≥{MIN_POINTS_PER_BUDGET} runs each (found {n_budgets})")
+
+    written += surface_figures(data, fit, out_dir, note)
 
     if data.curves:
         written += save_figure(plot_training_curves(data.curves, params_name=params_name), out_dir, "training_curves")

@@ -21,7 +21,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bigmodel.scaling.fit import law_loss
+from bigmodel.scaling.laws import law_loss
 from bigmodel.scaling.plot_data import RunCurve
 from bigmodel.scaling.plot_style import (
     BUDGET_COLORMAP,
@@ -62,7 +62,7 @@ def _band(fit: dict, non_embedding_params, tokens, flops) -> tuple[np.ndarray, n
     return np.nanpercentile(curves, 2.5, axis=0), np.nanpercentile(curves, 97.5, axis=0)
 
 
-def _interval_text(fit: dict) -> str | None:
+def interval_text(fit: dict) -> str | None:
     """"α = 0.35 [0.31, 0.40]" lines for each law parameter, from `ci` or the samples."""
     intervals = dict(fit.get("ci") or {})
     samples = fit.get("samples") or []
@@ -81,6 +81,19 @@ def _interval_text(fit: dict) -> str | None:
 def holdout_rows(fit: dict | None) -> list[dict]:
     holdout = (fit or {}).get("holdout") or []
     return [holdout] if isinstance(holdout, dict) else list(holdout)
+
+
+def held_out_points(fit: dict | None, non_embedding_params: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Which points the fit held out: those at a holdout row's N (power law), or at its N and D
+    (Chinchilla, which holds out the largest-compute (N, D): the same N at smaller D was fitted)."""
+    held_out = np.zeros(len(non_embedding_params), dtype=bool)
+    by_tokens = fit is not None and fit["law"] == "chinchilla"
+    for row in holdout_rows(fit):
+        here = np.isclose(non_embedding_params, float(row["non_embedding_params"]), rtol=1e-6)
+        if by_tokens and "tokens" in row:
+            here &= np.isclose(tokens, float(row["tokens"]), rtol=1e-6)
+        held_out |= here
+    return held_out
 
 
 def compute_frontier(compute, loss) -> tuple[np.ndarray, np.ndarray]:
@@ -147,9 +160,7 @@ def plot_loss_vs_params(
     """
     params, tokens, loss = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens, loss))
     holdout = holdout_rows(fit)
-    held_out = np.zeros(len(params), dtype=bool)
-    for row in holdout:
-        held_out |= np.isclose(params, float(row["non_embedding_params"]), rtol=1e-6)
+    held_out = held_out_points(fit, params, tokens)
     distinct_tokens = np.unique(tokens)
     colour_by_tokens = fit is not None and fit["law"] == "chinchilla" and 1 < len(distinct_tokens) <= len(TOKEN_COLORS)
     with matplotlib.rc_context(STYLE):
@@ -167,7 +178,7 @@ def plot_loss_vs_params(
             _draw_chinchilla_law(axes, fit, params, tokens)
         elif fit is not None:
             _draw_power_law(axes, fit, params)
-        intervals = _interval_text(fit) if fit is not None else None
+        intervals = interval_text(fit) if fit is not None else None
         if intervals:  # E especially: poorly identified, so never shown without its interval
             axes.text(0.02, 0.03, intervals, transform=axes.transAxes, fontsize=10, va="bottom", ha="left",
                       bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7", "alpha": 0.9})

@@ -46,6 +46,16 @@ class Points:
     def __len__(self) -> int:
         return len(self.loss)
 
+    def compute(self) -> np.ndarray:
+        """Training compute C per point: the flops where every point has them, else 6·N·D.
+
+        One basis for all points (never flops for some and 6ND for others), so a CSV without
+        a flops column still orders its runs by compute, by Chinchilla's count.
+        """
+        if np.all(np.isfinite(self.flops)):
+            return self.flops
+        return 6.0 * self.non_embedding_params * self.tokens
+
     def select(self, mask: np.ndarray) -> Points:
         """The points where `mask` is true (names too, where there are names)."""
         names = tuple(name for name, keep in zip(self.names, mask) if keep)

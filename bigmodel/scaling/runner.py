@@ -49,9 +49,20 @@ MAX_EXIT_CODE = 125  # 126+ mean "not executable", "not found" and signals to a 
 # ----------------------------------------------------------------------------- the experiment file
 
 
-def load_study(path: str | Path) -> Study:
-    """Import `path` and call its `get_study()`; every problem is one ConfigError line."""
-    path = Path(path)
+def experiment_and_argument(spec: str | Path) -> tuple[Path, str | None]:
+    """"experiments/branches.py:cosine" → (the file, "cosine"), as config specs name a preset;
+    a spec without ":" (or whose whole text is a file) has no argument."""
+    text = str(spec)
+    path, colon, argument = text.rpartition(":")
+    if not colon or Path(text).is_file() or not path.endswith(".py"):
+        return Path(text), None
+    return Path(path), argument
+
+
+def load_study(spec: str | Path) -> Study:
+    """Import the experiment file and call its `get_study()` (`get_study(argument)` for
+    FILE:ARGUMENT); every problem is one ConfigError line."""
+    path, argument = experiment_and_argument(spec)
     if not path.is_file():
         raise ConfigError(f"experiment file {str(path)!r} not found: pass a path such as experiments/demo.py")
     module_spec = importlib.util.spec_from_file_location(f"_bigmodel_experiment_{path.stem}", path)
@@ -66,7 +77,7 @@ def load_study(path: str | Path) -> Study:
     if not callable(getattr(module, "get_study", None)):
         raise ConfigError(f"experiment file {str(path)!r} defines no get_study(): return a bigmodel.scaling.sweep.Study")
     try:
-        study = module.get_study()
+        study = module.get_study() if argument is None else module.get_study(argument)
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 — the experiment's code, reported as one line

@@ -41,11 +41,12 @@ class SizeGrid:
     sizes: presets ("L1", "L4") or shape dicts; `sizes_between` makes a log-spaced list.
     tokens: the same training tokens for every size (Kaplan-style L(N) at fixed D), or
     tokens_per_param: D = ratio · params (all parameters, Chinchilla's convention).
+    Either may be a list: every size trains at each (an N × D grid for L(N, D)).
     """
 
     sizes: Sequence[str | Mapping[str, int]]
-    tokens: float | None = None
-    tokens_per_param: float | None = None
+    tokens: float | Sequence[float] | None = None
+    tokens_per_param: float | Sequence[float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +260,10 @@ def token_targets(grid: SizeGrid | IsoFlopGrid, stats: dict) -> list[tuple[float
     if isinstance(grid, SizeGrid):
         if (grid.tokens is None) == (grid.tokens_per_param is None):
             raise ConfigError("SizeGrid needs exactly one of tokens= or tokens_per_param=")
-        return [(None, grid.tokens if grid.tokens is not None else grid.tokens_per_param * stats["params"])]
+        as_list = lambda value: list(value) if isinstance(value, (list, tuple)) else [value]  # noqa: E731
+        if grid.tokens is not None:
+            return [(None, float(tokens)) for tokens in as_list(grid.tokens)]
+        return [(None, ratio * stats["params"]) for ratio in as_list(grid.tokens_per_param)]
     low, high = grid.tokens_per_param_range
     targets = []
     for budget in grid.budgets:

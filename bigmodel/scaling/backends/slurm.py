@@ -10,9 +10,9 @@ directory must be on a filesystem every node sees, and the driver's python (same
 on the nodes.
 
 Slurm parameters come from the run's `Resources` (hosts, and per host cpus, gpus, memory, time
-limit; the command line overrides them) and from `--partition`, `--account` and
-`--slurm-option KEY[=VALUE]` (any other sbatch option, e.g. qos=high, constraint=h100,
-exclusive). Slurm's warning signal is SIGTERM, `SIGNAL_BEFORE_END_S` before the time limit: the
+limit, and the study's partition, account and slurm_options; the command line overrides them)
+and from `--partition`, `--account` and `--slurm-option KEY[=VALUE]` (any other sbatch option,
+e.g. qos=high, constraint=h100, exclusive). Slurm's warning signal is SIGTERM, `SIGNAL_BEFORE_END_S` before the time limit: the
 trainer checkpoints and exits 75 (`stopped`), and the next sweep resumes the run.
 
 Jobs outlive the driver: a restarted sweep re-attaches to the runs whose jobs are still pending
@@ -211,7 +211,9 @@ class SlurmBackend:
         command = run.command(run_dir, python=sys.executable)
         prepare_run_dir(run, run_dir, command, how="slurm: ")
         executor = self.submitit.SlurmExecutor(folder=run_dir / SLURM_FOLDER)
-        executor.update_parameters(**slurm_parameters(run.name, resources, self.partition, self.account, self.options))
+        partition, account = self.partition or resources.partition, self.account or resources.account
+        options = {**dict(resources.slurm_options), **self.options}  # the command line's win
+        executor.update_parameters(**slurm_parameters(run.name, resources, partition, account, options))
         try:
             job = executor.submit(TrainTask(command, run_dir, os.getcwd()))
         except Exception as error:  # noqa: BLE001 — sbatch refused (bad partition, account, limits): record its words

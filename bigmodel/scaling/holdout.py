@@ -1,0 +1,100 @@
+"""The held-out check (`fit --holdout largest`): fit without the largest runs, then predict them.
+
+Which runs "largest" holds out depends on what the law extrapolates in:
+- power (a curve in N, usually at one D): every run of the largest N, its seeds included.
+- chinchilla (a surface in N and D): every run of the (N, D) whose training compute is the
+  largest (all of them when several configurations tie exactly, as an isoFLOP budget does). On an
+  (N, D) grid the largest N also has short runs, cheaper than fitted runs of smaller N: holding
+  those out would test interpolation in D, not the prediction of a bigger run.
+
+Compute C is the input's flops, or 6·N·D where it has none (`Points.compute`). Each held-out row
+reports, beside the law's prediction and its relative error:
+- `flops` and `compute_ratio`: its C, and C ÷ the largest fitted run's C (how far out it is);
+- `interval`: [low, high], the 2.5/97.5 percentiles of the bootstrap laws' predictions
+  (only with `--bootstrap K`);
+- `naive_loss`, `naive_relative_error`: the prediction "no better than the largest-compute
+  fitted run" (the mean loss of the fitted runs at the largest C) and its error. A law that
+  does not beat it shows no predictive power.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bigmodel.scaling.laws import law_loss
+from bigmodel.scaling.points import Points
+
+CHOICES = ("largest",)
+
+
+def held_out_mask(points: Points, law: str) -> np.ndarray:
+    """The runs `--holdout largest` keeps out of a `law` fit (module docstring)."""
+    if law != "chinchilla":
+        return points.non_embedding_params == points.non_embedding_params.max()
+    compute = points.compute()
+    largest = np.flatnonzero(compute == compute.max())
+    configurations = {(points.non_embedding_params[i], points.tokens[i]) for i in largest}
+    return np.array([(n, d) in configurations for n, d in zip(points.non_embedding_params, points.tokens)], dtype=bool)
+
+
+def what_is_held_out(law: str) -> str:
+    """The words for what `held_out_mask` selects, for messages."""
+    return "the largest-compute (N, D)" if law == "chinchilla" else "the largest non_embedding_params"
+
+
+def prediction_interval(result: dict, points: Points) -> np.ndarray | None:
+    """(n, 2): the 2.5/97.5 percentiles of each bootstrap law's loss at the points; None without samples."""
+    samples = result.get("samples") or []
+    if len(samples) < 2:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        predictions = np.array([law_loss(result, points.non_embedding_params, points.tokens, points.flops, sample) for sample in samples])
+    return np.nanpercentile(predictions, [2.5, 97.5], axis=0).T
+
+
+def naive_loss(fitted: Points, fitted_compute: np.ndarray) -> float:
+    """The naive prediction: the mean loss of the fitted runs with the largest compute (seeds)."""
+    return float(np.mean(fitted.loss[fitted_compute == fitted_compute.max()]))
+
+
+def holdout_rows(points: Points, held_out: np.ndarray, result: dict) -> dict | list[dict]:
+    """Measured vs predicted (and naive) loss of the held-out points; one dict, or a list for several.
+
+    `points` are all the points and `held_out` marks the ones the fit `result` did not see.
+    """
+    compute = points.compute()  # over all points, so held-out and fitted share one basis
+    held, fitted = points.select(held_out), points.select(~held_out)
+    largest_fitted = float(compute[~held_out].max())
+    naive = naive_loss(fitted, compute[~held_out])
+    predicted = law_loss(result, held.non_embedding_params, held.tokens, held.flops)
+    intervals = prediction_interval(result, held)
+    rows = []
+    for index, (n, d, c, measured, guess) in enumerate(zip(held.non_embedding_params, held.tokens, compute[held_out], held.loss, predicted)):
+        row = {"non_embedding_params": float(n), "tokens": float(d), "flops": float(c),
+               "measured_loss": float(measured), "predicted_loss": float(guess),
+               "relative_error": float((guess - measured) / measured), "compute_ratio": float(c / largest_fitted),
+               "naive_loss": naive, "naive_relative_error": float((naive - measured) / measured)}
+        if intervals is not None:
+            row["interval"] = [float(value) for value in intervals[index]]
+        rows.append(row)
+    return rows[0] if len(rows) == 1 else rows
+
+
+def describe_holdout(holdout: dict | list[dict]) -> str:
+    """The held-out part of a fit's summary line."""
+    if isinstance(holdout, dict):
+        interval = holdout.get("interval")
+        band = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+        return (f"held out N={holdout['non_embedding_params']:.3g}, D={holdout['tokens']:.3g} "
+                f"({holdout['compute_ratio']:.2g}× the largest fitted compute): predicted {holdout['predicted_loss']:.4f}{band}"
+                f" vs measured {holdout['measured_loss']:.4f} ({100 * holdout['relative_error']:+.2f}%;"
+                f" naive {100 * holdout['naive_relative_error']:+.2f}%)")
+    errors = np.array([row["relative_error"] for row in holdout])
+    naive = np.array([row["naive_relative_error"] for row in holdout])
+    sizes = sorted({row["non_embedding_params"] for row in holdout})
+    size = f"{sizes[0]:.3g}" if len(sizes) == 1 else f"{sizes[0]:.3g}–{sizes[-1]:.3g}"
+    ratios = sorted({f"{row['compute_ratio']:.2g}" for row in holdout}, key=float)
+    ratio = ratios[0] if len(ratios) == 1 else f"{ratios[0]}–{ratios[-1]}"
+    return (f"held out N={size} ({len(holdout)} runs) at {ratio}× the largest fitted compute: mean |error| "
+            f"{100 * np.mean(np.abs(errors)):.2f}%, worst {100 * errors[np.argmax(np.abs(errors))]:+.2f}%"
+            f" (naive mean |error| {100 * np.mean(np.abs(naive)):.2f}%)")

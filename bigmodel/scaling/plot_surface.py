@@ -1,0 +1,269 @@
+"""The figures of a Chinchilla fit L(N, D) = E + A/N^α + B/D^β on an (N, D) grid (Approach 3).
+
+- `plot_loss_vs_tokens`: loss vs D, one colour per N, each size's points with the fitted
+  surface's curve L(N, ·) through them: how well one surface explains every run.
+- `plot_compute_optimal_frontier`: loss vs C of every run, their lower envelope, and the law's
+  compute-optimal loss L(N_opt(C), D_opt(C)), the best any allocation of C could do by the fit.
+- `plot_isoflop_slices`: the surface along C = 6ND at a few budgets spanning the data (loss vs
+  N), each slice's optimum N_opt(C) marked with its bootstrap interval.
+
+C here is 6·N·D, the count the allocation N_opt = G (C/6)^a is derived under, not the run's
+logged FLOPs (which add attention and the head): on one axis, points and the fitted optimum
+must use one count. Same conventions as `plot_figures`: plain arrays in, a `Figure` out,
+artists tagged with a `gid`, nothing fitted here.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from bigmodel.scaling.laws import compute_optimal, law_loss, optimal_frontier
+from bigmodel.scaling.plot_figures import MIN_SAMPLES_FOR_BAND, compute_frontier, held_out_points, holdout_rows, interval_text
+from bigmodel.scaling.plot_style import (
+    BUDGET_COLORMAP,
+    STYLE,
+    UNITS,
+    fit_loss_limits,
+    label_loss_axis,
+    law_label,
+    log_grid,
+    new_figure,
+    size_colors,
+    tidy_log_axis,
+)
+from bigmodel.scaling.sweep import format_number
+
+MAX_ANNOTATED_HOLDOUTS = 2
+SLICES = 5  # isoFLOP budgets drawn, log-spaced from the cheapest run's C to the dearest's
+COMPUTE_LABEL = "training compute C = 6ND (FLOPs)"
+BOX = {"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7", "alpha": 0.9}
+
+
+def training_compute(non_embedding_params, tokens) -> np.ndarray:
+    """C = 6·N·D, the count of the Chinchilla allocation (module docstring)."""
+    return 6.0 * np.asarray(non_embedding_params, dtype=float) * np.asarray(tokens, dtype=float)
+
+
+def with_allocation(fit: dict) -> dict:
+    """The fit with a, b and G filled in from its law where it lacks them (a hand-written fit)."""
+    return {**compute_optimal(fit["A"], fit["B"], fit["alpha"], fit["beta"]), **fit}
+
+
+def _samples(fit: dict) -> list[dict]:
+    """The bootstrap laws, when there are enough for a 95% band."""
+    samples = fit.get("samples") or []
+    return samples if len(samples) >= MIN_SAMPLES_FOR_BAND else []
+
+
+def _optimal_band(fit: dict, compute: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """2.5/97.5 percentiles over the bootstrap laws of (N_opt(C), L_opt(C)), or None."""
+    samples = _samples(fit)
+    if not samples:
+        return None
+    lines = np.array([optimal_frontier({**fit, **sample}, compute)[::2] for sample in samples])  # (K, [N_opt, L_opt], C)
+    low, high = np.nanpercentile(lines, [2.5, 97.5], axis=0)
+    return (low[0], high[0]), low[1], high[1]
+
+
+def _draw_holdout(axes, fit: dict, x_of_row) -> None:
+    """Held-out runs: measured (star), predicted (diamond) with its bootstrap interval, the gap.
+
+    Each prediction's error is written beside it for one or two runs; for more (an isoFLOP
+    budget held out whole) the labels would overprint, so the legend gives the mean instead.
+    """
+    rows = holdout_rows(fit)
+    errors = [float(row.get("relative_error", row["predicted_loss"] / row["measured_loss"] - 1)) for row in rows]
+    annotate = len(rows) <= MAX_ANNOTATED_HOLDOUTS
+    for index, (row, error) in enumerate(zip(rows, errors)):
+        x, measured, predicted = x_of_row(row), float(row["measured_loss"]), float(row["predicted_loss"])
+        axes.plot([x, x], [measured, predicted], color="tab:red", linestyle="--", linewidth=1, gid="holdout-gap")
+        axes.scatter([x], [measured], marker="*", s=240, color="tab:red", edgecolor="black", zorder=5, gid="holdout",
+                     label="held out: measured" if index == 0 else None)
+        label = "held out: predicted by the fit" + (" (95% interval)" if row.get("interval") else "")
+        if not annotate:
+            label += f"\nmean |error| {100 * np.mean(np.abs(errors)):.1f}% over {len(rows)} runs"
+        if row.get("interval"):
+            low, high = row["interval"]
+            axes.errorbar([x], [predicted], yerr=[[predicted - low], [high - predicted]], fmt="none", ecolor="tab:red",
+                          capsize=4, linewidth=1.5, zorder=4, gid="holdout-interval")
+        axes.scatter([x], [predicted], marker="D", s=70, facecolor="white", edgecolor="tab:red", linewidth=2, zorder=5,
+                     gid="holdout-prediction", label=label if index == 0 else None)
+        if annotate:
+            axes.annotate(f"{100 * error:+.1f}%", (x, (measured * predicted) ** 0.5), xytext=(10, 0),
+                          textcoords="offset points", color="tab:red", fontsize=11, va="center")
+
+
+def _estimate(fit: dict, key: str, digits: str) -> str:
+    """`0.437 [0.421, 0.459]`: the estimate and its 95% interval where the fit has one."""
+    text = f"{fit[key]:{digits}}"
+    if key in (fit.get("ci") or {}):
+        low, high = fit["ci"][key]
+        text += f" [{low:{digits}}, {high:{digits}}]"
+    return text
+
+
+def _allocation_text(fit: dict) -> str:
+    """a and b with intervals, and the named budget's allocation, for a corner box."""
+    lines = [rf"$N_{{opt}} \propto C^a$, a = {_estimate(fit, 'a', '.3f')}", rf"$D_{{opt}} \propto C^b$, b = {_estimate(fit, 'b', '.3f')}"]
+    if "n_opt" in fit:
+        lines += [f"at C = {format_number(fit['budget'], scientific=True)}: " + rf"$N_{{opt}}$ = {format_number(fit['n_opt'])},"
+                  + rf" $D_{{opt}}$ = {format_number(fit['d_opt'])}", f"D/N = {_estimate(fit, 'tokens_per_param', '.1f')} (N: non-embedding)"]
+    if fit.get("ci"):
+        lines.append(f"[95% bootstrap intervals, {len(fit.get('samples') or [])} refits]")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- loss vs D per N
+
+
+def plot_loss_vs_tokens(
+    non_embedding_params, tokens, loss, fit: dict, *, params_name: str = "non-embedding parameters N",
+    loss_name: str = "validation loss",
+) -> Figure:
+    """Loss vs D (log-log), one colour per N: the runs and the fitted L(N, D) along each N's D range."""
+    params, tokens, loss = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens, loss))
+    held_out = held_out_points(fit, params, tokens)
+    norm, mappable = size_colors(params)
+    with matplotlib.rc_context(STYLE):
+        figure = new_figure()
+        axes = figure.add_subplot()
+        for size in np.unique(params):
+            mine, color = params == size, mappable.to_rgba(size)
+            grid = log_grid(tokens[mine], margin=1.25, count=100)
+            axes.plot(grid, law_loss(fit, size, grid, None), color=color, linewidth=1.6, gid="fit")
+            fitted = mine & ~held_out
+            axes.scatter(tokens[fitted], loss[fitted], color=color, edgecolor="black", s=45, zorder=3, gid="points")
+        _draw_holdout(axes, fit, lambda row: float(row["tokens"]))
+        handles = [Line2D([], [], color="gray", marker="o", markeredgecolor="black", linestyle="", label=f"runs ({(~held_out).sum()} fitted)"),
+                   Line2D([], [], color="gray", linewidth=1.6, label=f"fitted {law_label(fit)}\none curve per N (same colour)")]
+        handles += [handle for handle in axes.get_legend_handles_labels()[0]]
+        axes.legend(handles=handles, loc="upper right")
+        axes.set(xscale="log", yscale="log", xlabel="training tokens D", ylabel=f"{loss_name} ({UNITS})",
+                 title="Loss vs data: the fitted surface at each model size")
+        shown = [loss, [float(row["predicted_loss"]) for row in holdout_rows(fit)]]
+        fit_loss_limits(axes, np.concatenate(shown))
+        label_loss_axis(axes)
+        tidy_log_axis(axes.xaxis)
+        intervals = interval_text(fit)
+        if intervals:
+            axes.text(0.02, 0.03, intervals, transform=axes.transAxes, fontsize=10, va="bottom", ha="left", bbox=BOX)
+        tidy_log_axis(figure.colorbar(mappable, ax=axes, label=params_name).ax.yaxis)
+    return figure
+
+
+# ----------------------------------------------------------------------------- the compute frontier
+
+
+def _frontier_grid(compute: np.ndarray, fit: dict) -> np.ndarray:
+    """C values spanning the runs, stretched to the named budget when it lies within 10× of them."""
+    low, high = compute.min() / 1.5, compute.max() * 1.5
+    budget = fit.get("budget")
+    if budget and low / 10 <= budget <= high * 10:
+        low, high = min(low, budget / 1.5), max(high, budget * 1.5)
+    return np.geomspace(low, high, 200)
+
+
+def plot_compute_optimal_frontier(
+    non_embedding_params, tokens, loss, fit: dict, *, params_name: str = "non-embedding parameters N",
+    loss_name: str = "validation loss",
+) -> Figure:
+    """Loss vs C = 6ND of every run, their lower envelope, and the fit's compute-optimal loss line."""
+    params, tokens, loss = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens, loss))
+    fit = with_allocation(fit)
+    compute = training_compute(params, tokens)
+    held_out = held_out_points(fit, params, tokens)
+    norm, mappable = size_colors(params)
+    grid = _frontier_grid(compute, fit)
+    _, _, optimal_loss = optimal_frontier(fit, grid)
+    with matplotlib.rc_context(STYLE):
+        figure = new_figure()
+        axes = figure.add_subplot()
+        axes.scatter(compute[~held_out], loss[~held_out], c=params[~held_out], cmap=mappable.cmap, norm=norm, s=45,
+                     edgecolor="black", zorder=3, gid="points")
+        axes.scatter([], [], color="0.6", edgecolor="black", s=45, label=f"runs ({(~held_out).sum()} fitted; colour = N)")
+        axes.plot(*compute_frontier(compute, loss), color="black", linewidth=2, linestyle="--", drawstyle="steps-post",
+                  zorder=4, gid="frontier", label="lower envelope of the runs: lowest loss at ≤ C")
+        band = _optimal_band(fit, grid)
+        if band is not None:
+            axes.fill_between(grid, band[1], band[2], color="tab:red", alpha=0.15, linewidth=0, gid="band",
+                              label=f"95% bootstrap band ({len(fit['samples'])} refits)")
+        axes.plot(grid, optimal_loss, color="tab:red", linewidth=2, gid="fit",
+                  label=r"fitted optimum $L(N_{opt}(C), D_{opt}(C))$")
+        if "loss_opt" in fit and grid[0] <= fit["budget"] <= grid[-1]:
+            axes.scatter([fit["budget"]], [fit["loss_opt"]], marker="P", s=130, color="tab:red", edgecolor="black", zorder=5,
+                         gid="budget", label=f"named budget C = {format_number(fit['budget'], scientific=True)}")
+        _draw_holdout(axes, fit, lambda row: float(training_compute(row["non_embedding_params"], row["tokens"])))
+        axes.set(xscale="log", yscale="log", xlabel=COMPUTE_LABEL, ylabel=f"{loss_name} ({UNITS})",
+                 title="Compute frontier and the fitted compute-optimal loss")
+        shown = [loss, optimal_loss[(grid >= compute.min()) & (grid <= compute.max())]]
+        fit_loss_limits(axes, np.concatenate(shown))
+        label_loss_axis(axes)
+        tidy_log_axis(axes.xaxis)
+        axes.legend(loc="upper right")
+        axes.text(0.02, 0.03, _allocation_text(fit), transform=axes.transAxes, fontsize=10, va="bottom", ha="left", bbox=BOX)
+        tidy_log_axis(figure.colorbar(mappable, ax=axes, label=params_name).ax.yaxis)
+    return figure
+
+
+# ----------------------------------------------------------------------------- isoFLOP slices
+
+
+def slice_budgets(non_embedding_params, tokens, count: int = SLICES) -> np.ndarray:
+    """`count` budgets log-spaced from the cheapest run's C = 6ND to the dearest's."""
+    compute = training_compute(non_embedding_params, tokens)
+    return np.geomspace(compute.min(), compute.max(), count)
+
+
+def _slice_limits(axes, optimal_loss: np.ndarray) -> None:
+    """Y limits around the optima: the slices rise steeply away from them, and that rise is
+    not what the figure is for."""
+    low, high = float(np.nanmin(optimal_loss)), float(np.nanmax(optimal_loss))
+    span = max(high - low, 0.05 * high)
+    axes.set_ylim(low - 0.15 * span, high + 1.1 * span)
+
+
+def plot_isoflop_slices(
+    non_embedding_params, tokens, fit: dict, *, params_name: str = "non-embedding parameters N",
+    loss_name: str = "validation loss",
+) -> Figure:
+    """The fitted surface along C = 6ND at `SLICES` budgets: loss vs N, optimum marked."""
+    params, tokens = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens))
+    fit = with_allocation(fit)
+    budgets = slice_budgets(params, tokens)
+    n_opt, _, optimal_loss = optimal_frontier(fit, budgets)
+    band = _optimal_band(fit, budgets)
+    finite_optima = n_opt[np.isfinite(n_opt)]
+    grid = log_grid(np.concatenate([params, finite_optima]), margin=3.0, count=300)
+    norm = LogNorm(vmin=budgets.min() / 1.5, vmax=budgets.max() * 1.5)
+    mappable = ScalarMappable(norm=norm, cmap=BUDGET_COLORMAP)
+    with matplotlib.rc_context(STYLE):
+        figure = new_figure()
+        axes = figure.add_subplot()
+        for index, budget in enumerate(budgets):
+            color = mappable.to_rgba(budget)
+            axes.plot(grid, law_loss(fit, grid, budget / (6 * grid), None), color=color, linewidth=1.8, gid="slice")
+            if band is not None:
+                (low, high), n = band[0], n_opt[index]
+                axes.errorbar([n], [optimal_loss[index]], xerr=[[n - low[index]], [high[index] - n]], fmt="none", ecolor=color,
+                              capsize=4, linewidth=1.5, zorder=4, gid="optimum-interval")
+            axes.scatter([n_opt[index]], [optimal_loss[index]], marker="*", s=240, color=color, edgecolor="black", zorder=5,
+                         gid="optimum")
+        axes.plot(n_opt, optimal_loss, color="black", linestyle=":", linewidth=1.5, gid="optimum-line")
+        handles = [Line2D([], [], color="gray", linewidth=1.8, label=r"fitted $L(N, D = C/6N)$, one curve per budget C"),
+                   Line2D([], [], color="white", marker="*", markersize=15, markeredgecolor="black", linestyle="",
+                          label=r"optimum $N_{opt}(C)$" + (" (95% interval)" if band is not None else "")),
+                   Line2D([], [], color="black", linestyle=":", linewidth=1.5,
+                          label=rf"optima across budgets: $N_{{opt}} \propto C^a$, a = {_estimate(fit, 'a', '.3f')}")]
+        axes.legend(handles=handles, loc="upper center")
+        axes.set(xscale="log", xlabel=params_name, ylabel=f"{loss_name} ({UNITS})", xlim=(grid[0], grid[-1]),
+                 title="IsoFLOP slices of the fitted surface")
+        _slice_limits(axes, optimal_loss)
+        tidy_log_axis(axes.xaxis)
+        colorbar = figure.colorbar(mappable, ax=axes, label=f"budget {COMPUTE_LABEL.removeprefix('training compute ')}")
+        tidy_log_axis(colorbar.ax.yaxis)
+    return figure
