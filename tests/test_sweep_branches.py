@@ -113,3 +113,11 @@ def test_an_experiment_argument_picks_the_study_and_a_size_grid_takes_a_list_of_
     assert all(load_config(run.config_spec, run.overrides).optim.schedule == "cosine" for run in cosine)
     with pytest.raises(ConfigError, match="get_study\\(\\) failed: ValueError: unknown study 'nope'"):
         load_study(REPO_ROOT / "experiments" / "branches.py:nope")
+
+
+def test_a_study_of_several_grids_runs_them_all_and_names_stay_unique():
+    fitted, held_out = BranchGrid(["L1"], tokens=[20 * STEP_TOKENS, 40 * STEP_TOKENS]), BranchGrid(["L2"], tokens=[80 * STEP_TOKENS])
+    runs = expand(Study("configs/lm.py:L1", [fitted, held_out], overrides=SMALL))
+    assert [(run.role, run.steps) for run in runs] == [("stable", 32), ("branch", 20), ("branch", 40), ("stable", 64), ("branch", 80)]
+    with pytest.raises(ConfigError, match="two runs are both named"):
+        expand(Study("configs/lm.py:L1", [fitted, fitted], overrides=SMALL))

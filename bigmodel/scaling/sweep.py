@@ -103,6 +103,8 @@ class RunPlan:
 @dataclasses.dataclass(frozen=True)
 class Study:
     """base_config: "configs/lm.py:L4" (a path relative to the working directory or the repo).
+    grid: one grid, or a list of grids whose runs are concatenated (e.g. branches to fit and a
+      larger run to hold out).
     overrides: {"train.log_every": 5, ...} applied to every run.
     batch_size: sequences per step, a number or a function of the model stats
       (dict with params, non_embedding_params, flops_per_token, n_layers, d_model); None keeps the
@@ -115,7 +117,7 @@ class Study:
     """
 
     base_config: str
-    grid: SizeGrid | IsoFlopGrid | BranchGrid
+    grid: SizeGrid | IsoFlopGrid | BranchGrid | Sequence[SizeGrid | IsoFlopGrid | BranchGrid]
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     batch_size: int | Callable[[dict], int] | None = None
     rules: Callable[[RunPlan], Mapping[str, Any]] | None = None
@@ -300,6 +302,10 @@ def run_resources(study: Study, plan: RunPlan) -> Resources:
 def expand(study: Study) -> list[Run]:
     """Every run of the study, in grid order (sizes, then budgets, then seeds, then lrs); a
     BranchGrid's stable run comes right before its branches."""
+    if isinstance(study.grid, (list, tuple)):  # several grids, e.g. the fitted ones and a held-out run
+        runs = [run for grid in study.grid for run in expand(dataclasses.replace(study, grid=grid))]
+        check_names(runs)
+        return runs
     if isinstance(study.grid, BranchGrid):
         from bigmodel.scaling.branches import expand_branches
 
