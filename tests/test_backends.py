@@ -213,6 +213,8 @@ class FakeBackend:
     def __init__(self, workdir: Path, outcomes: dict[str, list[int]], alive: dict[str, str] | None = None):
         self.workdir, self.outcomes, self.alive = workdir, outcomes, dict(alive or {})  # alive: job id → run name
         self.submitted, self.polls, self.running = [], {}, {}
+        self.scheduler_stops: set[str] = set()  # handles a "time limit" stopped (exit 75 by the scheduler)
+        self.checkpoints: dict[str, list[int]] = {}  # per name, the checkpoint step each launch leaves behind
 
     def check(self, runs):
         pass
@@ -238,6 +240,10 @@ class FakeBackend:
         if self.polls[handle] < 2:  # running for one poll
             return None
         code = self.outcomes[name].pop(0)
+        if self.checkpoints.get(name):
+            (self.workdir / name / "checkpoints" / str(self.checkpoints[name].pop(0))).mkdir(parents=True, exist_ok=True)
+        if code == 75 and name.startswith("timed-out"):
+            self.scheduler_stops.add(handle)
         if code == 0:
             (self.workdir / name).mkdir(exist_ok=True)
             (self.workdir / name / "summary.json").write_text(json.dumps({"final_loss": 2.0, "wall_time_s": 3.0}))
@@ -253,6 +259,9 @@ class FakeBackend:
     def host(self, handle):
         return "node1" if handle in self.running else ""
 
+    def stopped_by_scheduler(self, handle):
+        return handle in self.scheduler_stops
+
 
 def test_a_failed_run_is_relaunched_up_to_retries_times(tmp_path, capsys):
     outcomes = {"flaky": [1, 0], "broken": [1, 1, 1, 1], "bad-input": [2], "preempted": [75]}
@@ -267,6 +276,26 @@ def test_a_failed_run_is_relaunched_up_to_retries_times(tmp_path, capsys):
     output = capsys.readouterr().out
     assert "retrying flaky (launch 2 of 3) after exit 1: " in output and "retrying bad-input" not in output and "retrying preempted" not in output
     assert registry_rows(tmp_path)["broken"]["attempts"] == "3"
+
+
+def test_a_run_the_scheduler_stopped_is_requeued_while_it_makes_progress_and_a_users_stop_is_not(tmp_path, capsys):
+    outcomes = {"timed-out": [75, 75, 0], "timed-out-stuck": [75, 75], "cancelled": [75]}
+    backend = FakeBackend(tmp_path, {name: list(codes) for name, codes in outcomes.items()})
+    backend.checkpoints = {"timed-out": [10, 20, 30], "timed-out-stuck": [10, 10], "cancelled": [10]}
+    rows = {row["name"]: row for row in execution.execute([fake_run(name) for name in outcomes], tmp_path, backend)}
+    assert {name: (row["status"], row["attempts"]) for name, row in rows.items()} == {
+        "timed-out": ("done", "3"), "timed-out-stuck": ("stopped", "2"), "cancelled": ("stopped", "1")}
+    output = capsys.readouterr().out
+    assert "requeued timed-out: stopped by the scheduler at step 10; resuming" in output and "requeued cancelled" not in output
+    assert "requeued timed-out: stopped by the scheduler at step 20; resuming" in output
+    assert output.count("requeued timed-out-stuck") == 1  # its second launch checkpointed nothing new: left stopped
+
+
+def test_slurm_stops_are_told_from_a_users_scancel_by_the_jobs_state():
+    from bigmodel.scaling.backends.slurm import stopped_by_slurm
+
+    assert all(stopped_by_slurm(state) for state in ("FAILED", "COMPLETED", "TIMEOUT", "PREEMPTED"))
+    assert not stopped_by_slurm("CANCELLED by 1000") and not stopped_by_slurm("CANCELLED")
 
 
 def test_a_restarted_driver_reattaches_to_jobs_in_flight_and_never_submits_them_twice(tmp_path, capsys):

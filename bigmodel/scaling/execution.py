@@ -116,6 +116,12 @@ def start_point_written(run: Run, workdir: Path) -> bool:
     return not run.parent or (workdir / run.parent / CHECKPOINTS / str(run.init_step)).is_dir()
 
 
+def checkpointed_step(run_dir: Path) -> int:
+    """The newest finished checkpoint step of a run (0 if none), from the folder names alone."""
+    steps = [int(path.name) for path in (run_dir / CHECKPOINTS).glob("*") if path.name.isdigit()]
+    return max(steps, default=0)
+
+
 def stranded_row(run: Run, parent_row: dict) -> dict:
     """The row of a branch whose stable run ended without writing its start: stopped with it
     (a rerun resumes both) or failed with it."""
@@ -195,6 +201,7 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
     save = lambda: registry.write_registry(workdir, [rows[run.name] for run in runs])  # noqa: E731
     position = {run.name: f"[{number}/{len(runs)}]" for number, run in enumerate(runs, 1)}
     todo, in_flight, launched = [], {}, {run.name: 0 for run in runs}  # in_flight: handle → (run, start time)
+    start_steps: dict[str, int] = {}  # the checkpointed step each run's current launch started from
     for run in runs:
         summary = run_summary(workdir, run.name)
         handle = None if summary else reattached_handle(run, previous.get(run.name), backend, workdir)
@@ -232,6 +239,7 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
             report_outcome(position[run.name], rows[run.name])
             return
         launched[run.name] += 1
+        start_steps[run.name] = checkpointed_step(workdir / run.name)
         attempts = int(launches[run.name]["attempts"] or 0) + 1
         launches[run.name].update(backend=backend.name, job_id=handle, host=backend.host(handle), attempts=str(attempts),
                                   started_at=utc_now(), finished_at="")
@@ -246,7 +254,15 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
         run, started = in_flight.pop(handle)
         launches[run.name]["finished_at"] = utc_now()
         row = outcome_row(run, return_code, workdir, time.time() - started)
-        if should_retry(row, return_code, launched[run.name], retries):
+        reached = checkpointed_step(workdir / run.name)
+        if row["status"] == STOPPED and backend.stopped_by_scheduler(handle) and reached > start_steps.get(run.name, 0):
+            # A time limit or preemption, and the launch made progress: the next launch resumes
+            # from step `reached` (not counted as a retry; a launch that checkpoints nothing new is
+            # not requeued, so a time limit too short for one checkpoint cannot loop forever).
+            record({**row, "status": PENDING})
+            todo.append(run)
+            print(f"{position[run.name]} requeued {run.name}: stopped by the scheduler at step {reached}; resuming", flush=True)
+        elif should_retry(row, return_code, launched[run.name], retries):
             record({**row, "status": PENDING})
             todo.append(run)
             print(f"{position[run.name]} retrying {run.name} (launch {launched[run.name] + 1} of {retries + 1}) after {row['error']}", flush=True)

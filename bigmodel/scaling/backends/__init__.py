@@ -13,6 +13,8 @@ DIR/<run>/train.log, so any run can be repeated by hand from DIR/<run>/command.s
     reattach(handle, run_dir, resources) -> bool   adopt a launch of an earlier driver; True if alive
     cancel(handle)                    stop it (the trainer checkpoints on SIGTERM)
     host(handle) -> str               where it runs, "" while unknown
+    stopped_by_scheduler(handle) -> bool   after poll gave STOPPED: the scheduler stopped it (a
+                                      time limit, a preemption), not a user: it is requeued
 
 `outlives_driver` says whether launches survive the driver: local runs do not (they stop with
 it, `local.stop_with_parent`), Slurm and Ray jobs do, and a restarted sweep re-attaches to them.
@@ -56,6 +58,7 @@ class Backend(Protocol):
     def reattach(self, handle: str, run_dir: Path, resources) -> bool: ...
     def cancel(self, handle: str) -> int | None: ...
     def host(self, handle: str) -> str: ...
+    def stopped_by_scheduler(self, handle: str) -> bool: ...
 
 
 def prepare_run_dir(run, run_dir: Path, command: list[str], how: str = "") -> None:

@@ -205,3 +205,6 @@ class LocalBackend:
 
     def host(self, handle: str) -> str:
         return self.hostname
+
+    def stopped_by_scheduler(self, handle: str) -> bool:
+        return False  # a local run is stopped only by its user (or its driver's own stop)

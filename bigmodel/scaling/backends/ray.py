@@ -232,6 +232,9 @@ class RayBackend:
         self.client.stop_job(handle)
         return None
 
+    def stopped_by_scheduler(self, handle: str) -> bool:
+        return False  # Ray sets no time limit; a stopped job was stopped by `ray job stop`
+
     def host(self, handle: str) -> str:
         if handle in self.jobs and not self.hosts.get(handle):
             try:

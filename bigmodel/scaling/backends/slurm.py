@@ -176,6 +176,13 @@ def job_ended(job, force_check: bool = False, squeue=squeue_state) -> bool:
     return not state.startswith(LIVE_STATES) and not state.startswith("UNKNOWN")
 
 
+def stopped_by_slurm(state: str) -> bool:
+    """Whether a job whose trainer checkpointed and exited 75 was stopped by Slurm: SIGTERM
+    before its time limit (the job then ends FAILED or COMPLETED by its exit code, or TIMEOUT),
+    or a preemption. `scancel` ends it CANCELLED: a person stopped it, so it stays stopped."""
+    return not state.startswith("CANCELLED")
+
+
 def combined_exit_code(codes: list[int]) -> int:
     """One run's exit code from its processes' (one per host): the first failure, else
     STOPPED if any process stopped, else 0."""
@@ -200,6 +207,7 @@ class SlurmBackend:
         self.partition, self.account, self.options = partition, account, dict(options or {})
         self.max_in_flight = max_in_flight
         self.jobs: dict[str, tuple[object, Path]] = {}  # handle (job id) → (submitit job, run directory)
+        self.scheduler_stops: set[str] = set()  # jobs whose trainer Slurm stopped (time limit, preemption)
 
     def check(self, runs) -> None:
         """Nothing to refuse up front: the scheduler judges what fits its partitions."""
@@ -233,11 +241,14 @@ class SlurmBackend:
         """The trainer's exit code from submitit's result files; a job that ended without one
         (killed, node failure, cancelled before it started) says so in train.log."""
         try:
-            return combined_exit_code([int(code) for code in job.results()])
+            code = combined_exit_code([int(code) for code in job.results()])
         except self.submitit.core.utils.UncompletedJobError:
             state = job_state(job)
             append_log_line(run_dir, f"slurm job {job.job_id} ended {state} without an exit code (see {run_dir / SLURM_FOLDER}/)")
             return exit_codes.STOPPED if state.startswith("CANCELLED") else exit_codes.FAILED
+        if code == exit_codes.STOPPED and stopped_by_slurm(job_state(job)):
+            self.scheduler_stops.add(job.job_id)
+        return code
 
     def is_alive(self, handle: str) -> bool:
         return handle in self.jobs and not job_ended(self.jobs[handle][0])
@@ -254,6 +265,9 @@ class SlurmBackend:
         """scancel: the trainer gets SIGTERM, checkpoints and exits 75."""
         self.jobs[handle][0].cancel(check=False)
         return None
+
+    def stopped_by_scheduler(self, handle: str) -> bool:
+        return handle in self.scheduler_stops
 
     def host(self, handle: str) -> str:
         nodes = self.jobs[handle][0].get_info(mode="cache").get("NodeList", "") if handle in self.jobs else ""
