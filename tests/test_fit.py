@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from bigmodel.cli import main
-from bigmodel.scaling import fit, registry
+from bigmodel.scaling import fit, holdout, registry
+from bigmodel.scaling.points import Points
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -42,10 +43,23 @@ def power_points() -> tuple[np.ndarray, np.ndarray]:
     return x, noisy(fit.power_law(x, **POWER_TRUTH), 0.003, seed=2)
 
 
+HELD_OUT_RUN = (2e10, 2e12)  # 2N and 2D of the grid's largest run: 4× its compute
+
+
+def held_out_loss() -> float:
+    return float(noisy(fit.chinchilla_loss(*HELD_OUT_RUN, **CHINCHILLA_TRUTH), 0.005, seed=4))
+
+
 @pytest.fixture(scope="module")
-def chinchilla_fit() -> dict:
+def chinchilla_fit(tmp_path_factory) -> dict:
+    """`fit_input` on a CSV of `chinchilla_points` plus one run 4× out, held out: the fit sees
+    exactly the 96 grid points, and the held-out check comes for free (one fit per module)."""
     params, tokens, loss = chinchilla_points()
-    return fit.fit_chinchilla(params, tokens, loss, bootstrap=100, seed=0, budget=1e21)
+    params, tokens, loss = np.append(params, HELD_OUT_RUN[0]), np.append(tokens, HELD_OUT_RUN[1]), np.append(loss, held_out_loss())
+    source = tmp_path_factory.mktemp("chinchilla") / "grid.csv"
+    rows = (f"{float(n)!r},{float(d)!r},{float(value)!r}\n" for n, d, value in zip(params, tokens, loss))  # repr: exact floats
+    source.write_text("params,tokens,loss\n" + "".join(rows))
+    return fit.fit_input(source, "chinchilla", bootstrap=100, seed=0, budget=1e21, holdout="largest")
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +153,24 @@ def test_chinchilla_bootstrap_intervals_contain_the_truth(chinchilla_fit):
         low, high = chinchilla_fit["ci"][name]
         assert low < truth < high, (name, low, truth, high)
         assert chinchilla_fit["se"][name] > 0
+
+
+def test_chinchilla_fit_recovers_the_allocation_at_the_budget(chinchilla_fit):
+    """a, b, N_opt, D_opt, D/N and the optimal loss at C = 1e21, each with an interval that
+    covers the generating law's value; N is the non-embedding count and fit.json says so."""
+    truth = fit.compute_optimal(CHINCHILLA_TRUTH["A"], CHINCHILLA_TRUTH["B"], CHINCHILLA_TRUTH["alpha"], CHINCHILLA_TRUTH["beta"], budget=1e21)
+    truth["loss_opt"] = float(fit.chinchilla_loss(truth["n_opt"], truth["d_opt"], **CHINCHILLA_TRUTH))
+    result = chinchilla_fit
+    assert result["n_definition"] == "non_embedding_params"
+    assert result["n_opt"] == pytest.approx(truth["n_opt"], rel=0.1) and result["b"] == pytest.approx(truth["b"], abs=0.03)
+    assert result["tokens_per_param"] == pytest.approx(truth["tokens_per_param"], rel=0.2)
+    fitted_law = {name: result[name] for name in CHINCHILLA_TRUTH}
+    assert result["loss_opt"] == pytest.approx(float(fit.chinchilla_loss(result["n_opt"], result["d_opt"], **fitted_law)))
+    for name in ("alpha", "beta", "a", "b", "n_opt", "d_opt", "tokens_per_param", "loss_opt"):
+        low, high = result["ci"][name]
+        assert low < truth.get(name, CHINCHILLA_TRUTH.get(name)) < high, (name, low, high)
+        assert low <= result[name] <= high, name
+    assert "N = non-embedding params" in fit.summarize(result) and "tokens/param" in fit.summarize(result)
 
 
 # ----------------------------------------------------------------------------- isoflop
@@ -292,6 +324,62 @@ def test_holdout_lists_every_run_that_shares_the_largest_size(tmp_path):
     assert result["n_points"] == 14 and isinstance(result["holdout"], list) and len(result["holdout"]) == 2
     assert [row["measured_loss"] for row in result["holdout"]] == pytest.approx([loss[-2], loss[-1]])
     assert "(2 runs)" in result["summary"]
+
+
+def points_of(params, tokens, loss, flops=None) -> Points:
+    params, tokens, loss = (np.asarray(values, dtype=float) for values in (params, tokens, loss))
+    flops = np.full(len(loss), np.nan) if flops is None else np.asarray(flops, dtype=float)
+    return Points(non_embedding_params=params, tokens=tokens, flops=flops, loss=loss, loss_name="loss")
+
+
+def test_holdout_rows_report_compute_ratio_interval_and_the_naive_error():
+    """A hand-made case: four sizes at one D (no flops column: C = 6ND), the largest held out."""
+    points = points_of([1e6, 2e6, 4e6, 8e6], [1e8] * 4, [4.0, 3.5, 3.2, 3.0])
+    held_out = holdout.held_out_mask(points, "power")
+    assert held_out.tolist() == [False, False, False, True]
+    law = {"law": "power", "x": "non_embedding_params", "E": 2.0, "A": 1e3, "alpha": 0.5,
+           "samples": [{"E": E, "A": 1e3, "alpha": 0.5} for E in np.linspace(1.9, 2.1, 41)]}
+    row = holdout.holdout_rows(points, held_out, law)
+    predicted = 2.0 + 1e3 / np.sqrt(8e6)
+    assert row["predicted_loss"] == pytest.approx(predicted) and row["relative_error"] == pytest.approx(predicted / 3.0 - 1)
+    assert row["flops"] == 6 * 8e6 * 1e8 and row["compute_ratio"] == 2.0  # 8e6 vs the largest fitted 4e6, same D
+    assert row["naive_loss"] == 3.2 and row["naive_relative_error"] == pytest.approx(0.2 / 3.0, abs=1e-15)
+    # Predictions move one-for-one with E: the interval is E's 2.5/97.5 percentiles plus A·N^-α.
+    assert row["interval"] == pytest.approx([1.905 + (predicted - 2.0), 2.095 + (predicted - 2.0)])
+    # With the measured flops column, compute comes from it; without samples, no interval.
+    with_flops = points_of([1e6, 2e6, 4e6, 8e6], [1e8] * 4, [4.0, 3.5, 3.2, 3.0], flops=[1e15, 2e15, 5e15, 2e16])
+    row = holdout.holdout_rows(with_flops, held_out, {key: law[key] for key in ("law", "x", "E", "A", "alpha")})
+    assert row["compute_ratio"] == 4.0 and "interval" not in row
+
+
+def test_chinchilla_holds_out_the_largest_compute_not_the_largest_size():
+    """On an (N, D) grid the largest N's short runs are cheaper than fitted ones: only the
+    largest-compute (N, D) is held out, with its repeat; the power law keeps holding out N."""
+    params = np.array([1e6, 1e6, 4e6, 4e6, 4e6])
+    tokens = np.array([1e8, 4e8, 1e7, 4e8, 4e8])  # the last two: two seeds of the largest run
+    points = points_of(params, tokens, [3.0, 2.8, 3.1, 2.5, 2.52])
+    assert holdout.held_out_mask(points, "chinchilla").tolist() == [False, False, False, True, True]
+    assert holdout.held_out_mask(points, "power").tolist() == [False, False, True, True, True]
+    rows = holdout.holdout_rows(points, holdout.held_out_mask(points, "chinchilla"), {**CHINCHILLA_TRUTH, "law": "chinchilla"})
+    assert [row["compute_ratio"] for row in rows] == [4.0, 4.0] and rows[0]["naive_loss"] == 2.8
+    # An isoFLOP budget held out whole: every configuration that ties at the largest compute.
+    budget = points_of([1e6, 2e6, 4e6, 1e6], [4e8, 2e8, 1e8, 1e8], [2.9, 2.8, 2.85, 3.0])
+    assert holdout.held_out_mask(budget, "chinchilla").tolist() == [True, True, True, False]
+
+
+def test_chinchilla_holdout_predicts_a_run_4x_out_better_than_the_naive_guess(chinchilla_fit):
+    """The fixture's run at (2N, 2D) of the grid's largest: 4× its compute, within 1% and its
+    bootstrap interval, while "as good as the largest fitted run" misses by ~3%."""
+    held = chinchilla_fit["holdout"]
+    _, _, loss = chinchilla_points()
+    assert (held["non_embedding_params"], held["tokens"]) == HELD_OUT_RUN and held["measured_loss"] == held_out_loss()
+    assert held["compute_ratio"] == pytest.approx(4.0, rel=1e-12)
+    assert held["naive_loss"] == loss[-1]  # the fitted run at (1e10, 1e12)
+    assert held["naive_relative_error"] == pytest.approx(loss[-1] / held["measured_loss"] - 1, rel=1e-12)
+    assert abs(held["relative_error"]) < 0.01 < abs(held["naive_relative_error"])
+    low, high = held["interval"]
+    assert low <= held["predicted_loss"] <= high and low <= held["measured_loss"] <= high
+    assert "naive" in chinchilla_fit["summary"] and "4× the largest fitted compute" in chinchilla_fit["summary"]
 
 
 def test_fit_input_fits_a_sweep_directory(tmp_path):

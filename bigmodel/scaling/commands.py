@@ -30,8 +30,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="power law's variable: non_embedding_params (N; 'params' means the same) or flops")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="K", help="refit K resamples: 95%% intervals and standard errors")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
-    parser.add_argument("--budget", type=float, default=None, metavar="C", help="chinchilla: N_opt, D_opt at this many FLOPs")
-    parser.add_argument("--holdout", default=None, help="'largest': fit without the largest model, then predict it")
+    parser.add_argument("--budget", type=float, default=None, metavar="C",
+                        help="chinchilla: N_opt, D_opt, D/N and the loss there at C = 6ND FLOPs (N non-embedding)")
+    parser.add_argument("--holdout", default=None,
+                        help="'largest': fit without the largest runs (power: largest N; chinchilla: largest-compute N, D), then predict them")
     parser.add_argument("--out", required=True, help="path of the JSON to write")
 
 

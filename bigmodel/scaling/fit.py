@@ -15,6 +15,10 @@ polished in float64 with more iterations and the best is kept. Bootstrap replica
 points with replacement and start from the full fit's distinct best end points (not the whole
 grid: a replicate is a small perturbation of the data, so its optimum lies near one of them).
 E is poorly identified by frontier data: read it with its interval, never alone.
+
+A Chinchilla fit reports E, A, B, α, β, a = β/(α+β), b = α/(α+β) and, at `--budget C`, N_opt,
+D_opt, D_opt/N_opt and the loss there, all with bootstrap intervals (`ci`, `se`). What a law
+predicts and the allocation are in `laws.py`; the held-out check (`--holdout`) in `holdout.py`.
 """
 
 from __future__ import annotations

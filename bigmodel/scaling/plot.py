@@ -14,6 +14,7 @@ is written.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from bigmodel.scaling import fit as fitting
 from bigmodel.scaling.plot_data import PlotInput, load_input
 from bigmodel.scaling.plot_figures import plot_isoflop, plot_loss_vs_compute, plot_loss_vs_params, plot_training_curves
 from bigmodel.scaling.plot_style import save_figure
-from bigmodel.scaling.plot_surface import plot_compute_optimal_frontier, plot_isoflop_slices, plot_loss_vs_tokens
+from bigmodel.scaling.plot_surface import plot_compute_optimal_frontier, plot_isoflop_slices, plot_loss_vs_tokens, with_allocation
 from bigmodel.scaling.registry import group_budgets
 
 BOOTSTRAP_FOR_PLOTS = 200  # replicates when plot_all fits the band itself
@@ -150,6 +151,9 @@ def surface_figures(data: PlotInput, fit: dict | None, out_dir, note) -> list[Pa
     arrays = (points.non_embedding_params, points.tokens)
     names = dict(params_name=params_name, loss_name=points.loss_name)
     written = save_figure(plot_loss_vs_tokens(*arrays, points.loss, fit, **names), out_dir, "loss_vs_tokens")
+    if not math.isfinite(with_allocation(fit)["G"]):  # α or β ≤ 0: the law puts all compute into N or D
+        note(f"compute_frontier, isoflop_slices skipped: α = {fit['alpha']:.3g}, β = {fit['beta']:.3g} give no compute-optimal allocation")
+        return written
     written += save_figure(plot_compute_optimal_frontier(*arrays, points.loss, fit, **names), out_dir, "compute_frontier")
     written += save_figure(plot_isoflop_slices(*arrays, fit, **names), out_dir, "isoflop_slices")
     return written

@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 
 from bigmodel.scaling.laws import compute_optimal, law_loss, optimal_frontier
@@ -70,32 +71,42 @@ def _optimal_band(fit: dict, compute: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return (low[0], high[0]), low[1], high[1]
 
 
-def _draw_holdout(axes, fit: dict, x_of_row) -> None:
+def _draw_holdout(axes, fit: dict, x_of_row) -> list[tuple]:
     """Held-out runs: measured (star), predicted (diamond) with its bootstrap interval, the gap.
 
-    Each prediction's error is written beside it for one or two runs; for more (an isoFLOP
-    budget held out whole) the labels would overprint, so the legend gives the mean instead.
+    Returns the legend entry, one (handles, label) for both markers. Each prediction's error is
+    written beside it for one or two runs; for more (an isoFLOP budget held out whole) the
+    labels would overprint, so the legend gives the mean instead.
     """
     rows = holdout_rows(fit)
+    if not rows:
+        return []
     errors = [float(row.get("relative_error", row["predicted_loss"] / row["measured_loss"] - 1)) for row in rows]
     annotate = len(rows) <= MAX_ANNOTATED_HOLDOUTS
-    for index, (row, error) in enumerate(zip(rows, errors)):
+    for row, error in zip(rows, errors):
         x, measured, predicted = x_of_row(row), float(row["measured_loss"]), float(row["predicted_loss"])
         axes.plot([x, x], [measured, predicted], color="tab:red", linestyle="--", linewidth=1, gid="holdout-gap")
-        axes.scatter([x], [measured], marker="*", s=240, color="tab:red", edgecolor="black", zorder=5, gid="holdout",
-                     label="held out: measured" if index == 0 else None)
-        label = "held out: predicted by the fit" + (" (95% interval)" if row.get("interval") else "")
-        if not annotate:
-            label += f"\nmean |error| {100 * np.mean(np.abs(errors)):.1f}% over {len(rows)} runs"
+        star = axes.scatter([x], [measured], marker="*", s=240, color="tab:red", edgecolor="black", zorder=5, gid="holdout")
         if row.get("interval"):
             low, high = row["interval"]
-            axes.errorbar([x], [predicted], yerr=[[predicted - low], [high - predicted]], fmt="none", ecolor="tab:red",
+            # From its middle: a percentile interval need not contain the point estimate.
+            axes.errorbar([x], [(low + high) / 2], yerr=[(high - low) / 2], fmt="none", ecolor="tab:red",
                           capsize=4, linewidth=1.5, zorder=4, gid="holdout-interval")
-        axes.scatter([x], [predicted], marker="D", s=70, facecolor="white", edgecolor="tab:red", linewidth=2, zorder=5,
-                     gid="holdout-prediction", label=label if index == 0 else None)
+        diamond = axes.scatter([x], [predicted], marker="D", s=70, facecolor="white", edgecolor="tab:red", linewidth=2, zorder=5,
+                               gid="holdout-prediction")
         if annotate:
             axes.annotate(f"{100 * error:+.1f}%", (x, (measured * predicted) ** 0.5), xytext=(10, 0),
                           textcoords="offset points", color="tab:red", fontsize=11, va="center")
+    label = "held out: measured, predicted" + (" (95% interval)" if rows[0].get("interval") else "")
+    if not annotate:
+        label += f"\nmean |error| {100 * np.mean(np.abs(errors)):.1f}% over {len(rows)} runs"
+    return [((star, diamond), label)]
+
+
+def _legend(where, entries: list[tuple], **options):
+    """A legend from (handle or tuple of handles, label) pairs; a tuple draws its markers side by side."""
+    handles, labels = zip(*entries)
+    return where.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None, pad=0.6)}, **options)
 
 
 def _estimate(fit: dict, key: str, digits: str) -> str:
@@ -138,11 +149,10 @@ def plot_loss_vs_tokens(
             axes.plot(grid, law_loss(fit, size, grid, None), color=color, linewidth=1.6, gid="fit")
             fitted = mine & ~held_out
             axes.scatter(tokens[fitted], loss[fitted], color=color, edgecolor="black", s=45, zorder=3, gid="points")
-        _draw_holdout(axes, fit, lambda row: float(row["tokens"]))
-        handles = [Line2D([], [], color="gray", marker="o", markeredgecolor="black", linestyle="", label=f"runs ({(~held_out).sum()} fitted)"),
-                   Line2D([], [], color="gray", linewidth=1.6, label=f"fitted {law_label(fit)}\none curve per N (same colour)")]
-        handles += [handle for handle in axes.get_legend_handles_labels()[0]]
-        axes.legend(handles=handles, loc="upper right")
+        entries = [(Line2D([], [], color="gray", marker="o", markeredgecolor="black", linestyle=""), f"runs ({(~held_out).sum()} fitted)"),
+                   (Line2D([], [], color="gray", linewidth=1.6), f"fitted {law_label(fit)}\none curve per N (same colour)")]
+        entries += _draw_holdout(axes, fit, lambda row: float(row["tokens"]))
+        _legend(axes, entries, loc="upper right")
         axes.set(xscale="log", yscale="log", xlabel="training tokens D", ylabel=f"{loss_name} ({UNITS})",
                  title="Loss vs data: the fitted surface at each model size")
         shown = [loss, [float(row["predicted_loss"]) for row in holdout_rows(fit)]]
@@ -185,27 +195,34 @@ def plot_compute_optimal_frontier(
         axes = figure.add_subplot()
         axes.scatter(compute[~held_out], loss[~held_out], c=params[~held_out], cmap=mappable.cmap, norm=norm, s=45,
                      edgecolor="black", zorder=3, gid="points")
-        axes.scatter([], [], color="0.6", edgecolor="black", s=45, label=f"runs ({(~held_out).sum()} fitted; colour = N)")
-        axes.plot(*compute_frontier(compute, loss), color="black", linewidth=2, linestyle="--", drawstyle="steps-post",
-                  zorder=4, gid="frontier", label="lower envelope of the runs: lowest loss at ≤ C")
+        entries = [(Line2D([], [], color="0.6", marker="o", markeredgecolor="black", linestyle=""),
+                    f"runs ({(~held_out).sum()} fitted; colour = N)")]
+        (envelope,) = axes.plot(*compute_frontier(compute, loss), color="black", linewidth=2, linestyle="--",
+                                drawstyle="steps-post", zorder=4, gid="frontier")
+        entries.append((envelope, "lower envelope of the runs"))
         band = _optimal_band(fit, grid)
+        (line,) = axes.plot(grid, optimal_loss, color="tab:red", linewidth=2, gid="fit")
+        label = r"fitted optimum $L(N_{opt}(C), D_{opt}(C))$"
         if band is not None:
-            axes.fill_between(grid, band[1], band[2], color="tab:red", alpha=0.15, linewidth=0, gid="band",
-                              label=f"95% bootstrap band ({len(fit['samples'])} refits)")
-        axes.plot(grid, optimal_loss, color="tab:red", linewidth=2, gid="fit",
-                  label=r"fitted optimum $L(N_{opt}(C), D_{opt}(C))$")
+            patch = axes.fill_between(grid, band[1], band[2], color="tab:red", alpha=0.15, linewidth=0, gid="band")
+            entries.append(((patch, line), f"{label}, 95% band"))
+        else:
+            entries.append((line, label))
         if "loss_opt" in fit and grid[0] <= fit["budget"] <= grid[-1]:
-            axes.scatter([fit["budget"]], [fit["loss_opt"]], marker="P", s=130, color="tab:red", edgecolor="black", zorder=5,
-                         gid="budget", label=f"named budget C = {format_number(fit['budget'], scientific=True)}")
-        _draw_holdout(axes, fit, lambda row: float(training_compute(row["non_embedding_params"], row["tokens"])))
+            marker = axes.scatter([fit["budget"]], [fit["loss_opt"]], marker="P", s=130, color="tab:red", edgecolor="black",
+                                  zorder=5, gid="budget")
+            entries.append((marker, f"the optimum at the named budget C = {format_number(fit['budget'], scientific=True)}"))
+        entries += _draw_holdout(axes, fit, lambda row: float(training_compute(row["non_embedding_params"], row["tokens"])))
         axes.set(xscale="log", yscale="log", xlabel=COMPUTE_LABEL, ylabel=f"{loss_name} ({UNITS})",
                  title="Compute frontier and the fitted compute-optimal loss")
         shown = [loss, optimal_loss[(grid >= compute.min()) & (grid <= compute.max())]]
         fit_loss_limits(axes, np.concatenate(shown))
         label_loss_axis(axes)
         tidy_log_axis(axes.xaxis)
-        axes.legend(loc="upper right")
-        axes.text(0.02, 0.03, _allocation_text(fit), transform=axes.transAxes, fontsize=10, va="bottom", ha="left", bbox=BOX)
+        # Runs scatter over every part of this frame (off-optimal ones far above the envelope),
+        # so the legend goes below it; the top right keeps the headroom `fit_loss_limits` leaves.
+        _legend(figure, entries, loc="outside lower center", ncols=2, fontsize=10)
+        axes.text(0.98, 0.97, _allocation_text(fit), transform=axes.transAxes, fontsize=10, va="top", ha="right", bbox=BOX)
         tidy_log_axis(figure.colorbar(mappable, ax=axes, label=params_name).ax.yaxis)
     return figure
 
@@ -248,8 +265,8 @@ def plot_isoflop_slices(
             color = mappable.to_rgba(budget)
             axes.plot(grid, law_loss(fit, grid, budget / (6 * grid), None), color=color, linewidth=1.8, gid="slice")
             if band is not None:
-                (low, high), n = band[0], n_opt[index]
-                axes.errorbar([n], [optimal_loss[index]], xerr=[[n - low[index]], [high[index] - n]], fmt="none", ecolor=color,
+                low, high = band[0][0][index], band[0][1][index]
+                axes.errorbar([(low + high) / 2], [optimal_loss[index]], xerr=[(high - low) / 2], fmt="none", ecolor=color,
                               capsize=4, linewidth=1.5, zorder=4, gid="optimum-interval")
             axes.scatter([n_opt[index]], [optimal_loss[index]], marker="*", s=240, color=color, edgecolor="black", zorder=5,
                          gid="optimum")
