@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -391,6 +392,26 @@ def test_fit_input_fits_a_sweep_directory(tmp_path):
     result = fit.fit_input(tmp_path, "isoflop")
     direct = fit.fit_isoflop(points["params"], points["tokens"], points["loss"], points["flops"])
     assert result["a"] == pytest.approx(direct["a"], rel=1e-6) and result["input"] == str(tmp_path)
+
+
+def test_the_residual_bootstrap_keeps_every_design_point_and_its_intervals_cover_the_truth():
+    params, tokens = (values.ravel() for values in np.meshgrid([1e7, 4e7, 1.6e8], [1e9, 2e9, 4e9, 8e9]))  # 3 sizes × 4 D
+    loss = noisy(fit.chinchilla_loss(params, tokens, **CHINCHILLA_TRUTH), 0.003, seed=5)
+    features, log_loss = np.log(np.stack([params, tokens])), np.log(loss)
+    theta = fit.fit_chinchilla(params, tokens, loss)
+    theta = np.array([math.log(theta["E"]), math.log(theta["A"]), math.log(theta["B"]), theta["alpha"], theta["beta"]])
+    targets = fit.residual_targets(theta, features, log_loss, 50, np.random.default_rng(0))
+    parts = np.vstack([np.full(12, theta[0]), theta[1:3, None] - theta[3:, None] * features])
+    fitted = np.logaddexp.reduce(parts, axis=0)
+    assert targets.shape == (50, 12)  # every replicate has all 12 design points: a fitted value plus one of the residuals
+    assert np.all(np.isin(np.round(targets - fitted, 12), np.round(log_loss - fitted, 12)))
+    result = fit.fit_chinchilla(params, tokens, loss, bootstrap=40, seed=0, bootstrap_method="residuals")
+    assert result["bootstrap_method"] == "residuals"
+    for name in ("alpha", "beta"):
+        low, high = result["ci"][name]
+        assert low <= CHINCHILLA_TRUTH[name] <= high, (name, low, high)
+    with pytest.raises(ValueError, match="--bootstrap_method residuals applies to --law chinchilla"):
+        fit.fit_input("unused.csv", "power", bootstrap=10, bootstrap_method="residuals")
 
 
 def test_fit_input_rejects_options_that_cannot_apply(tmp_path):

@@ -29,6 +29,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x", default="non_embedding_params",
                         help="power law's variable: non_embedding_params (N; 'params' means the same) or flops")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="K", help="refit K resamples: 95%% intervals and standard errors")
+    parser.add_argument("--bootstrap_method", default="points", help="chinchilla: points (resample runs, Hoffmann et al.) or "
+                        "residuals (keep the N × D grid, redraw the fit's residuals: for designed grids)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--budget", type=float, default=None, metavar="C",
                         help="chinchilla: N_opt, D_opt, D/N and the loss there at C = 6ND FLOPs (N non-embedding)")
@@ -59,7 +61,7 @@ def fit_command(args: argparse.Namespace) -> int:
         from bigmodel.scaling.fit import fit_input
 
         result = fit_input(args.input, args.law, x=args.x, bootstrap=args.bootstrap, seed=args.seed,
-                           budget=args.budget, holdout=args.holdout)
+                           budget=args.budget, holdout=args.holdout, bootstrap_method=args.bootstrap_method)
         files.write_json_atomic(out, result)
     except (ValueError, OSError) as error:
         return bad_input(error)

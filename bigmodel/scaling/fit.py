@@ -93,14 +93,37 @@ def _fit_lse(features, log_loss, grid, *, reduction: str = "sum") -> tuple[np.nd
     return best, summed_objective(best, features, log_loss), _distinct_best(polished, values, BOOTSTRAP_STARTS)
 
 
-def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, reduction: str) -> np.ndarray:
-    """One best parameter vector per replicate; each resamples the points with replacement."""
+BOOTSTRAP_METHODS = ("points", "residuals")
+
+
+def residual_targets(theta, features, log_loss, replicates: int, rng) -> np.ndarray:
+    """(replicates, n) log-losses: the fit's predictions plus its residuals drawn with replacement.
+
+    The residual bootstrap of a designed experiment: the sizes and token counts are the
+    experimenter's choice, not a sample, so every replicate keeps them all and only the noise is
+    redrawn. Resampling points instead can drop a whole size from a small grid (3 sizes × 4 token
+    counts: 2.3% of replicates), whose refits then fly off and set the interval's tail."""
+    n_terms = features.shape[0]
+    terms = np.vstack([np.full(log_loss.size, theta[0]), theta[1 : 1 + n_terms, None] - theta[1 + n_terms :, None] * features])
+    fitted = np.logaddexp.reduce(terms, axis=0)
+    residuals = log_loss - fitted
+    return fitted + residuals[rng.integers(0, log_loss.size, size=(replicates, log_loss.size))]
+
+
+def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, reduction: str,
+                      method: str = "points", theta=None) -> np.ndarray:
+    """One best parameter vector per replicate: each resamples the points with replacement
+    ("points"), or keeps them and redraws the fit's residuals ("residuals", needs `theta`)."""
     rng = np.random.default_rng(seed)
     n_points = log_loss.size
-    counts = rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=replicates).astype(float)
+    if method == "residuals":
+        counts, targets = np.ones((replicates, n_points)), residual_targets(theta, features, log_loss, replicates, rng)
+    else:
+        counts, targets = rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=replicates).astype(float), None
     all_starts = np.tile(starts, (replicates, 1))
     all_weights = np.repeat(counts, len(starts), axis=0)
-    thetas, values = lbfgs.minimise(all_starts, all_weights, features, log_loss, reduction=reduction, iterations=BOOTSTRAP_ITERATIONS)
+    all_targets = log_loss if targets is None else np.repeat(targets, len(starts), axis=0)
+    thetas, values = lbfgs.minimise(all_starts, all_weights, features, all_targets, reduction=reduction, iterations=BOOTSTRAP_ITERATIONS)
     thetas, values = thetas.reshape(replicates, len(starts), -1), values.reshape(replicates, len(starts))
     return thetas[np.arange(replicates), np.argmin(values, axis=1)]
 
@@ -157,8 +180,12 @@ def _chinchilla_parameters(theta, budget=None) -> dict:
     return result
 
 
-def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, seed: int = 0, budget: float | None = None, reduction: str = "sum") -> dict:
+def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, seed: int = 0, budget: float | None = None,
+                   reduction: str = "sum", bootstrap_method: str = "points") -> dict:
     """Approach 3 (module docstring) plus the implied compute-optimal allocation.
+
+    `bootstrap_method`: "points" (Hoffmann et al.'s, resampling runs) or "residuals" (a designed
+    N × D grid: see `residual_targets`).
 
     `reduction="mean"` averages the Huber terms instead of summing them: the optimum must not
     move (the test for the Besiroglu et al. 2024 early-stopping failure); keep "sum" otherwise.
@@ -172,7 +199,9 @@ def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, se
     result = {"law": "chinchilla", **_chinchilla_parameters(theta, budget), "objective": objective, "n_points": int(loss.size),
               "n_definition": N_DEFINITION}
     if bootstrap > 0:
-        thetas = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, reduction)
+        result["bootstrap_method"] = bootstrap_method
+    if bootstrap > 0:
+        thetas = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, reduction, bootstrap_method, theta)
         samples = [_chinchilla_parameters(t, budget) for t in thetas]
         for sample in samples:
             sample.pop("budget", None)  # a constant, not an estimate
@@ -323,8 +352,13 @@ def summarize(result: dict) -> str:
     return text
 
 
-def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdout: str | None) -> None:
+def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdout: str | None,
+                  bootstrap_method: str = "points") -> None:
     """Refuse option combinations that cannot apply, before any file is read."""
+    if bootstrap_method not in BOOTSTRAP_METHODS:
+        raise ValueError(f"unknown bootstrap method {bootstrap_method!r}: use {' or '.join(BOOTSTRAP_METHODS)}")
+    if bootstrap_method != "points" and law != "chinchilla":
+        raise ValueError("--bootstrap_method residuals applies to --law chinchilla (a designed N × D grid) only")
     if law not in LAWS:
         raise ValueError(f"unknown law {law!r}: use one of {', '.join(LAWS)}")
     if x not in X_AXES:
@@ -340,19 +374,20 @@ def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdou
 
 
 def fit_points(points: Points, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
-               budget: float | None = None) -> dict:
+               budget: float | None = None, bootstrap_method: str = "points") -> dict:
     """Fit `law` to every point; `x` (power only) is non_embedding_params or flops."""
     if law == "power":
         result = fit_power(getattr(points, x), points.loss, bootstrap=bootstrap, seed=seed)
         result["x"] = x
         return result
     if law == "chinchilla":
-        return fit_chinchilla(points.non_embedding_params, points.tokens, points.loss, bootstrap=bootstrap, seed=seed, budget=budget)
+        return fit_chinchilla(points.non_embedding_params, points.tokens, points.loss, bootstrap=bootstrap, seed=seed, budget=budget,
+                              bootstrap_method=bootstrap_method)
     return fit_isoflop(points.non_embedding_params, points.tokens, points.loss, points.flops, bootstrap=bootstrap, seed=seed)
 
 
 def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
-              budget: float | None = None, holdout: str | None = None) -> dict:
+              budget: float | None = None, holdout: str | None = None, bootstrap_method: str = "points") -> dict:
     """Load points from a CSV or sweep directory, fit `law`, return the JSON-ready result.
 
     `x` (power only): non_embedding_params (N; "params" is accepted for it) or flops.
@@ -360,7 +395,7 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     (`holdout.py`: the largest N for a power law, the largest-compute (N, D) for chinchilla).
     The result carries "summary", the line the CLI prints.
     """
-    check_options(law, x, bootstrap, budget, holdout)
+    check_options(law, x, bootstrap, budget, holdout, bootstrap_method)
     x = X_AXES[x]
     points = load_points(path)
     if (law == "isoflop" or (law == "power" and x == "flops")) and not np.all(np.isfinite(points.flops)):
@@ -368,7 +403,7 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     held_out = held_out_mask(points, law) if holdout else np.zeros(len(points), dtype=bool)
     if held_out.all():
         raise ValueError(f"{path}: every row has {what_is_held_out(law)}, so nothing is left to fit: hold out nothing")
-    result = fit_points(points.select(~held_out), law, x=x, bootstrap=bootstrap, seed=seed, budget=budget)
+    result = fit_points(points.select(~held_out), law, x=x, bootstrap=bootstrap, seed=seed, budget=budget, bootstrap_method=bootstrap_method)
     if holdout:
         result["holdout"] = holdout_rows(points, held_out, result)
     result["input"] = str(path)

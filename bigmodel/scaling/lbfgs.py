@@ -136,13 +136,14 @@ def _minimise_one(theta, weights, features, log_loss, scale, iterations):
 @partial(jax.jit, static_argnames=("iterations",))
 def _minimise_batch(starts, weights, features, log_loss, scales, iterations):
     one = partial(_minimise_one, iterations=iterations)
-    return jax.vmap(one, in_axes=(0, 0, None, None, 0))(starts, weights, features, log_loss, scales)
+    return jax.vmap(one, in_axes=(0, 0, None, 0, 0))(starts, weights, features, log_loss, scales)
 
 
 def minimise(starts, weights, features, log_loss, *, reduction: str = "sum", iterations: int = 150, dtype: str = "float64"):
     """Run L-BFGS from every row of `starts` (S, P) with point weights `weights` (S, n).
 
-    `features` (K, n) and `log_loss` (n,) are shared. `dtype="float32"` is ~2× faster on CPU and
+    `features` (K, n) are shared; `log_loss` is shared (n,) or one row per start (S, n), as a
+    residual bootstrap's targets are. `dtype="float32"` is ~2× faster on CPU and
     good enough to find the basins from a grid; finish in float64. Returns float64 numpy arrays
     (parameters (S, P), objectives (S,)); a start that never found a finite objective ends at inf.
     """
@@ -151,6 +152,7 @@ def minimise(starts, weights, features, log_loss, *, reduction: str = "sum", ite
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     n_starts = len(starts)
+    log_loss = np.broadcast_to(np.asarray(log_loss, dtype=float), (n_starts, np.shape(log_loss)[-1]))
     starts, weights, features, log_loss = _pad_to_buckets(*(np.asarray(v, dtype=float) for v in (starts, weights, features, log_loss)))
     scales = np.ones(len(starts)) if reduction == "sum" else 1.0 / np.sum(weights, axis=1)
     with jax.enable_x64(dtype == "float64"):
@@ -167,11 +169,12 @@ def _pad_to_buckets(starts, weights, features, log_loss, bucket: int = 32):
     Shapes then repeat across fits of slightly different sizes (holdouts, bootstrap, polish
     stages that keep fewer starts), so jit compiles once per bucket rather than once per fit.
     """
-    extra_points = -log_loss.size % bucket
+    extra_points = -log_loss.shape[1] % bucket
     weights = np.pad(weights, ((0, 0), (0, extra_points)))
     features = np.pad(features, ((0, 0), (0, extra_points)), constant_values=1.0)
-    log_loss = np.pad(log_loss, (0, extra_points))
+    log_loss = np.pad(log_loss, ((0, 0), (0, extra_points)))
     extra_starts = -len(starts) % bucket
     starts = np.concatenate([starts, np.repeat(starts[:1], extra_starts, axis=0)])
     weights = np.concatenate([weights, np.repeat(weights[:1], extra_starts, axis=0)])
+    log_loss = np.concatenate([log_loss, np.repeat(log_loss[:1], extra_starts, axis=0)])
     return starts, weights, features, log_loss
