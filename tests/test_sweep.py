@@ -213,8 +213,11 @@ def test_shipped_experiments_expand_and_validate():
         runs = expand(study)
         assert len(runs) >= 6
     demo = expand(load_study(REPO_ROOT / "experiments" / "demo.py"))
-    sizes = sorted({run.non_embedding_params for run in demo})
-    assert len(sizes) >= 6 and sizes[-1] / sizes[0] >= 30
+    points = [run for run in demo if run.role == "branch"]
+    held_out = max(points, key=lambda run: run.flops)
+    fitted = [run for run in points if run is not held_out]
+    assert len({run.non_embedding_params for run in fitted}) >= 3 and len({run.tokens for run in fitted}) >= 4
+    assert held_out.flops >= 4 * max(run.flops for run in fitted)  # issue 9: the held-out run is ≥ 4× out in compute
 
 
 # ----------------------------------------------------------------------------- outcomes and the lock
