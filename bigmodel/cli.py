@@ -1,4 +1,4 @@
-"""`python -m bigmodel <command>`: train, eval, bench, plan, presets, sweep, status, fit, plot.
+"""`python -m bigmodel <command>`: train, eval, generate, bench, plan, presets, sweep, status, fit, plot, compare.
 
 Commands import their modules lazily so `presets` and `--help` answer without loading JAX.
 Any `--config.group.key=value` argument overrides the config file (big_vision style).
@@ -18,6 +18,7 @@ from bigmodel.config import ConfigError, parse_override
 OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
                   "(e.g. --config.train.steps=200 --config.model.d_model=128); configs/lm.py lists the keys.")
 COMMANDS_WITH_OVERRIDES = ("train", "bench", "plan")
+
 PLAN_TARGETS = ("h100-80gb", "h200-141gb", "a100-40gb", "a100-80gb", "tpu-v4", "tpu-v5e", "tpu-v5p")  # bigmodel.plan.TARGETS
 
 
@@ -94,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--target", default=None, help="device to check the fit against: " + ", ".join(PLAN_TARGETS) + "; also searches the largest batch that fits")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
 
+    from bigmodel import generate  # argparse only: JAX loads when the command runs
+
+    generate.add_generate_arguments(commands.add_parser("generate", help=generate.GENERATE_HELP))
+
     presets = commands.add_parser("presets", help="list model size presets with params and FLOPs/token")
     presets.add_argument("--vocab_size", type=int, default=256)
     presets.add_argument("--seq_len", type=int, default=256)
@@ -142,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     scaling_commands.add_fit_arguments(commands.add_parser("fit", help=scaling_commands.FIT_HELP))
     scaling_commands.add_plot_arguments(commands.add_parser("plot", help=scaling_commands.PLOT_HELP))
+    from bigmodel.scaling import compare  # argparse only: statistics and checkpoints load later
+
+    compare.add_compare_arguments(commands.add_parser("compare", help=compare.COMPARE_HELP))
     return parser
 
 
@@ -154,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--config.* overrides apply to {', '.join(COMMANDS_WITH_OVERRIDES)} only, not {args.command}: drop them")
         if args.command == "presets":
             return _print_presets(args)
+        if args.command == "train":
+            from bigmodel import runtime
+
+            runtime.note_early_stop_requests()  # until the trainer installs its own handler (train.StopRequest)
         if args.command in ("train", "eval", "bench", "plan"):
             from bigmodel import runtime
 
@@ -180,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             from bigmodel.bench import bench_command
 
             return bench_command(args.config, overrides, args.steps, args.warmup, args.peak_flops, args.profile)
+        if args.command == "generate":
+            from bigmodel import runtime
+            from bigmodel.generate import generate_command
+
+            runtime.set_gpu_memory_fraction()
+            runtime.enable_compilation_cache()
+            return generate_command(args)
         if args.command == "sweep":
             from bigmodel.scaling.runner import sweep_command
 
@@ -196,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             from bigmodel.scaling.commands import plot_command
 
             return plot_command(args)
+        if args.command == "compare":
+            from bigmodel.scaling.compare import compare_command
+
+            return compare_command(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.BAD_INPUT

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Mapping
 
@@ -85,3 +86,16 @@ def enable_compilation_cache(environment: Mapping[str, str] = os.environ) -> Pat
 
     jax.config.update("jax_compilation_cache_dir", str(directory))
     return directory
+
+
+# ----------------------------------------------------------------------------- stops while starting
+
+EARLY_STOP = {"requested": False}
+
+
+def note_early_stop_requests() -> None:
+    """Remember a SIGTERM that arrives while `train` imports JAX, loads data or compiles, before
+    its own handler exists (a scheduler's preemption in the first seconds): the trainer then exits
+    STOPPED (75) before writing anything, instead of dying of the signal (-15, read as a failure).
+    Raising from the handler instead would interrupt native module imports (an abort)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: EARLY_STOP.update(requested=True))

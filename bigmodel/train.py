@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from bigmodel import branch, checkpoint, config as config_lib, exit_codes, files, metrics as metrics_lib, run_info, sharding
+from bigmodel import branch, checkpoint, config as config_lib, exit_codes, files, metrics as metrics_lib, run_info, runtime, sharding
 from bigmodel import workdir as workdir_lib
 from bigmodel.flops import run_stats
 from bigmodel.model import Transformer, model_config
@@ -431,6 +431,9 @@ def train_command(spec: str, overrides: dict[str, str], workdir: str, stop_at_st
     workdir = Path(workdir)
     workdir_lib.check(config, workdir)
     stop = StopRequest()  # from here on, a signal means "checkpoint and exit", not a traceback
+    if runtime.EARLY_STOP["requested"]:  # SIGTERM while starting (bigmodel.runtime): nothing is written yet
+        print("stopped by SIGTERM while starting, before any step: rerun the same command to start or resume", file=sys.stderr)
+        return exit_codes.STOPPED
     code = run(config, workdir, stop_at_step, stop)
     if code == exit_codes.STORAGE_ERROR:
         # Orbax's writer threads are still failing against the broken storage; a normal exit

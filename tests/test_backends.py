@@ -282,16 +282,16 @@ def test_a_failed_run_is_relaunched_up_to_retries_times(tmp_path, capsys):
 
 
 def test_a_run_the_scheduler_stopped_is_requeued_while_it_makes_progress_and_a_users_stop_is_not(tmp_path, capsys):
-    outcomes = {"timed-out": [75, 75, 0], "timed-out-stuck": [75, 75], "cancelled": [75]}
+    outcomes = {"timed-out": [75, 75, 0], "timed-out-stuck": [75, 75, 75, 75], "cancelled": [75]}
     backend = FakeBackend(tmp_path, {name: list(codes) for name, codes in outcomes.items()})
-    backend.checkpoints = {"timed-out": [10, 20, 30], "timed-out-stuck": [10, 10], "cancelled": [10]}
+    backend.checkpoints = {"timed-out": [10, 20, 30], "timed-out-stuck": [10, 10, 10, 10], "cancelled": [10]}
     rows = {row["name"]: row for row in execution.execute([fake_run(name) for name in outcomes], tmp_path, backend)}
     assert {name: (row["status"], row["attempts"]) for name, row in rows.items()} == {
-        "timed-out": ("done", "3"), "timed-out-stuck": ("stopped", "2"), "cancelled": ("stopped", "1")}
+        "timed-out": ("done", "3"), "timed-out-stuck": ("stopped", "4"), "cancelled": ("stopped", "1")}
     output = capsys.readouterr().out
     assert "requeued timed-out: stopped by the scheduler at step 10; resuming" in output and "requeued cancelled" not in output
     assert "requeued timed-out: stopped by the scheduler at step 20; resuming" in output
-    assert output.count("requeued timed-out-stuck") == 1  # its second launch checkpointed nothing new: left stopped
+    assert output.count("requeued timed-out-stuck") == 3  # then 2 launches in a row checkpointed nothing new, and a 3rd: left stopped
 
 
 def test_slurm_stops_are_told_from_a_users_scancel_by_the_jobs_state():

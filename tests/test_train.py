@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,16 @@ def test_preempting_one_of_two_processes_stops_both_at_the_same_checkpointed_ste
     saved = [int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit()]
     assert len(saved) == 1 and saved[0] % 5 == 0 and saved[0] >= 10  # agreed at a log step, written jointly
     assert max(losses(workdir)) == saved[0]
+
+
+def test_sigterm_while_the_trainer_starts_exits_stopped_and_writes_no_run(tmp_path):
+    """A scheduler's SIGTERM in the first seconds (a preemption while JAX imports) is a stop,
+    exit 75 like one mid-run, not a kill (-15) that reads as a failure."""
+    workdir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "bigmodel", "train", "--config", "configs/lm.py:L1", "--workdir", str(workdir)],
+                               cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # past the interpreter's start, well before the first step
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 75, err
+    assert not (workdir / "config.json").exists()

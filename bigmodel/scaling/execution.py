@@ -107,6 +107,7 @@ def report_outcome(position: str, row: dict) -> None:
 
 # ----------------------------------------------------------------------------- branches
 
+MAX_STALLED_REQUEUES = 2
 CHECKPOINTS = "checkpoints"  # bigmodel.checkpoint.CHECKPOINT_DIR, not imported: it loads orbax and JAX into the driver
 
 
@@ -202,6 +203,7 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
     position = {run.name: f"[{number}/{len(runs)}]" for number, run in enumerate(runs, 1)}
     todo, in_flight, launched = [], {}, {run.name: 0 for run in runs}  # in_flight: handle → (run, start time)
     start_steps: dict[str, int] = {}  # the checkpointed step each run's current launch started from
+    stalled: dict[str, int] = {}  # launches in a row that checkpointed nothing new
     for run in runs:
         summary = run_summary(workdir, run.name)
         handle = None if summary else reattached_handle(run, previous.get(run.name), backend, workdir)
@@ -255,10 +257,12 @@ def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[d
         launches[run.name]["finished_at"] = utc_now()
         row = outcome_row(run, return_code, workdir, time.time() - started)
         reached = checkpointed_step(workdir / run.name)
-        if row["status"] == STOPPED and backend.stopped_by_scheduler(handle) and reached > start_steps.get(run.name, 0):
-            # A time limit or preemption, and the launch made progress: the next launch resumes
-            # from step `reached` (not counted as a retry; a launch that checkpoints nothing new is
-            # not requeued, so a time limit too short for one checkpoint cannot loop forever).
+        stalled[run.name] = 0 if reached > start_steps.get(run.name, 0) else stalled.get(run.name, 0) + 1
+        if row["status"] == STOPPED and backend.stopped_by_scheduler(handle) and stalled[run.name] <= MAX_STALLED_REQUEUES:
+            # A time limit or preemption: the next launch resumes from step `reached` (not counted
+            # as a retry). Launches that checkpoint nothing new (a preemption while starting) are
+            # requeued MAX_STALLED_REQUEUES times in a row, so a limit too short for one
+            # checkpoint cannot loop forever.
             record({**row, "status": PENDING})
             todo.append(run)
             print(f"{position[run.name]} requeued {run.name}: stopped by the scheduler at step {reached}; resuming", flush=True)
