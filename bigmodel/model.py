@@ -4,6 +4,8 @@ Pre-norm blocks written as the two residual lines they are, stacked with `nn.sca
 compiled block at any depth, or unrolled with `scan_layers=False`), rotary or learned
 positions, an untied or tied LM head. Parameters are float32; `dtype` is the compute dtype; the
 LM head runs in it with float32 accumulation; logits, softmax and the loss are float32.
+Given a `KVCache`, the same parameters decode: new tokens attend to the cached ones and to each
+other, and come back with their keys and values for the cache (`bigmodel.decoding` runs the loop).
 `config` is a `ModelConfig` (`bigmodel.model_config`); `model_config(run_config)` builds one.
 `bigmodel.flops.param_counts` states the exact parameter count (a test holds them equal).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -42,12 +45,17 @@ def _norm(name: str) -> nn.RMSNorm:
     return nn.RMSNorm(name=name, scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)))
 
 
-def rotary(x: jax.Array) -> jax.Array:
-    """Rotary position embedding (RoFormer) of x: [batch, seq, heads, head_dim]."""
+def rotary(x: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+    """Rotary position embedding (RoFormer) of x: [batch, seq, heads, head_dim], at `positions`
+    [batch, seq] (each row's own, when decoding left-padded prompts) or 0, 1, ... seq-1."""
     seq_len, head_dim = x.shape[1], x.shape[-1]
     inverse_freq = 1.0 / (10_000 ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    angles = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inverse_freq[None, :]
-    cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
+    if positions is None:  # training: every row at 0 .. seq-1 (one table, broadcast over rows)
+        angles = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inverse_freq[None, :]
+        cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
+    else:
+        angles = positions.astype(jnp.float32)[:, :, None] * inverse_freq[None, None, :]
+        cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
     first, second = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     rotated = jnp.concatenate([first * cos - second * sin, first * sin + second * cos], axis=-1)
     return rotated.astype(x.dtype)
@@ -89,6 +97,81 @@ def causal_attention(query: jax.Array, key: jax.Array, value: jax.Array, impleme
     return jax.nn.dot_product_attention(query, key, value, is_causal=True, implementation=kernel)
 
 
+@flax.struct.dataclass
+class KVCache:
+    """Every layer's keys and values of the tokens decoded so far, for a batch of prompts.
+
+    Prompts are left-padded so that all of them end at the same slot: one write index serves the
+    whole batch (one dynamic_update_slice per step, no per-row scatter), and the prefill's last
+    position holds every row's next-token logits. A token's position (rope angle or learned
+    embedding) is its slot minus its row's `start`, so padding shifts no row, and slots before
+    `start` are never attended to. Heads-major, as attention reads it: no transpose per step.
+    """
+
+    keys: jax.Array  # [layers, batch, heads, slots, head_dim] in the compute dtype
+    values: jax.Array
+    start: jax.Array  # [batch] int32: the slot of each row's first real token
+    index: jax.Array  # [] int32: slots before it hold tokens; the next token goes there
+
+    def append(self, keys: jax.Array, values: jax.Array) -> KVCache:
+        """The cache with new tokens' keys and values [layers, batch, heads, new, head_dim] (what
+        `Transformer` returns with a cache) written at `index`; in place inside a jitted loop.
+        Rows and heads are split as the activations are (batch over data, heads over tensor)."""
+        def write(stored, new):
+            written = jax.lax.dynamic_update_slice_in_dim(stored, new.astype(stored.dtype), self.index, axis=3)
+            return nn.with_logical_constraint(written, ("layers", "batch", "heads", "seq", "kv"))
+
+        return self.replace(keys=write(self.keys, keys), values=write(self.values, values), index=self.index + keys.shape[3])
+
+
+def empty_cache(config: ModelConfig, start: jax.Array, slots: int) -> KVCache:
+    """A cache of `slots` empty positions for rows whose first real token will be at `start`.
+    A prefill passes `slots=0`: its tokens attend only to each other, and it fills a cache of
+    the length it needs from what the model returns (`append`)."""
+    zeros = jnp.zeros((config.n_layers, start.shape[0], config.n_heads, slots, config.head_dim), config.dtype)
+    return KVCache(keys=zeros, values=zeros, start=start.astype(jnp.int32), index=jnp.zeros((), jnp.int32))
+
+
+@flax.struct.dataclass
+class NewTokens:
+    """Where one call's tokens sit, shared by every layer (broadcast through the layer scan)."""
+
+    positions: jax.Array  # [batch, new] each token's position in its own row
+    bias: jax.Array  # [batch, 1, new, slots + new] float32: 0 where a token may attend, -1e30 elsewhere
+
+
+def new_tokens(cache: KVCache, n_new: int) -> NewTokens:
+    """Positions and attention mask of `n_new` tokens at slots index, index+1, ...: a token sees
+    its row's cached slots (from `start` up to `index`) and the new tokens up to itself that are
+    not padding. A padding token sees nothing: its softmax is uniform and finite, and unused."""
+    slots = cache.index + jnp.arange(n_new)
+    all_slots = jnp.concatenate([jnp.arange(cache.keys.shape[3]), slots])[None, None, :]  # cached, then new
+    is_new = jnp.arange(all_slots.shape[-1]) >= cache.keys.shape[3]
+    written = (all_slots < cache.index) | (is_new & (all_slots <= slots[None, :, None]))
+    visible = written & (all_slots >= cache.start[:, None, None])
+    positions = jnp.maximum(slots[None, :] - cache.start[:, None], 0)
+    return NewTokens(positions=positions, bias=jnp.where(visible, 0.0, -1e30)[:, None])
+
+
+def cached_attention(query: jax.Array, key: jax.Array, value: jax.Array, cached_keys: jax.Array, cached_values: jax.Array,
+                     bias: jax.Array) -> jax.Array:
+    """New tokens' queries, keys and values [batch, new, heads, head_dim] attending to the cached
+    slots [batch, heads, slots, head_dim] and to each other under `bias` (`NewTokens.bias`), with
+    heads_major_attention's arithmetic (scale on q, float32 scores and softmax). The cache is
+    only read; the caller writes the new keys and values once, after every layer has run. Plain
+    einsums: the XLA path on every device (cuDNN's kernel takes no per-row padding mask, and one
+    decoded token is a matrix-vector product anyway)."""
+    query = query * jnp.asarray(query.shape[-1] ** -0.5, query.dtype)
+    query, key, value = (array.swapaxes(1, 2) for array in (query, key, value))
+    scores = jnp.concatenate([jnp.einsum("bnqh,bnkh->bnqk", query, keys, preferred_element_type=jnp.float32)
+                              for keys in (cached_keys, key)], axis=-1)
+    probabilities = jax.nn.softmax(scores + bias, axis=-1).astype(value.dtype)
+    n_cached = cached_keys.shape[2]
+    context = sum(jnp.einsum("bnqk,bnkh->bnqh", weights, values, preferred_element_type=jnp.float32)
+                  for weights, values in ((probabilities[..., :n_cached], cached_values), (probabilities[..., n_cached:], value)))
+    return context.astype(value.dtype).swapaxes(1, 2)
+
+
 class Projection(nn.Module):
     """A bias-free linear map with a multi-axis kernel (e.g. [embed, heads, head_dim]) that keeps
     its shape and logical names from initialisation on. (nn.DenseGeneral initialises a flattened
@@ -112,7 +195,10 @@ class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, layer_cache: tuple | None = None, new: NewTokens | None = None):
+        """(output, None): causal attention over x (training). With this layer's cached (keys,
+        values) [batch, heads, slots, head_dim]: x attends to them and to itself, and the second
+        output is x's own (keys, values) [batch, heads, new, head_dim], for the cache."""
         config = self.config
         batch, seq_len = x.shape[:2]
         head_dim = config.head_dim
@@ -124,13 +210,20 @@ class Attention(nn.Module):
             return checkpoint_name(projected.reshape(batch, seq_len, config.n_heads, head_dim), f"{name}_proj")
 
         query, key, value = project("query"), project("key"), project("value")
-        if config.positions == "rope":
-            query, key = rotary(query), rotary(key)
-        context = checkpoint_name(causal_attention(query, key, value, config.attention), "context")
+        if layer_cache is None:
+            if config.positions == "rope":
+                query, key = rotary(query), rotary(key)
+            context = causal_attention(query, key, value, config.attention)
+        else:
+            if config.positions == "rope":
+                query, key = rotary(query, new.positions), rotary(key, new.positions)
+            context = cached_attention(query, key, value, *layer_cache, new.bias)
+            layer_cache = (key.swapaxes(1, 2), value.swapaxes(1, 2))
+        context = checkpoint_name(context, "context")
         context = nn.with_logical_constraint(context, ("batch", "seq", "heads", "kv"))
         out = Projection((config.n_heads, head_dim, config.d_model), ("heads", "kv", "embed"), 0.02 / math.sqrt(2 * config.n_layers),
                          dtype, n_contract=2, name="out")(_tokens_first(context)).reshape(batch, seq_len, config.d_model)
-        return checkpoint_name(out, "out_proj")
+        return checkpoint_name(out, "out_proj"), layer_cache
 
 
 class Mlp(nn.Module):
@@ -149,17 +242,20 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """x + attention(norm(x)), then x + mlp(norm(x)); shaped (carry, _) → (carry, None) for nn.scan."""
+    """x + attention(norm(x)), then x + mlp(norm(x)); shaped (carry, layer_cache) → (carry, ...)
+    for nn.scan: (x, None) → (x, None) in training; when decoding, the layer's cached (keys,
+    values) in and the new tokens' (keys, values) out."""
 
     config: ModelConfig
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, _) -> tuple[jax.Array, None]:
+    def __call__(self, x: jax.Array, layer_cache: tuple | None = None, new: NewTokens | None = None):
         dropout = nn.Dropout(self.config.dropout, deterministic=self.deterministic)
-        x = x + dropout(Attention(self.config, name="attention")(_norm("attention_norm")(x)))
+        attended, layer_cache = Attention(self.config, name="attention")(_norm("attention_norm")(x), layer_cache, new)
+        x = x + dropout(attended)
         x = x + dropout(Mlp(self.config, name="mlp")(_norm("mlp_norm")(x)))
-        return nn.with_logical_constraint(x, ("batch", "seq", "embed")), None
+        return nn.with_logical_constraint(x, ("batch", "seq", "embed")), layer_cache
 
 
 class LMHead(nn.Module):
@@ -243,15 +339,35 @@ def chunked_cross_entropy(hidden: jax.Array, head_weight: jax.Array, targets: ja
     return jnp.sum(sums) / (batch * seq_len)
 
 
+def _layer_stack(block, config: ModelConfig, **scan_arguments):
+    """`block` scanned over the layers: one set of stacked parameters (at `layers/...`) for both
+    the training stack and the decoding one (which takes no remat, and broadcasts its NewTokens)."""
+    return nn.scan(
+        block,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        length=config.n_layers,
+        # Fully unrolled, the loop is straight-line code over the same stacked parameters,
+        # so checkpoints do not depend on this switch.
+        unroll=1 if config.scan_layers else config.n_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+        **scan_arguments,
+    )
+
+
 class Transformer(nn.Module):
     """tokens [batch, seq] int32 → logits [batch, seq, vocab] float32; given `targets`
     [batch, seq] (as nanoGPT's forward), the mean next-token loss instead, chunked when
-    `config.loss_chunk_tokens` is set so the whole batch's logits are never materialised."""
+    `config.loss_chunk_tokens` is set so the whole batch's logits are never materialised.
+    Given a `cache` (decoding): (logits, these tokens' (keys, values) per layer), which
+    `cache.append` writes in one dynamic_update_slice: inside the layer scan the cache is only
+    read (returning it updated from the scan made XLA copy the whole cache several times a step)."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, deterministic: bool = True, targets: jax.Array | None = None) -> jax.Array:
+    def __call__(self, tokens: jax.Array, deterministic: bool = True, targets: jax.Array | None = None,
+                 cache: KVCache | None = None):
         config = self.config
         dtype = jnp.dtype(config.dtype)
         embed = nn.Embed(
@@ -259,33 +375,30 @@ class Transformer(nn.Module):
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
         )
         x = embed(tokens)
+        new = None if cache is None else new_tokens(cache, tokens.shape[1])
         if config.positions == "learned":
             positions = self.param(
                 "position_embedding",
                 nn.with_logical_partitioning(nn.initializers.normal(0.02), ("seq", "embed")),
                 (config.max_seq_len, config.d_model),
             )
-            x = x + positions[None, : tokens.shape[1]]
+            x = x + (positions[None, : tokens.shape[1]] if new is None else positions[new.positions])
         x = nn.Dropout(config.dropout, deterministic=deterministic)(x.astype(dtype))
         x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
 
-        block = Block
-        if config.remat != "none":
-            block = nn.remat(Block, policy=REMAT_POLICIES[config.remat], prevent_cse=False)
-        stack = nn.scan(
-            block,
-            variable_axes={"params": 0},
-            split_rngs={"params": True, "dropout": True},
-            length=config.n_layers,
-            # Fully unrolled, the loop is straight-line code over the same stacked parameters,
-            # so checkpoints do not depend on this switch.
-            unroll=1 if config.scan_layers else config.n_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"},
-        )
-        x, _ = stack(config, deterministic, name="layers")(x, None)
+        if cache is None:
+            block = Block
+            if config.remat != "none":
+                block = nn.remat(Block, policy=REMAT_POLICIES[config.remat], prevent_cse=False)
+            x, _ = _layer_stack(block, config)(config, deterministic, name="layers")(x, None)
+        else:
+            stack = _layer_stack(Block, config, in_axes=(0, nn.broadcast))
+            x, new_keys_values = stack(config, deterministic, name="layers")(x, (cache.keys, cache.values), new)
         x = _norm("final_norm")(x)
 
         head_weight = embed.embedding.T if config.tie_embeddings else LMHead(config, name="lm_head")()
+        if cache is not None:
+            return full_logits(x, head_weight, dtype), new_keys_values
         if targets is None:
             return full_logits(x, head_weight, dtype)
         if config.loss_chunk_tokens:
