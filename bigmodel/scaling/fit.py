@@ -55,11 +55,16 @@ ISOFLOP_POINTS_PER_PARABOLA = 5  # the lowest-loss points of a budget; far point
 # ----------------------------------------------------------------------------- the LSE fits
 
 
+def log_prediction(theta, features) -> np.ndarray:
+    """log L at every point: LSE(e, a − α log N, b − β log D) (one term per feature row)."""
+    n_terms = features.shape[0]
+    terms = np.vstack([np.full(features.shape[1], theta[0]), theta[1 : 1 + n_terms, None] - theta[1 + n_terms :, None] * features])
+    return np.logaddexp.reduce(terms, axis=0)
+
+
 def summed_objective(theta, features, log_loss) -> float:
     """Σ Huber(prediction − log L) at `theta` (the reported objective, whatever the reduction)."""
-    n_terms = features.shape[0]
-    terms = np.vstack([np.full(log_loss.size, theta[0]), theta[1 : 1 + n_terms, None] - theta[1 + n_terms :, None] * features])
-    residual = np.logaddexp.reduce(terms, axis=0) - log_loss
+    residual = log_prediction(theta, features) - log_loss
     size, delta = np.abs(residual), lbfgs.HUBER_DELTA
     return float(np.sum(np.where(size <= delta, 0.5 * residual**2, delta * (size - 0.5 * delta))))
 
@@ -103,9 +108,7 @@ def residual_targets(theta, features, log_loss, replicates: int, rng) -> np.ndar
     experimenter's choice, not a sample, so every replicate keeps them all and only the noise is
     redrawn. Resampling points instead can drop a whole size from a small grid (3 sizes × 4 token
     counts: 2.3% of replicates), whose refits then fly off and set the interval's tail."""
-    n_terms = features.shape[0]
-    terms = np.vstack([np.full(log_loss.size, theta[0]), theta[1 : 1 + n_terms, None] - theta[1 + n_terms :, None] * features])
-    fitted = np.logaddexp.reduce(terms, axis=0)
+    fitted = log_prediction(theta, features)
     residuals = log_loss - fitted
     return fitted + residuals[rng.integers(0, log_loss.size, size=(replicates, log_loss.size))]
 
