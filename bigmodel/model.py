@@ -361,13 +361,15 @@ class Transformer(nn.Module):
     `config.loss_chunk_tokens` is set so the whole batch's logits are never materialised.
     Given a `cache` (decoding): (logits, these tokens' (keys, values) per layer), which
     `cache.append` writes in one dynamic_update_slice: inside the layer scan the cache is only
-    read (returning it updated from the scan made XLA copy the whole cache several times a step)."""
+    read (returning it updated from the scan made XLA copy the whole cache several times a step).
+    With `return_hidden`, the final-normed hidden states [batch, seq, d_model] instead of logits
+    (the features a task head such as fine-tuning's classifier reads)."""
 
     config: ModelConfig
 
     @nn.compact
     def __call__(self, tokens: jax.Array, deterministic: bool = True, targets: jax.Array | None = None,
-                 cache: KVCache | None = None):
+                 cache: KVCache | None = None, return_hidden: bool = False):
         config = self.config
         dtype = jnp.dtype(config.dtype)
         embed = nn.Embed(
@@ -395,6 +397,8 @@ class Transformer(nn.Module):
             stack = _layer_stack(Block, config, in_axes=(0, nn.broadcast))
             x, new_keys_values = stack(config, deterministic, name="layers")(x, (cache.keys, cache.values), new)
         x = _norm("final_norm")(x)
+        if return_hidden:
+            return x
 
         head_weight = embed.embedding.T if config.tie_embeddings else LMHead(config, name="lm_head")()
         if cache is not None:

@@ -163,6 +163,17 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     assert logits.dtype == jnp.float32
 
 
+def test_hidden_states_times_the_head_are_the_logits():
+    config = _config("L2")
+    model, variables = _init(config)
+    params = nn.unbox(variables)
+    tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 256)
+    hidden = jax.jit(lambda p, t: model.apply(p, t, return_hidden=True))(params, tokens)
+    assert hidden.shape == (2, 16, config.model.d_model)
+    head = params["params"]["lm_head"]["kernel"]  # untied by default
+    np.testing.assert_allclose(hidden @ head, jax.jit(model.apply)(params, tokens), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("remat", ["full", "dots"])
 def test_remat_policies_do_not_change_gradients(remat):
     tokens = jax.random.randint(jax.random.key(2), (2, 17), 0, 256)
