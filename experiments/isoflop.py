@@ -6,12 +6,18 @@ N_opt ∝ C^a.
   python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop --dry-run   # the 12 runs
   python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop             # ≈ 33 min, 2-core CPU
 
+`:branches` reaches the same 12 (N, C) points with cooldown branches (Hägele et al. 2024): per
+size one warmup-stable run to 80% of its largest budget's steps, and from it a 20% linear
+cooldown to each budget, so a size's points cost about its largest run:
+
+  python -m bigmodel sweep experiments/isoflop.py:branches --workdir runs/isoflop-branches
+
 FLOPs per token come from bigmodel.flops (6·N + 12·L·d·T, N with the LM head), never 6N, so each
 run's FLOPs equal its budget up to the rounding of steps (the dry run's FLOPs column). Sizes and
 the lr rule are the demo's (experiments/demo.py explains why widths at a fixed depth on a CPU).
 """
 
-from bigmodel.scaling.sweep import IsoFlopGrid, RunPlan, Study, shape_of
+from bigmodel.scaling.sweep import BranchGrid, IsoFlopGrid, RunPlan, Study, shape_of
 
 BUDGETS = (1e12, 3e12, 1e13)  # training FLOPs per run
 SIZES = [shape_of(2, d_model) for d_model in range(32, 257, 32)]  # 2 layers, d_model 32 … 256: 25K … 1.6M
@@ -31,11 +37,16 @@ def rules(plan: RunPlan) -> dict:
     }
 
 
-def get_study() -> Study:
+def get_study(kind: str = "runs") -> Study:
+    """:runs (default), one independent cosine run per point, or :branches, cooldown branches."""
+    grids = {"runs": IsoFlopGrid(BUDGETS, SIZES, tokens_per_param_range=(1, 300)),
+             "branches": BranchGrid(SIZES, budgets=BUDGETS, tokens_per_param_range=(1, 300), cooldown=0.2)}
+    if kind not in grids:
+        raise ValueError(f"unknown study {kind!r}: use experiments/isoflop.py (runs) or experiments/isoflop.py:branches")
     return Study(
         base_config="configs/lm.py:L2",
         overrides={"train.batch_size": 16, "data.seq_len": 128, "eval.batches": 16, "train.log_every": 20},
-        grid=IsoFlopGrid(BUDGETS, SIZES, tokens_per_param_range=(1, 300)),
+        grid=grids[kind],
         rules=rules,
         analysis={"law": "isoflop", "bootstrap": 100},
     )

@@ -41,6 +41,22 @@ def test_a_branch_grid_is_a_stable_run_per_size_and_a_cooldown_from_each_of_its_
     validate_runs(runs)
 
 
+def test_an_isoflop_branch_grid_puts_each_sizes_branches_on_the_budgets_it_suits():
+    from bigmodel.scaling.sweep import IsoFlopGrid
+
+    budgets, ratios = (2e10, 6e10), (0.3, 10)  # L1 sees 4.7 and 14 tokens per parameter, L2 0.19 and 0.58
+    kwargs = dict(overrides=SMALL, rules=lambda plan: {"optim.warmup_steps": 2})
+    runs = expand(Study("configs/lm.py:L1", BranchGrid(["L1", "L2"], budgets=budgets, tokens_per_param_range=ratios), **kwargs))
+    independent = expand(Study("configs/lm.py:L1", IsoFlopGrid(budgets, ["L1", "L2"], tokens_per_param_range=ratios), **kwargs))
+    assert [(run.name, run.role, run.budget) for run in runs] == [
+        ("stable-L1-d32-tok108K-lr3e-3-s0", "stable", None), ("C2e10-L1-d32-tok135K-lr3e-3-s0-cd20", "branch", 2e10),
+        ("stable-L2-d64-tok60.9K-lr3e-3-s0", "stable", None), ("C6e10-L2-d64-tok76.3K-lr3e-3-s0-cd20", "branch", 6e10)]
+    # The same (size, budget, steps) points as an IsoFlopGrid's, each branch's FLOPs its budget's.
+    points = [run for run in runs if run.role == "branch"]
+    assert [(run.params, run.budget, run.steps) for run in points] == [(run.params, run.budget, run.steps) for run in independent]
+    assert all(abs(run.flops / run.budget - 1) < 0.01 for run in points)
+
+
 @pytest.mark.parametrize("grid, rules, message", [
     (BranchGrid(["L1"], tokens=[4 * STEP_TOKENS]), None,
      "L1-d32: a branch of 4 steps would start its cooldown at step 3, before warmup ends \\(4 steps\\): ask for more tokens"),

@@ -22,12 +22,24 @@ SHAPES = ("linear", "1-sqrt")
 
 
 def check_grid(grid: BranchGrid) -> None:
-    if (grid.tokens is None) == (grid.tokens_per_param is None):
-        raise ConfigError("BranchGrid needs exactly one of tokens=[...] or tokens_per_param=[...]")
+    if sum(choice is not None for choice in (grid.tokens, grid.tokens_per_param, grid.budgets)) != 1:
+        raise ConfigError("BranchGrid needs exactly one of tokens=[...], tokens_per_param=[...] or budgets=[...]")
     if not 0.0 < grid.cooldown < 1.0:
         raise ConfigError(f"BranchGrid cooldown={grid.cooldown!r} must be a share of each branch's steps in (0, 1), e.g. 0.2")
     if grid.shape not in SHAPES:
         raise ConfigError(f"BranchGrid shape={grid.shape!r} must be one of {', '.join(SHAPES)}")
+
+
+def branch_targets(grid: BranchGrid, stats: dict) -> list[tuple[float | None, float]]:
+    """(budget, tokens wanted) per branch of one size; budgets outside the size's
+    tokens-per-param range are dropped, as in an IsoFlopGrid."""
+    if grid.tokens is not None:
+        return [(None, float(tokens)) for tokens in grid.tokens]
+    if grid.tokens_per_param is not None:
+        return [(None, ratio * stats["params"]) for ratio in grid.tokens_per_param]
+    low, high = grid.tokens_per_param_range
+    wanted = [(float(budget), budget / stats["flops_per_token"]) for budget in grid.budgets]
+    return [(budget, tokens) for budget, tokens in wanted if low <= tokens / stats["params"] <= high]
 
 
 def branch_points(lengths: list[int], cooldown: float) -> list[tuple[int, int]]:
@@ -54,8 +66,10 @@ def expand_branches(study: Study) -> list[Run]:
         stats = run_stats(config)
         stats.update(n_layers=shape["n_layers"], d_model=shape["d_model"])
         batch_size, seq_len = batch_size_for(study, stats, config.train.batch_size), config.data.seq_len
-        wanted = grid.tokens if grid.tokens is not None else [ratio * stats["params"] for ratio in grid.tokens_per_param]
-        points = branch_points([max(1, round(tokens / (batch_size * seq_len))) for tokens in wanted], grid.cooldown)
+        step_budget = {max(1, round(tokens / (batch_size * seq_len))): budget for budget, tokens in branch_targets(grid, stats)}
+        if not step_budget:
+            continue  # no budget of an isoFLOP branch grid suits this size
+        points = branch_points(list(step_budget), grid.cooldown)
         stable_steps = max(start for _, start in points)
         for seed in study.seeds:
             plan = RunPlan(n_layers=shape["n_layers"], d_model=shape["d_model"], params=stats["params"],
@@ -92,7 +106,8 @@ def expand_branches(study: Study) -> list[Run]:
                 for steps, start in points:
                     cooldown = {"optim.schedule": "wsd", "optim.decay_fraction": format_override(float(grid.cooldown)),
                                 "optim.decay_shape": grid.shape, "train.init_step": str(start)}
-                    name = f"{run_name(shape, steps * batch_size * seq_len, float(learning_rate), seed, None)}-cd{round(grid.cooldown * 100)}"
-                    runs.append(make_run(name, steps, cooldown, role="branch", parent=parent, init_step=start))
+                    budget = step_budget[steps]
+                    name = f"{run_name(shape, steps * batch_size * seq_len, float(learning_rate), seed, budget)}-cd{round(grid.cooldown * 100)}"
+                    runs.append(make_run(name, steps, cooldown, role="branch", parent=parent, init_step=start, budget=budget))
     check_names(runs)
     return runs

@@ -69,7 +69,10 @@ class BranchGrid:
 
     sizes: as in SizeGrid.
     tokens: each branch's training tokens (the stable part plus its cooldown), or
-    tokens_per_param: ratios, D = ratio · params.
+    tokens_per_param: ratios, D = ratio · params, or
+    budgets: training FLOPs per branch, D = C / flops_per_token(N) as in IsoFlopGrid (a size
+      keeps the budgets whose tokens-per-param ratio lies in tokens_per_param_range): isoFLOP
+      profiles from one stable run per size (experiments/isoflop.py:branches).
     cooldown: the share of each branch's steps spent cooling down (optim.decay_fraction).
     shape: the cooldown's shape, "linear" or "1-sqrt" (optim.decay_shape).
     The stable run and its branches share every hyperparameter the rules choose (the rules see
@@ -79,6 +82,8 @@ class BranchGrid:
     sizes: Sequence[str | Mapping[str, int]]
     tokens: Sequence[float] | None = None
     tokens_per_param: Sequence[float] | None = None
+    budgets: Sequence[float] | None = None
+    tokens_per_param_range: tuple[float, float] = (1.0, 1000.0)
     cooldown: float = 0.2
     shape: str = "linear"
 
