@@ -33,6 +33,7 @@ from bigmodel.scaling.holdout import CHOICES as HOLDOUT_CHOICES, describe_holdou
 from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, law_loss, power_law  # noqa: F401 — fit.power_law etc. stay importable
 from bigmodel.scaling.points import Points
 from bigmodel.scaling.registry import budget_flops, group_budgets, load_points
+from bigmodel.scaling.seeds import describe_spread, seed_spread
 
 CHINCHILLA_GRID = {  # order = the optimiser's layout [e, a, b, alpha, beta]
     "e": np.arange(-1.0, 1.01, 0.5),
@@ -352,6 +353,8 @@ def summarize(result: dict) -> str:
         text += f"; 95% CI {shown} [{low:.3f}, {high:.3f}] ({len(result['samples'])} bootstrap fits)"
     if result.get("holdout"):
         text += "; " + describe_holdout(result["holdout"])
+    if result.get("seed_spread"):
+        text += "; " + describe_spread(result["seed_spread"])
     return text
 
 
@@ -406,9 +409,13 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     held_out = held_out_mask(points, law) if holdout else np.zeros(len(points), dtype=bool)
     if held_out.all():
         raise ValueError(f"{path}: every row has {what_is_held_out(law)}, so nothing is left to fit: hold out nothing")
-    result = fit_points(points.select(~held_out), law, x=x, bootstrap=bootstrap, seed=seed, budget=budget, bootstrap_method=bootstrap_method)
+    fitted = points.select(~held_out)
+    result = fit_points(fitted, law, x=x, bootstrap=bootstrap, seed=seed, budget=budget, bootstrap_method=bootstrap_method)
     if holdout:
         result["holdout"] = holdout_rows(points, held_out, result)
+    spread = seed_spread(fitted)
+    if spread:
+        result["seed_spread"] = spread
     result["input"] = str(path)
     result["summary"] = summarize(result)
     return result
