@@ -32,6 +32,7 @@ from bigmodel.scaling import lbfgs
 from bigmodel.scaling.holdout import CHOICES as HOLDOUT_CHOICES, describe_holdout, held_out_mask, holdout_rows, what_is_held_out
 from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, law_loss, power_law  # noqa: F401 — fit.power_law etc. stay importable
 from bigmodel.scaling.points import Points
+from bigmodel.scaling.floor import compare_with_floor, describe_floor, known_floor
 from bigmodel.scaling.registry import budget_flops, group_budgets, load_points
 from bigmodel.scaling.seeds import describe_spread, seed_spread
 
@@ -355,6 +356,8 @@ def summarize(result: dict) -> str:
         text += "; " + describe_holdout(result["holdout"])
     if result.get("seed_spread"):
         text += "; " + describe_spread(result["seed_spread"])
+    if result.get("known_floor"):
+        text += "; " + describe_floor(result["known_floor"])
     return text
 
 
@@ -416,6 +419,9 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     spread = seed_spread(fitted)
     if spread:
         result["seed_spread"] = spread
+    floor = known_floor(path, fitted.names) if fitted.names else None
+    if floor:
+        result["known_floor"] = compare_with_floor(result, floor)
     result["input"] = str(path)
     result["summary"] = summarize(result)
     return result

@@ -148,6 +148,17 @@ def _draw_chinchilla_law(axes, fit: dict, non_embedding_params: np.ndarray, toke
         axes.plot(grid, law_loss(fit, grid, token_count, None), color=color, linewidth=2, gid="fit", label=label)
 
 
+def draw_known_floor(axes, fit: dict | None) -> list[float]:
+    """The true entropy rate of a markov sweep's corpus as a dotted line (`scaling.floor`): the
+    floor the fitted E should find. Returns its loss (to keep in frame), or [] without one."""
+    floor = (fit or {}).get("known_floor")
+    if not floor:
+        return []
+    axes.axhline(floor["loss"], color="0.25", linestyle=":", linewidth=1.6, gid="known-floor",
+                 label=f"true entropy rate {floor['loss']:.4f} ({floor['dataset']})")
+    return [floor["loss"]]
+
+
 def plot_loss_vs_params(
     non_embedding_params, tokens, loss, fit: dict | None = None, *, params_name: str = "non-embedding parameters N",
     loss_name: str = "validation loss",
@@ -178,6 +189,7 @@ def plot_loss_vs_params(
             _draw_chinchilla_law(axes, fit, params, tokens)
         elif fit is not None:
             _draw_power_law(axes, fit, params)
+        floor = draw_known_floor(axes, fit)
         intervals = interval_text(fit) if fit is not None else None
         if intervals:  # E especially: poorly identified, so never shown without its interval
             axes.text(0.02, 0.03, intervals, transform=axes.transAxes, fontsize=10, va="bottom", ha="left",
@@ -194,7 +206,7 @@ def plot_loss_vs_params(
             axes.annotate(f"{100 * float(error):+.1f}%", (n, (measured * predicted) ** 0.5), xytext=(12, 0),
                           textcoords="offset points", color="tab:red", fontsize=11, va="center")
         axes.set(xscale="log", yscale="log", xlabel=params_name, ylabel=f"{loss_name} ({UNITS})", title="Loss vs model size")
-        shown = [loss, [float(row["predicted_loss"]) for row in holdout]]
+        shown = [loss, [float(row["predicted_loss"]) for row in holdout], floor]
         if fit is not None and fit["law"] == "chinchilla":  # its markers or curves pass through the runs' (N, D)
             shown.append(law_loss(fit, params, tokens, None))
         fit_loss_limits(axes, np.concatenate(shown))

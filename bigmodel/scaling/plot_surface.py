@@ -24,7 +24,8 @@ from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 
 from bigmodel.scaling.laws import compute_optimal, law_loss, optimal_frontier
-from bigmodel.scaling.plot_figures import MIN_SAMPLES_FOR_BAND, compute_frontier, held_out_points, holdout_rows, interval_text
+from bigmodel.scaling.plot_figures import (MIN_SAMPLES_FOR_BAND, compute_frontier, draw_known_floor, held_out_points, holdout_rows,
+                                          interval_text)
 from bigmodel.scaling.plot_style import (
     BUDGET_COLORMAP,
     STYLE,
@@ -152,10 +153,13 @@ def plot_loss_vs_tokens(
         entries = [(Line2D([], [], color="gray", marker="o", markeredgecolor="black", linestyle=""), f"runs ({(~held_out).sum()} fitted)"),
                    (Line2D([], [], color="gray", linewidth=1.6), f"fitted {law_label(fit)}\none curve per N (same colour)")]
         entries += _draw_holdout(axes, fit, lambda row: float(row["tokens"]))
+        floor = draw_known_floor(axes, fit)
+        if floor:
+            entries.append((Line2D([], [], color="0.25", linestyle=":", linewidth=1.6), f"true entropy rate {floor[0]:.4f}"))
         _legend(axes, entries, loc="upper right")
         axes.set(xscale="log", yscale="log", xlabel="training tokens D", ylabel=f"{loss_name} ({UNITS})",
                  title="Loss vs data: the fitted surface at each model size")
-        shown = [loss, [float(row["predicted_loss"]) for row in holdout_rows(fit)]]
+        shown = [loss, [float(row["predicted_loss"]) for row in holdout_rows(fit)], floor]
         fit_loss_limits(axes, np.concatenate(shown))
         label_loss_axis(axes)
         tidy_log_axis(axes.xaxis)
