@@ -513,3 +513,11 @@ def test_cli_bad_input_prints_one_error_line_and_exits_2(tmp_path):
     assert not (tmp_path / "fit.json").exists()
     completed = run_cli(str(tmp_path / "bad.csv"), "--out", str(tmp_path / "fit.json"))  # no --law: a usage error, same shape
     assert completed.returncode == 2 and completed.stderr.count("\n") == 1 and "--law" in completed.stderr
+
+
+def test_a_degenerate_bootstrap_fit_leaves_an_unbounded_interval_not_an_overflow():
+    # log A = 800 is past float range (a replicate that ran off along the E–A ridge): A is inf.
+    sample = fit._chinchilla_parameters([0.0, 800.0, 1.0, 0.3, 0.3], budget=1e15)
+    assert sample["A"] == math.inf and sample["E"] == 1.0 and sample["B"] == pytest.approx(math.e)
+    intervals = fit._intervals([sample, fit._chinchilla_parameters([0.0, 1.0, 1.0, 0.3, 0.3], budget=1e15)])
+    assert intervals["ci"]["A"][1] == math.inf and intervals["ci"]["E"] == [1.0, 1.0]

@@ -133,15 +133,23 @@ def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, re
     return thetas[np.arange(replicates), np.argmin(values, axis=1)]
 
 
+def percentile_interval(values: np.ndarray) -> list[float]:
+    """The 2.5th and 97.5th percentiles; with infinite replicates, the nearest samples (linear
+    interpolation towards inf gives NaN), so an unbounded side reads inf."""
+    method = "linear" if np.isfinite(values[~np.isnan(values)]).all() else "nearest"
+    return [float(v) for v in np.nanpercentile(values, [2.5, 97.5], method=method)]
+
+
 def _intervals(samples: list[dict]) -> dict:
     """2.5/97.5 percentiles and standard errors of every key the samples share."""
     names = samples[0].keys()
     table = {name: np.array([sample[name] for sample in samples], dtype=float) for name in names}
-    return {
-        "ci": {name: [float(v) for v in np.nanpercentile(values, [2.5, 97.5])] for name, values in table.items()},
-        "se": {name: float(np.nanstd(values, ddof=1)) for name, values in table.items()},
-        "samples": samples,
-    }
+    with np.errstate(over="ignore", invalid="ignore"):  # an unbounded replicate (A = inf) leaves the SE inf or NaN
+        return {
+            "ci": {name: percentile_interval(values) for name, values in table.items()},
+            "se": {name: float(np.nanstd(values, ddof=1)) for name, values in table.items()},
+            "samples": samples,
+        }
 
 
 def _check_points(name_to_values: dict[str, np.ndarray], minimum: int) -> None:
@@ -178,10 +186,12 @@ def fit_power(x, loss, *, bootstrap: int = 0, seed: int = 0) -> dict:
 def _chinchilla_parameters(theta, budget=None) -> dict:
     """The law, its allocation exponents and, at `budget`, N_opt, D_opt, D/N and the loss there."""
     e, a, b, alpha, beta = (float(value) for value in theta)
-    law = {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta}
-    result = {**law, **compute_optimal(law["A"], law["B"], alpha, beta, budget)}
-    if "n_opt" in result:
-        result["loss_opt"] = float(chinchilla_loss(result["n_opt"], result["d_opt"], **law))
+    with np.errstate(over="ignore", invalid="ignore"):  # a degenerate bootstrap fit may put log A past float range:
+        E, A, B = (float(np.exp(value)) for value in (e, a, b))  # A = inf (its interval unbounded), not a crash
+        law = {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta}
+        result = {**law, **compute_optimal(law["A"], law["B"], alpha, beta, budget)}
+        if "n_opt" in result:
+            result["loss_opt"] = float(chinchilla_loss(result["n_opt"], result["d_opt"], **law))
     return result
 
 
@@ -306,7 +316,7 @@ def fit_isoflop(non_embedding_params, tokens, loss, flops, *, bootstrap: int = 0
 
 # ----------------------------------------------------------------------------- files → fits
 
-LAWS = ("power", "chinchilla", "isoflop")
+LAWS = ("power", "chinchilla", "isoflop", "hyperparams")  # hyperparams: η_opt(C), B_opt(C) (hyperparams.py)
 # --x for a power law → the Points field it fits against. "params" is the name older commands
 # used for N; it means non-embedding params like everywhere else.
 X_AXES = {"non_embedding_params": "non_embedding_params", "params": "non_embedding_params", "flops": "flops"}
@@ -374,7 +384,7 @@ def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdou
         raise ValueError(f"unknown x {x!r}: use non_embedding_params or flops")
     if holdout not in (None, *HOLDOUT_CHOICES):
         raise ValueError(f"unknown holdout {holdout!r}: the only choice is 'largest'")
-    if holdout and law == "isoflop":
+    if holdout and law in ("isoflop", "hyperparams"):
         raise ValueError("holdout needs a law that predicts a loss: use --law power or chinchilla")
     if budget is not None and law != "chinchilla":
         raise ValueError("--budget gives the Chinchilla compute-optimal allocation: use it with --law chinchilla")
@@ -405,6 +415,10 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     The result carries "summary", the line the CLI prints.
     """
     check_options(law, x, bootstrap, budget, holdout, bootstrap_method)
+    if law == "hyperparams":  # its points carry each run's lr and batch size, not N and D
+        from bigmodel.scaling.hyperparams import fit_hyperparams_input
+
+        return fit_hyperparams_input(path, bootstrap=bootstrap, seed=seed)
     x = X_AXES[x]
     points = load_points(path)
     if (law == "isoflop" or (law == "power" and x == "flops")) and not np.all(np.isfinite(points.flops)):

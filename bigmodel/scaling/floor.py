@@ -45,6 +45,7 @@ def compare_with_floor(fit: dict, floor: dict) -> dict:
     """The floor with the fit's E against it: E − floor and whether E's 95% interval covers it."""
     compared = dict(floor)
     if "E" in fit:
+        compared["E"] = float(fit["E"])
         compared["E_minus_floor"] = float(fit["E"] - floor["loss"])
         if "E" in fit.get("ci", {}):
             low, high = fit["ci"]["E"]
@@ -56,7 +57,7 @@ def describe_floor(compared: dict) -> str:
     """`E 1.262 vs the corpus's entropy rate 1.2512 nats/byte (+0.011; inside E's 95% interval)`."""
     if "E_minus_floor" not in compared:
         return f"the corpus's entropy rate is {compared['loss']:.4f} nats/byte"
-    text = f"E {compared['loss'] + compared['E_minus_floor']:.4g} vs the corpus's entropy rate {compared['loss']:.4f} nats/byte"
+    text = f"E {compared['E']:.4g} vs the corpus's entropy rate {compared['loss']:.4f} nats/byte"
     text += f" ({compared['E_minus_floor']:+.3f}"
     if "covered_by_E_interval" in compared:
         text += "; inside E's 95% interval" if compared["covered_by_E_interval"] else "; outside E's 95% interval"
