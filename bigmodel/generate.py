@@ -2,10 +2,11 @@
 checkpoint, restored onto the devices present now (as `eval` does), with a KV cache.
 
 All prompts (--prompt, then each non-blank line of --prompts_file) run as one left-padded batch:
-one prefill, then one jitted loop of decode steps (`bigmodel.decoding`). The text is printed when
-the batch is done, not streamed: the loop runs inside jit with no host call per token, which is
-what makes it fast. Plain output is each prompt followed by its continuation (prompts separated
-by a `---` line) with the speeds on stderr; `--json` prints one object per prompt instead.
+one prefill, then a jitted loop of decode steps (`bigmodel.decoding`). Plain output is each
+prompt followed by its continuation (prompts separated by a `---` line) with the speeds on
+stderr; `--json` prints one object per prompt instead. One prompt on a terminal is streamed: the
+loop runs STREAM_TOKENS steps per call (still inside jit, no host call per token) and each
+chunk's text is printed as it comes; the output is the same as without streaming.
 
 --stop S ends a continuation at the first S, which is left out of the text (its tokens stay in
 `tokens`). The loop stops a row when its last tokens are S's tokens; the text is also cut at
@@ -43,6 +44,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", default=None, metavar="STR", help="end each continuation at the first STR (left out of the text)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per prompt: text, tokens, finish_reason, prefill and decode tokens/s (of the whole batch)")
+    parser.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                        help="print the text as it is decoded: auto = when stdout is a terminal, one prompt and no --json")
 
 
 def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
@@ -111,39 +114,135 @@ def rate(tokens: int, seconds: float) -> float | None:
     return round(tokens / seconds, 1) if tokens and seconds > 0 else None
 
 
+def completion(prompt: str, ids: list[int], tokenizer, stop: str | None) -> dict:
+    """One prompt's JSON-ready record: its text cut at `stop`, the tokens through it, and why it ended."""
+    text, stopped = cut_at_stop(tokenizer.decode(ids), stop)
+    return {"prompt": prompt, "text": text, "tokens": tokens_through_stop(tokenizer, ids, stop) if stopped else ids,
+            "finish_reason": "stop" if stopped else "length"}
+
+
+def speeds(generated, batch_prompts: int) -> dict:
+    """The whole batch's speeds (every prompt's record carries them)."""
+    return {"batch_prompts": batch_prompts,
+            "prefill_tokens_per_s": rate(generated.prompt_tokens, generated.prefill_s),
+            "decode_tokens_per_s": rate(generated.decode_tokens, generated.decode_s),
+            "compile_s": round(generated.compile_s, 2)}
+
+
 def results(prompts: list[str], generated, tokenizer, stop: str | None) -> list[dict]:
     """One JSON-ready record per prompt; the speeds are the whole batch's."""
-    records = []
-    for prompt, ids in zip(prompts, generated.tokens):
-        text, stopped = cut_at_stop(tokenizer.decode(ids), stop)
-        records.append({
-            "prompt": prompt,
-            "text": text,
-            "tokens": tokens_through_stop(tokenizer, ids, stop) if stopped else ids,
-            "finish_reason": "stop" if stopped else "length",
-        })
-    speeds = {
-        "batch_prompts": len(prompts),
-        "prefill_tokens_per_s": rate(generated.prompt_tokens, generated.prefill_s),
-        "decode_tokens_per_s": rate(generated.decode_tokens, generated.decode_s),
-        "compile_s": round(generated.compile_s, 2),
-    }
-    return [{**record, **speeds} for record in records]
+    batch = speeds(generated, len(prompts))
+    return [{**completion(prompt, ids, tokenizer, stop), **batch} for prompt, ids in zip(prompts, generated.tokens)]
+
+
+def print_speeds(records: list[dict], generated) -> None:
+    import jax
+
+    rates = [records[0][name] or "n/a" for name in ("prefill_tokens_per_s", "decode_tokens_per_s")]
+    print(f"{generated.prompt_tokens} prompt tokens at {rates[0]} tokens/s (prefill), {generated.decode_tokens} new tokens "
+          f"at {rates[1]} tokens/s (decode), compiled in {generated.compile_s:.1f} s, on {jax.device_count()} × "
+          f"{jax.devices()[0].device_kind}", file=sys.stderr)
 
 
 def print_results(records: list[dict], as_json: bool, generated) -> None:
     """JSON lines; or each prompt with its continuation, and the speeds on stderr."""
-    import jax
-
     if as_json:
         for record in records:
             print(json.dumps(record))
         return
     print(f"\n{SEPARATOR}\n".join(record["prompt"] + record["text"] for record in records))
-    speeds = [records[0][name] or "n/a" for name in ("prefill_tokens_per_s", "decode_tokens_per_s")]
-    print(f"{generated.prompt_tokens} prompt tokens at {speeds[0]} tokens/s (prefill), {generated.decode_tokens} new tokens "
-          f"at {speeds[1]} tokens/s (decode), compiled in {generated.compile_s:.1f} s, on {jax.device_count()} × "
-          f"{jax.devices()[0].device_kind}", file=sys.stderr)
+    print_speeds(records, generated)
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def stable_text(text: str, stop: str | None) -> str:
+    """The part of a growing continuation's text that more tokens cannot change: all of it up
+    to `stop` once `stop` is in it; otherwise without a trailing U+FFFD (a character whose
+    bytes have not all come) and without an ending that could be the start of `stop`."""
+    text, stopped = cut_at_stop(text, stop)
+    if stopped:
+        return text
+    text = text.rstrip("\ufffd")
+    for length in range(min(len(stop or ""), len(text)), 0, -1):
+        if stop.startswith(text[-length:]):
+            return text[:-length]
+    return text
+
+
+class StreamPrinter:
+    """Writes one prompt and its continuation to `out` as the decode loop hands over ids: each
+    time, the new stable text. `finish` writes the rest and the newline, so the stream is the
+    same text that `print_results` prints for that prompt."""
+
+    def __init__(self, prompt: str, tokenizer, stop: str | None, out):
+        self.tokenizer, self.stop, self.out, self.printed = tokenizer, stop, out, ""
+        self._write(prompt)
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def __call__(self, ids_per_prompt: list[list[int]]) -> None:
+        text = stable_text(self.tokenizer.decode(ids_per_prompt[0]), self.stop)
+        if text.startswith(self.printed) and len(text) > len(self.printed):
+            self._write(text[len(self.printed):])
+            self.printed = text
+
+    def finish(self, final_text: str) -> None:
+        self._write(final_text[len(self.printed):] + "\n")
+
+
+def wants_streaming(mode: str, as_json: bool, n_prompts: int, is_terminal: bool) -> bool:
+    """--stream auto streams one prompt's plain text to a terminal; `on` insists (ConfigError
+    where it cannot: JSON is one object per prompt, and several prompts decode at once)."""
+    if mode == "on" and (as_json or n_prompts > 1):
+        raise ConfigError("--stream on prints one prompt's plain text: drop --json, pass one prompt, or use --stream auto")
+    return mode == "on" or (mode == "auto" and is_terminal and not as_json and n_prompts == 1)
+
+
+# ----------------------------------------------------------------------------- restoring a run
+
+
+def open_for_use(workdir: Path):
+    """(config, checkpoint manager, tokenizer) of a train run: everything needed to check a
+    request before any JAX work. ConfigError if it is not a run, has no checkpoint or tokenizer."""
+    from bigmodel.evaluate import open_run
+
+    config, manager = open_run(workdir)
+    try:
+        return config, manager, run_tokenizer(config, workdir)
+    except ConfigError:
+        manager.close()
+        raise
+
+
+def restore_params(config, manager, step: int | None = None):
+    """(setup, params, step): the run built for the devices present and its parameters, from
+    the newest readable checkpoint or from `step`. Only reads; closes the manager."""
+    from bigmodel import checkpoint
+    from bigmodel.train import build, restore_or_init
+
+    setup = build(config)
+    try:
+        if step is None:
+            state, step = restore_or_init(setup, manager, move_unreadable=False)
+        elif step not in manager.all_steps():
+            raise ConfigError(f"{manager.directory} has no checkpoint at step {step}: pick one of {sorted(manager.all_steps())}")
+        else:
+            target = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
+            checkpoint.check_shapes(manager, step, target)
+            try:
+                state = checkpoint.restore(manager, step, target)
+            except Exception as error:  # noqa: BLE001 — tensorstore raises many types for damaged files
+                raise ConfigError(f"checkpoint step {step} in {manager.directory} is unreadable ({type(error).__name__}): "
+                                  "pick another --step") from None
+    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
+        raise ConfigError(str(error)) from None
+    finally:
+        manager.close()
+    return setup, state.params, step
 
 
 def generate_command(args: argparse.Namespace) -> int:
@@ -155,25 +254,26 @@ def generate_command(args: argparse.Namespace) -> int:
     if args.stop == "":
         raise ConfigError("--stop is empty: give the string that ends a continuation, or leave --stop out")
     prompts = read_prompts(args.prompt, args.prompts_file)
+    stream = wants_streaming(args.stream, args.json, len(prompts), sys.stdout.isatty())
 
-    from bigmodel import checkpoint
     from bigmodel.decoding import generate
-    from bigmodel.evaluate import open_run
-    from bigmodel.train import build, restore_or_init
 
-    workdir = Path(args.workdir)
-    config, manager = open_run(workdir)
-    tokenizer = run_tokenizer(config, workdir)
+    config, manager, tokenizer = open_for_use(Path(args.workdir))
     encoded = [tokenizer.encode(prompt) for prompt in prompts]
-    check_lengths([len(ids) for ids in encoded], args.max_tokens, config.model.max_seq_len)
-    setup = build(config)
     try:
-        state, _ = restore_or_init(setup, manager, move_unreadable=False)  # generate only reads
-    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
-        raise ConfigError(str(error)) from None
-    manager.close()
+        check_lengths([len(ids) for ids in encoded], args.max_tokens, config.model.max_seq_len)
+    except ConfigError:
+        manager.close()
+        raise
+    setup, params, _ = restore_params(config, manager)
     stop_ids = tuple(tokenizer.encode(args.stop)) if args.stop else ()
-    generated = generate(setup.model, state.params, encoded, args.max_tokens, sampling, args.seed, stop_ids,
-                         setup.batch_sharding, setup.rules)
-    print_results(results(prompts, generated, tokenizer, args.stop), args.json, generated)
+    printer = StreamPrinter(prompts[0], tokenizer, args.stop, sys.stdout) if stream else None
+    generated = generate(setup.model, params, encoded, args.max_tokens, sampling, args.seed, stop_ids,
+                         setup.batch_sharding, setup.rules, on_chunk=printer)
+    records = results(prompts, generated, tokenizer, args.stop)
+    if printer is None:
+        print_results(records, args.json, generated)
+    else:
+        printer.finish(records[0]["text"])
+        print_speeds(records, generated)
     return 0

@@ -6,6 +6,7 @@ share one left-padded batch, so each row's positions and padding mask are exerci
 """
 
 import functools
+import io
 import json
 import math
 import os
@@ -21,7 +22,10 @@ import pytest
 
 from bigmodel.cli import main
 from bigmodel.config import ConfigError, load_config
-from bigmodel.decoding import generate, left_pad
+from bigmodel import decoding
+from bigmodel.data import ByteTokenizer
+from bigmodel.decoding import BatchShape, generate, left_pad
+from bigmodel.generate import StreamPrinter, stable_text
 from bigmodel.model import Transformer, model_config
 from bigmodel.sampling import Sampling, check_sampling, sample, top_k_mask, top_p_mask
 
@@ -105,6 +109,27 @@ def test_the_same_seed_gives_the_same_tokens_and_another_seed_others():
     assert first != other
 
 
+def test_streaming_hands_over_growing_prefixes_and_ends_with_the_same_tokens(monkeypatch):
+    model, params = random_model("rope", "float32")
+    prompts = random_prompts()
+    sampling = Sampling(temperature=1.0)
+    whole = generate(model, params, prompts, MAX_TOKENS, sampling, seed=3)
+    monkeypatch.setattr(decoding, "STREAM_TOKENS", 3)  # the step bound is an argument: no new compile
+    chunks = []
+    streamed = generate(model, params, prompts, MAX_TOKENS, sampling, seed=3, on_chunk=chunks.append)
+    assert streamed.tokens == whole.tokens
+    assert [[len(ids) for ids in chunk] for chunk in chunks] == [[1] * 3, [4] * 3, [7] * 3, [8] * 3]  # prefill, then 3 at a time
+    assert all(ids == final[: len(ids)] for chunk in chunks for ids, final in zip(chunk, whole.tokens))
+
+
+def test_a_padded_batch_shape_draws_the_same_greedy_tokens():
+    model, params = random_model("rope", "float32")
+    prompts = random_prompts()
+    padded = generate(model, params, prompts, MAX_TOKENS, GREEDY, seed=0, shape=BatchShape(rows=4, slots=16, tokens=16),
+                      ahead_of_time=False)  # a server's way: extra rows, slots and buffer; compiled on first use
+    assert padded.tokens == generate(model, params, prompts, MAX_TOKENS, GREEDY, seed=0).tokens
+
+
 SHARDED_ON_EIGHT_DEVICES = """
 import jax, numpy as np
 from bigmodel.config import load_config
@@ -180,6 +205,33 @@ def test_sampling_settings_out_of_range_are_refused(sampling, message):
         check_sampling(sampling)
 
 
+def test_stable_text_holds_back_what_more_tokens_could_change():
+    assert stable_text("abc", None) == "abc"
+    assert stable_text("ab\ufffd", None) == "ab"  # a character whose bytes have not all come
+    assert stable_text("hello wo", "world") == "hello "  # "wo" may be the start of the stop string
+    assert stable_text("hello world and more", "world") == "hello "  # the stop string came: final
+    assert stable_text("hello w", "xyz") == "hello w"
+
+
+def test_the_stream_printer_writes_the_final_text_once_without_partial_characters():
+    tokenizer, out = ByteTokenizer(), io.StringIO()
+    ids = tokenizer.encode("Amen. Selah — é")  # multi-byte characters, cut mid-character below
+    printer = StreamPrinter("P: ", tokenizer, ".", out)
+    for end in range(1, len(ids) + 1):
+        printer([ids[:end]])
+    printer.finish("Amen")
+    assert out.getvalue() == "P: Amen\n"  # nothing from the stop string on
+
+    out, seen = io.StringIO(), []
+    printer = StreamPrinter("", tokenizer, None, out)
+    for end in range(1, len(ids) + 1):
+        printer([ids[:end]])
+        seen.append(out.getvalue())
+    printer.finish(tokenizer.decode(ids))
+    assert out.getvalue() == "Amen. Selah — é\n" and not any("\ufffd" in text for text in seen)
+    assert len(set(seen)) > 10  # it wrote as the ids came, not at the end
+
+
 # ----------------------------------------------------------------------------- the command
 
 
@@ -232,6 +284,14 @@ def test_generate_prints_one_json_object_per_prompt_and_writes_nothing(tiny_run,
     assert code == 0 and out.startswith("Jesus wept" + text) and "\n---\nAnd God said" in out and "tokens/s (decode)" in err
 
 
+def test_streamed_output_is_the_printed_output(tiny_run, capsys):
+    # capsys is no terminal: --stream on forces the chunked loop that a terminal gets (stop strings: the printer's tests).
+    same = ["--prompt", "Jesus wept", "--max_tokens", "20", "--temperature", "1", "--seed", "5"]
+    code, plain, _ = run_generate(capsys, tiny_run, *same)
+    code_streamed, streamed, err = run_generate(capsys, tiny_run, *same, "--stream", "on")
+    assert code == code_streamed == 0 and streamed == plain and len(plain) > len("Jesus wept\n") and "tokens/s (decode)" in err
+
+
 @pytest.mark.parametrize("arguments,message", [
     (["--prompt", ""], "--prompt is empty"),
     ([], "no prompt: pass --prompt TEXT or --prompts_file F"),
@@ -244,8 +304,9 @@ def test_generate_prints_one_json_object_per_prompt_and_writes_nothing(tiny_run,
     (["--prompt", "a", "--stop", ""], "--stop is empty"),
     (["--prompts_file", "BLANK"], "has no prompt: write one prompt per line"),
     (["--prompts_file", "MISSING"], "cannot be read"),
+    (["--prompt", "a", "--stream", "on", "--json"], "--stream on prints one prompt's plain text"),
 ], ids=["empty-prompt", "no-prompt", "max-tokens-0", "beyond-max-seq-len", "top-p-0", "top-p-1.5", "top-k", "temperature",
-        "empty-stop", "blank-file", "missing-file"])
+        "empty-stop", "blank-file", "missing-file", "stream-json"])
 def test_bad_inputs_are_one_error_line_exit_2_and_write_nothing(tiny_run, tmp_path, capsys, arguments, message):
     (tmp_path / "BLANK").write_text("\n  \n")
     arguments = [str(tmp_path / a) if a in ("BLANK", "MISSING") else a for a in arguments]

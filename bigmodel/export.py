@@ -1,0 +1,145 @@
+"""`python -m bigmodel export --workdir DIR --out FILE.safetensors [--step N] [--dtype bfloat16]`:
+a run's parameters as one safetensors file that rebuilds the model without the run directory
+(`load_exported`; `pip install -e '.[export]'`).
+
+Tensors are named by their path in the parameter tree, `layers/attention/query/kernel` (layers
+stacked on the first axis, as the model scans them). The model settings and the tokenizer are
+JSON in the file's own metadata (the safetensors header), not in a sidecar: one file cannot
+drift from its config, and any safetensors reader shows them (`safe_open(F, "np").metadata()`).
+The settings are the run's `config.model` as written ("auto" dtype and attention included) plus
+the vocabulary size: the loader resolves them for the devices it runs on, as a restore does.
+A sentencepiece tokenizer travels as its serialized model (base64).
+
+--dtype bfloat16 halves the file; `load_exported` casts back to float32 (parameters are always
+float32 here), so logits then differ by bf16's rounding of the weights. The default float32
+export reproduces the run's logits bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib.util
+import json
+import os
+import time
+from pathlib import Path
+
+from bigmodel.config import ConfigError
+
+EXPORT_HELP = "write a run's parameters, model settings and tokenizer to one safetensors file"
+FORMAT = "bigmodel-export-1"
+SEPARATOR = "/"
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from bigmodel.cli import positive_int
+
+    parser.add_argument("--workdir", required=True, help="a train run's directory")
+    parser.add_argument("--out", required=True, help="the .safetensors file to write (never replaced unless --force)")
+    parser.add_argument("--step", type=positive_int, default=None, help="the checkpoint step (default: the newest readable)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="tensor dtype in the file: bfloat16 halves it, and loads back as float32 rounded to bf16")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+
+
+def check_out(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory: pass a file name such as {out / 'model.safetensors'}")
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists: pass --force to replace it, or another --out")
+    if not out.parent.is_dir():
+        raise ConfigError(f"{out.parent} does not exist: create it first, or pass another --out")
+
+
+def describe_tokenizer(tokenizer) -> dict:
+    """JSON that rebuilds the tokenizer (`tokenizer_from`)."""
+    if tokenizer.name == "bytes":
+        return {"kind": "bytes", "vocab_size": tokenizer.vocab_size}
+    proto = tokenizer.processor.serialized_model_proto()
+    return {"kind": "sentencepiece", "vocab_size": tokenizer.vocab_size, "model_base64": base64.b64encode(proto).decode("ascii")}
+
+
+def tokenizer_from(description: dict):
+    from bigmodel.data import ByteTokenizer, SentencePieceTokenizer
+
+    if description["kind"] == "bytes":
+        return ByteTokenizer()
+    return SentencePieceTokenizer(base64.b64decode(description["model_base64"]))
+
+
+def flat_tensors(params, dtype: str) -> dict:
+    """{"layers/attention/query/kernel": numpy array} in `dtype`, on the host."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(jax.device_get(params), sep=SEPARATOR)
+    return {name: np.ascontiguousarray(np.asarray(value).astype(jnp.dtype(dtype))) for name, value in flat.items()}
+
+
+def metadata(config, tokenizer, workdir: Path, step: int, dtype: str) -> dict[str, str]:
+    """The safetensors header's metadata: strings only, so each part is a JSON string."""
+    model_settings = {**config.model.to_dict(), "vocab_size": config.data.vocab_size}
+    run = {"workdir": str(workdir.resolve()), "step": step, "dtype": dtype, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {"format": FORMAT, "model": json.dumps(model_settings), "tokenizer": json.dumps(describe_tokenizer(tokenizer)),
+            "run": json.dumps(run)}
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Check the output path and the run (no JAX work), restore, write atomically, report."""
+    from bigmodel.generate import open_for_use, restore_params
+
+    out, workdir = Path(args.out), Path(args.workdir)
+    check_out(out, args.force)
+    if importlib.util.find_spec("safetensors") is None:
+        raise ConfigError("export needs safetensors: pip install -e '.[export]'")
+    from safetensors.numpy import save_file
+
+    config, manager, tokenizer = open_for_use(workdir)
+    setup, params, step = restore_params(config, manager, args.step)
+    tensors = flat_tensors(params, args.dtype)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        save_file(tensors, partial, metadata=metadata(config, tokenizer, workdir, step, args.dtype))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o666 & ~umask)  # safetensors writes 0600; a model file is made to be shared, like any other
+        os.replace(partial, out)  # whole or not at all: a reader never sees half a file
+    finally:
+        partial.unlink(missing_ok=True)
+    n_params = sum(tensor.size for tensor in tensors.values())
+    print(json.dumps({"out": str(out), "step": step, "tensors": len(tensors), "params": int(n_params), "dtype": args.dtype,
+                      "bytes": out.stat().st_size}))
+    return 0
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def model_config_from(settings: dict):
+    """The ModelConfig of exported settings, dtype and attention resolved for the devices here."""
+    from bigmodel.model_config import ModelConfig, current_platform, resolve_compute
+
+    dtype, attention = resolve_compute(settings, *current_platform())
+    try:
+        return ModelConfig(**{**settings, "dtype": dtype, "attention": attention})
+    except TypeError as error:  # a field this version does not know
+        raise ConfigError(f"the exported model settings do not fit this bigmodel ({error}): load it with the version that wrote it") from None
+
+
+def load_exported(path: str | os.PathLike):
+    """(ModelConfig, params, tokenizer) from an `export` file: `Transformer(config).apply({"params":
+    params}, tokens)` gives the run's logits. Parameters come back float32, as numpy arrays."""
+    import numpy as np
+    from flax import traverse_util
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as handle:
+        header = handle.metadata() or {}
+        if header.get("format") != FORMAT:
+            raise ConfigError(f"{path} is not a bigmodel export (format {header.get('format')!r}): write one with `bigmodel export`")
+        flat = {name: handle.get_tensor(name).astype(np.float32) for name in handle.keys()}
+    params = traverse_util.unflatten_dict(flat, sep=SEPARATOR)
+    return model_config_from(json.loads(header["model"])), params, tokenizer_from(json.loads(header["tokenizer"]))
