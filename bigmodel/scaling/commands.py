@@ -18,14 +18,16 @@ from pathlib import Path
 
 from bigmodel import exit_codes, files
 
-INPUT_HELP = "sweep directory (with runs.csv) or CSV with columns params,tokens,loss[,flops]"
-FIT_HELP = "fit a scaling law (power, chinchilla, isoflop) to a sweep or a CSV; print it, write JSON"
+INPUT_HELP = ("sweep directory (with runs.csv) or CSV with columns params,tokens,loss[,flops] "
+              "(--law hyperparams: flops,learning_rate,batch_size,seq_len,loss)")
+FIT_HELP = "fit a scaling law (power, chinchilla, isoflop, hyperparams) to a sweep or a CSV; print it, write JSON"
 PLOT_HELP = "draw the scaling plots of a sweep or a CSV (PNG + SVG), with the fit it is given"
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help=INPUT_HELP)
-    parser.add_argument("--law", required=True, help="power (L = E + A·X^-α), chinchilla (Approach 3, ~10 s) or isoflop (Approach 2)")
+    parser.add_argument("--law", required=True, help="power (L = E + A·X^-α), chinchilla (Approach 3, ~10 s), isoflop (Approach 2) or "
+                        "hyperparams (η_opt(C), B_opt(C) from lr × batch-size sweeps at several budgets)")
     parser.add_argument("--x", default="non_embedding_params",
                         help="power law's variable: non_embedding_params (N; 'params' means the same) or flops")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="K", help="refit K resamples: 95%% intervals and standard errors")

@@ -22,6 +22,7 @@ import numpy as np
 from bigmodel import files
 from bigmodel.scaling import fit as fitting
 from bigmodel.scaling.plot_data import PlotInput, load_input
+from bigmodel.scaling.plot_hyperparams import hyperparams_fit, plot_hyperparams
 from bigmodel.scaling.plot_figures import plot_isoflop, plot_loss_vs_compute, plot_loss_vs_params, plot_training_curves
 from bigmodel.scaling.plot_style import save_figure
 from bigmodel.scaling.plot_surface import plot_compute_optimal_frontier, plot_isoflop_slices, plot_loss_vs_tokens, with_allocation
@@ -164,6 +165,9 @@ def surface_figures(data: PlotInput, fit: dict | None, out_dir, note) -> list[Pa
 
 def plot_all(input_path: str | Path, out_dir: str | Path, fit: dict | str | Path | None = None, *, note=print) -> list[Path]:
     """Every figure the input supports, as PNG + SVG in `out_dir`; returns the paths written."""
+    hyperparams = hyperparams_fit(input_path, fit)  # a fit of η_opt(C), B_opt(C) draws its own figures
+    if hyperparams is not None:
+        return plot_hyperparams(hyperparams, out_dir)
     data = load_input(input_path)
     fit = given_fit(fit, data)
     if Path(out_dir).exists() and not Path(out_dir).is_dir():

@@ -112,8 +112,12 @@ class Study:
       larger run to hold out).
     overrides: {"train.log_every": 5, ...} applied to every run.
     batch_size: sequences per step, a number or a function of the model stats
-      (dict with params, non_embedding_params, flops_per_token, n_layers, d_model); None keeps the
-      base config's.
+      (dict with params, non_embedding_params, flops_per_token, n_layers, d_model; in a SizeGrid or
+      IsoFlopGrid also the run's seq_len, budget and wanted tokens and flops, e.g. a fitted
+      rule's B_opt(C): `bigmodel.scaling.hyperparams.fitted_rule`); None keeps the base config's.
+    batch_sizes: a list to sweep (SizeGrid, IsoFlopGrid), e.g. [8, 16, 32], in place of batch_size:
+      every (size, D or budget) trains at each, its steps = tokens / (batch · seq_len), and run
+      names get a `-b<batch>` part (only then, so existing names stay as they are).
     rules: RunPlan → {"optim.lr": ..., "optim.warmup_steps": ...}, the visible per-size rules.
     learning_rates: a list to sweep; it replaces the lr the rules chose.
     analysis: e.g. {"law": "power", "x": "params", "holdout": "largest", "bootstrap": 200}.
@@ -128,6 +132,7 @@ class Study:
     rules: Callable[[RunPlan], Mapping[str, Any]] | None = None
     seeds: Sequence[int] = (0,)
     learning_rates: Sequence[float] | None = None
+    batch_sizes: Sequence[int] | None = None
     analysis: Mapping[str, Any] | None = None
     resources: Callable[[RunPlan], Mapping[str, Any]] | None = None
 
@@ -245,9 +250,12 @@ def format_override(value: Any) -> str:
     return str(value)
 
 
-def run_name(shape: dict[str, int], tokens: int, learning_rate: float, seed: int, budget: float | None) -> str:
-    """`L4-d128-tok2.1M-lr3e-3-s0`, prefixed `C1e13-` (the budget) in isoFLOP grids."""
-    name = f"L{shape['n_layers']}-d{shape['d_model']}-tok{format_number(tokens)}-lr{format_number(learning_rate)}-s{seed}"
+def run_name(shape: dict[str, int], tokens: int, learning_rate: float, seed: int, budget: float | None,
+             batch_size: int | None = None) -> str:
+    """`L4-d128-tok2.1M-lr3e-3-s0`, prefixed `C1e13-` (the budget) in isoFLOP grids; a batch-size
+    sweep adds `-b<batch>` after the lr (`...-lr3e-3-b16-s0`)."""
+    batch = f"-b{batch_size}" if batch_size is not None else ""
+    name = f"L{shape['n_layers']}-d{shape['d_model']}-tok{format_number(tokens)}-lr{format_number(learning_rate)}{batch}-s{seed}"
     return f"C{format_number(budget, 2, scientific=True)}-{name}" if budget is not None else name
 
 
@@ -289,6 +297,30 @@ def batch_size_for(study: Study, stats: dict, base_batch_size: int) -> int:
     return value
 
 
+def batch_sizes_for(study: Study, stats: dict, base_batch_size: int) -> list[int]:
+    """The batch sizes one (size, D) trains at: the study's batch_sizes sweep, else its one batch size."""
+    if study.batch_sizes is None:
+        return [batch_size_for(study, stats, base_batch_size)]
+    if study.batch_size is not None:
+        raise ConfigError("the study gives both batch_size and batch_sizes: batch_sizes=[...] sweeps in place of batch_size, drop one")
+    values = list(study.batch_sizes)
+    if not values or any(isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in values):
+        raise ConfigError(f"the study's batch_sizes must be a list of positive ints, got {study.batch_sizes!r}")
+    if len(set(values)) < len(values):
+        raise ConfigError(f"the study's batch_sizes {values} repeat a value: list each batch size once")
+    return values
+
+
+def batch_targets(study: Study, stats: dict, base_batch_size: int, seq_len: int) -> list[tuple[float | None, float, int]]:
+    """(budget, tokens wanted, batch size) for one size: every D or budget at each batch size.
+    A batch-size function also sees the run's seq_len, budget and wanted tokens and flops."""
+    targets = []
+    for budget, tokens in token_targets(study.grid, stats):
+        wanted = {**stats, "seq_len": seq_len, "budget": budget, "tokens": tokens, "flops": tokens * stats["flops_per_token"]}
+        targets += [(budget, tokens, batch_size) for batch_size in batch_sizes_for(study, wanted, base_batch_size)]
+    return targets
+
+
 def rule_overrides(study: Study, plan: RunPlan) -> dict[str, Any]:
     overrides = dict(study.rules(plan)) if study.rules else {}
     owned = [key for key in overrides if key in GRID_KEYS]
@@ -305,13 +337,16 @@ def run_resources(study: Study, plan: RunPlan) -> Resources:
 
 
 def expand(study: Study) -> list[Run]:
-    """Every run of the study, in grid order (sizes, then budgets, then seeds, then lrs); a
+    """Every run of the study, in grid order (sizes, then budgets, batch sizes, seeds, lrs); a
     BranchGrid's stable run comes right before its branches."""
     if isinstance(study.grid, (list, tuple)):  # several grids, e.g. the fitted ones and a held-out run
         runs = [run for grid in study.grid for run in expand(dataclasses.replace(study, grid=grid))]
         check_names(runs)
         return runs
     if isinstance(study.grid, BranchGrid):
+        if study.batch_sizes is not None:
+            raise ConfigError("batch_sizes=[...] sweeps SizeGrid and IsoFlopGrid runs, not a BranchGrid (its branches share "
+                              "their stable run's batch): use an IsoFlopGrid, or one batch_size")
         from bigmodel.scaling.branches import expand_branches
 
         return expand_branches(study)
@@ -327,9 +362,8 @@ def expand(study: Study) -> list[Run]:
         config = apply_overrides(base, shape_overrides)
         stats = run_stats(config)
         stats.update(n_layers=shape["n_layers"], d_model=shape["d_model"])
-        batch_size = batch_size_for(study, stats, config.train.batch_size)
         seq_len = config.data.seq_len
-        for budget, wanted_tokens in token_targets(study.grid, stats):
+        for budget, wanted_tokens, batch_size in batch_targets(study, stats, config.train.batch_size, seq_len):
             steps = max(1, round(wanted_tokens / (batch_size * seq_len)))
             tokens = steps * batch_size * seq_len
             for seed in study.seeds:
@@ -348,7 +382,8 @@ def expand(study: Study) -> list[Run]:
                         "optim.lr": format_override(float(learning_rate)),
                     }
                     runs.append(Run(
-                        name=run_name(shape, tokens, float(learning_rate), seed, budget), config_spec=spec,
+                        name=run_name(shape, tokens, float(learning_rate), seed, budget, batch_size if study.batch_sizes else None),
+                        config_spec=spec,
                         overrides=overrides, params=stats["params"], non_embedding_params=stats["non_embedding_params"],
                         flops_per_token=stats["flops_per_token"], tokens=tokens, flops=stats["flops_per_token"] * tokens,
                         steps=steps, batch_size=batch_size, seq_len=seq_len, learning_rate=float(learning_rate),
@@ -366,7 +401,7 @@ def check_names(runs: list[Run]) -> None:
     seen = {}
     for run in runs:
         if run.name in seen:
-            raise ConfigError(f"two runs are both named {run.name!r}: the grid repeats a size, seed or lr")
+            raise ConfigError(f"two runs are both named {run.name!r}: the grid repeats a size, seed, lr or batch size")
         seen[run.name] = run
 
 
