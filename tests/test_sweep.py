@@ -208,8 +208,8 @@ def test_analysis_fits_the_registry_and_draws_plots(tmp_path, capsys):
 
 
 def test_shipped_experiments_expand_and_validate():
-    for name in ("demo", "isoflop", "branches", "branches.py:cosine"):
-        study = load_study(REPO_ROOT / "experiments" / (name if name.endswith(":cosine") else f"{name}.py"))
+    for name in ("demo", "isoflop", "isoflop.py:branches", "branches", "branches.py:cosine", "markov", "hparams"):
+        study = load_study(REPO_ROOT / "experiments" / (name if ":" in name else f"{name}.py"))
         runs = expand(study)
         assert len(runs) >= 6
     demo = expand(load_study(REPO_ROOT / "experiments" / "demo.py"))
