@@ -1,4 +1,4 @@
-"""`python -m bigmodel <command>`: train, eval, generate, bench, plan, presets, sweep, status, fit, plot, compare.
+"""`python -m bigmodel <command>`: train, eval, generate, serve, export, finetune, bench, plan, presets, sweep, status, fit, plot, compare.
 
 Commands import their modules lazily so `presets` and `--help` answer without loading JAX.
 Any `--config.group.key=value` argument overrides the config file (big_vision style).
@@ -17,7 +17,7 @@ from bigmodel.config import ConfigError, parse_override
 
 OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
                   "(e.g. --config.train.steps=200 --config.model.d_model=128); configs/lm.py lists the keys.")
-COMMANDS_WITH_OVERRIDES = ("train", "bench", "plan")
+COMMANDS_WITH_OVERRIDES = ("train", "bench", "plan", "finetune")
 
 PLAN_TARGETS = ("h100-80gb", "h200-141gb", "a100-40gb", "a100-80gb", "tpu-v4", "tpu-v5e", "tpu-v5p")  # bigmodel.plan.TARGETS
 
@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bigmodel import generate  # argparse only: JAX loads when the command runs
 
     generate.add_generate_arguments(commands.add_parser("generate", help=generate.GENERATE_HELP))
+    from bigmodel import export, serve  # argparse only: JAX, FastAPI and safetensors load when the command runs
+
+    serve.add_serve_arguments(commands.add_parser("serve", help=serve.SERVE_HELP))
+    export.add_export_arguments(commands.add_parser("export", help=export.EXPORT_HELP))
 
     presets = commands.add_parser("presets", help="list model size presets with params and FLOPs/token")
     presets.add_argument("--vocab_size", type=int, default=256)
@@ -150,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bigmodel.scaling import compare  # argparse only: statistics and checkpoints load later
 
     compare.add_compare_arguments(commands.add_parser("compare", help=compare.COMPARE_HELP))
+    from bigmodel.finetune import command as finetune  # argparse only: JAX loads when the command runs
+
+    finetune.add_finetune_arguments(commands.add_parser("finetune", help=finetune.FINETUNE_HELP,
+                                                        epilog="Any key of configs/finetune.py can be overridden with --config.group.key=value."))
     return parser
 
 
@@ -199,6 +207,18 @@ def main(argv: list[str] | None = None) -> int:
             runtime.set_gpu_memory_fraction()
             runtime.enable_compilation_cache()
             return generate_command(args)
+        if args.command in ("serve", "export"):
+            from bigmodel import runtime
+
+            runtime.set_gpu_memory_fraction()
+            runtime.enable_compilation_cache()
+            if args.command == "serve":
+                from bigmodel.serve import serve_command
+
+                return serve_command(args)
+            from bigmodel.export import export_command
+
+            return export_command(args)
         if args.command == "sweep":
             from bigmodel.scaling.runner import sweep_command
 
@@ -215,6 +235,14 @@ def main(argv: list[str] | None = None) -> int:
             from bigmodel.scaling.commands import plot_command
 
             return plot_command(args)
+        if args.command == "finetune":
+            from bigmodel import runtime
+            from bigmodel.finetune.command import finetune_command
+
+            runtime.note_early_stop_requests()  # until the loop installs train.StopRequest
+            runtime.set_gpu_memory_fraction()
+            runtime.enable_compilation_cache()
+            return finetune_command(args, overrides)
         if args.command == "compare":
             from bigmodel.scaling.compare import compare_command
 

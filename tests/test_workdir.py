@@ -74,7 +74,7 @@ def test_a_workdir_that_is_a_file_is_one_line_and_left_alone(tmp_path, capsys):
 
 def test_overrides_on_a_command_that_takes_none_are_refused(capsys):
     assert main(["eval", "--workdir", "runs/x", "--config.train.steps=3"]) == 2
-    assert "apply to train, bench, plan only" in _one_error_line(capsys)
+    assert "apply to train, bench, plan, finetune only" in _one_error_line(capsys)
 
 
 def test_argparse_mistakes_are_one_error_line_exit_2(capsys):

@@ -1,0 +1,296 @@
+"""`python -m bigmodel finetune --from RUN --task NAME --workdir OUT`: the command, top to bottom.
+
+  flags + config → every check (nothing written yet) → the task's texts, tokenized with RUN's
+  tokenizer → classifier + mesh → state: OUT's newest checkpoint, else RUN's params (read-only)
+  or a random init (--scratch) → the loop (`loop.py`) → test metrics with the best parameters
+
+OUT resumes like a train run: the same command continues from its newest checkpoint, and a
+finished run (OUT/test_metrics.json written) says so and exits 0. A workdir holding anything
+else (a train run, other files, a fine-tuning run of another config) is refused.
+
+Outputs in OUT: config.json, checkpoints/, metrics.jsonl (+ tensorboard/), test_metrics.json
+(accuracy, macro/micro precision/recall/F1, per-class rows, the confusion matrix) and
+confusion_matrix.png (+ .svg); the per-class table and one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from bigmodel.config import ConfigError
+
+FINETUNE_HELP = "fine-tune a train run as a text classifier (head + pooled features; early stopping; test metrics)"
+TEST_METRICS = "test_metrics.json"
+LEFT_BEFORE_CONFIG = (".lock",)  # bigmodel.files.LOCK_FILE: a claimed directory that failed before config.json
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    from bigmodel.cli import positive_int
+
+    parser.add_argument("--from", dest="init_from", required=True, metavar="RUN",
+                        help="a bigmodel train run's workdir: its architecture, tokenizer and checkpoint (only read)")
+    parser.add_argument("--task", required=True, help="kjv_books (built in) or tfds:<name>[/<config>] of a prepared text-classification dataset")
+    parser.add_argument("--workdir", required=True, help="this fine-tuning run's directory; an existing one is resumed")
+    parser.add_argument("--config", default=None, help="path/to/config.py (default: configs/finetune.py)")
+    parser.add_argument("--scratch", action="store_true", help="random init of the same architecture: the from-scratch baseline")
+    parser.add_argument("--stop_at_step", type=positive_int, default=None, help="checkpoint and exit after this step (resume later)")
+
+
+# ----------------------------------------------------------------------------- checks (read only)
+
+
+def open_backbone_run(config):
+    """(the --from run's config fitted to these devices, the checkpoint step to start from)."""
+    import orbax.checkpoint as ocp
+
+    from bigmodel import checkpoint, config as config_lib, files
+    from bigmodel.evaluate import config_for_these_devices
+    from bigmodel.finetune.settings import is_finetune_config
+
+    run = Path(config.backbone.init_from)
+    saved = files.read_json(run / "config.json") if (run / "config.json").is_file() else None
+    if saved is None or is_finetune_config(saved) or "model" not in saved:
+        raise ConfigError(f"--from {run} is not a bigmodel train run (no readable config.json of one): pass a train run's --workdir")
+    backbone_config = config_for_these_devices(config_lib.from_json(json.dumps(saved)))
+    if config.backbone.init == "scratch":
+        return backbone_config, 0
+    steps = sorted(ocp.utils.checkpoint_steps(checkpoint.checkpoint_dir(run))) if (run / checkpoint.CHECKPOINT_DIR).is_dir() else []
+    if not steps:
+        raise ConfigError(f"--from {run} has no checkpoint yet: train it first, or pass --scratch for a random init")
+    step = config.backbone.step or steps[-1]
+    if step not in steps:
+        raise ConfigError(f"--from {run} has no checkpoint at config.backbone.step={step} (it has {steps}): pick one of them, or 0 for the newest")
+    return backbone_config, step
+
+
+def saved_config(workdir: Path) -> dict | None:
+    """OUT/config.json if it is a fine-tuning run's; ConfigError for anything else in OUT."""
+    from bigmodel import files
+    from bigmodel.checkpoint import CHECKPOINT_DIR
+    from bigmodel.finetune.settings import is_finetune_config
+
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} is a file: pass a directory (new or a fine-tuning run to resume)")
+    path = workdir / "config.json"
+    if path.exists():
+        saved = files.read_json(path)
+        if saved is None:
+            raise ConfigError(f"{path} is not valid JSON: restore it, or use a new --workdir")
+        if not is_finetune_config(saved):
+            raise ConfigError(f"--workdir {workdir} holds a bigmodel train run, not a fine-tuning run: pick a new --workdir")
+        return saved
+    empty_checkpoints = lambda path: path.name == CHECKPOINT_DIR and path.is_dir() and not any(path.iterdir())  # noqa: E731
+    if workdir.exists() and not all(path.name in LEFT_BEFORE_CONFIG or empty_checkpoints(path) for path in workdir.iterdir()):
+        raise ConfigError(f"--workdir {workdir} exists and is not a bigmodel run (no config.json): pick a new --workdir")
+    return None
+
+
+def check_resumable(config, saved: dict | None, workdir: Path) -> None:
+    from bigmodel import config as config_lib
+    from bigmodel.finetune.settings import resumable_differences
+
+    if saved is None:
+        return
+    changes = resumable_differences(saved, json.loads(config_lib.to_json(config)))
+    if changes:
+        raise ConfigError(f"--workdir {workdir} holds a fine-tuning run with a different config ({'; '.join(changes[:3])}): "
+                          "use a new --workdir")
+
+
+# ----------------------------------------------------------------------------- restore
+
+
+def read_only_manager(run: Path):
+    """A manager that can only read `run`'s checkpoints (orbax's note that it is read-only is silenced)."""
+    import orbax.checkpoint as ocp
+
+    from bigmodel import checkpoint
+
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
+        return ocp.CheckpointManager(checkpoint.checkpoint_dir(run), options=options, item_handlers=ocp.PyTreeCheckpointHandler())
+    finally:
+        absl.setLevel(level)
+
+
+def restore_backbone(setup, run: Path, step: int):
+    """The --from run's parameters at `step` (less its LM head) on the backbone's shardings, read
+    without its optimizer state (orbax partial restore) and without writing to the run."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from bigmodel import checkpoint
+    from bigmodel.finetune.classifier import BACKBONE
+
+    abstract = setup.abstract_state.train.params[BACKBONE]
+    target = {"params": checkpoint.abstract_target(abstract, setup.params_shardings[BACKBONE])}
+    manager = read_only_manager(run)
+    try:
+        checkpoint.check_shapes(manager, step, target)
+        restore_args = jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype), target)
+        return manager.restore(step, args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True))["params"]
+    except checkpoint.ShapeMismatch as error:
+        raise ConfigError(str(error)) from None
+    except Exception as error:  # noqa: BLE001 — a damaged checkpoint: one line, no fallback to another step
+        raise ConfigError(f"--from {run} checkpoint step {step} cannot be read ({type(error).__name__}: {str(error)[:160]}): "
+                          "pick another with --config.backbone.step") from None
+    finally:
+        manager.close()
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_results(config, backbone_step: int, state, report: dict, task, data) -> dict:
+    return {
+        "task": task.name,
+        "source": task.source,
+        "from": config.backbone.init_from,
+        "init": config.backbone.init,
+        "backbone_step": backbone_step,
+        "frozen_backbone": config.backbone.freeze,
+        "pooling": config.classifier.pooling,
+        "steps": int(state.train.step),
+        "stopped_early": int(state.train.step) < config.train.steps,
+        "best_step": int(state.best_step),
+        "validation_" + config.eval.metric: float(state.best_score) * (-1 if config.eval.metric == "loss" else 1),
+        "examples": {split: len(data[split]) for split in ("train", "validation", "test")},
+        "truncated_to_seq_len": {split: data[split].truncated for split in ("train", "validation", "test")},
+        **{key: report[key] for key in ("loss", "accuracy", "macro", "micro", "per_class", "class_names", "confusion_matrix")},
+        "test_examples": report["examples"],
+    }
+
+
+def write_outputs(workdir: Path, results: dict, report: dict) -> None:
+    from bigmodel import files
+    from bigmodel.finetune import metrics as classification
+
+    print(classification.format_table(report))
+    classification.write_confusion_figure(report, workdir, f"{results['task']} test set, {results['init']} backbone (best step {results['best_step']})")
+    files.write_json_atomic(workdir / TEST_METRICS, results)  # last: its presence marks the run finished
+    print(json.dumps({"task": results["task"], "init": results["init"], "steps": results["steps"], "best_step": results["best_step"],
+                      "test_accuracy": round(results["accuracy"], 4), "test_macro_f1": round(results["macro"]["f1"], 4),
+                      "test_examples": results["test_examples"]}))
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def finetune_command(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from bigmodel import exit_codes, runtime
+    from bigmodel.finetune.settings import load_finetune_config
+    from bigmodel.finetune.tasks import check_task_name
+
+    config = load_finetune_config(args.config, overrides, args.task, args.init_from, args.scratch)
+    check_task_name(config.task.name)
+    workdir = Path(args.workdir)
+    if workdir.resolve() == Path(config.backbone.init_from).resolve():
+        raise ConfigError(f"--workdir {workdir} is the --from run itself: fine-tune into a new directory")
+    saved = saved_config(workdir)
+    if saved is not None and config.backbone.step == 0:
+        config.backbone.step = saved["backbone"]["step"]  # "newest" means the one the run started from
+    backbone_config, backbone_step = open_backbone_run(config)
+    config.backbone.step = backbone_step
+    check_resumable(config, saved, workdir)
+    if (workdir / TEST_METRICS).exists():
+        print(f"{workdir} already finished; see {workdir / TEST_METRICS}")
+        return exit_codes.OK
+    from bigmodel.train import StopRequest
+
+    stop = StopRequest()  # from here on, a signal means "checkpoint and exit", not a traceback
+    if runtime.EARLY_STOP["requested"]:
+        print("stopped by SIGTERM while starting, before any step: rerun the same command to start or resume", file=sys.stderr)
+        return exit_codes.STOPPED
+    return run(config, backbone_config, backbone_step, workdir, args.stop_at_step, stop)
+
+
+def task_data(config, backbone_config):
+    """(the task, its three splits tokenized with the --from run's tokenizer); validation capped
+    at eval.max_examples, the same subset for every run."""
+    from bigmodel.data.sources import resolve_data_dir
+    from bigmodel.finetune.batches import capped, encode_split
+    from bigmodel.finetune.tasks import load_task
+    from bigmodel.generate import run_tokenizer
+
+    tokenizer = run_tokenizer(backbone_config, Path(config.backbone.init_from))
+    data_dir = str(Path(config.task.data_dir).expanduser().absolute()) if config.task.data_dir else resolve_data_dir(backbone_config.data)
+    task = load_task(config.task, data_dir, config.seed)
+    data = {split: encode_split(getattr(task, split), tokenizer, config.task.seq_len, f"{task.name} {split}")
+            for split in ("train", "validation", "test")}
+    data["validation"] = capped(data["validation"], config.eval.max_examples, seed=0)
+    return task, data
+
+
+def claim(workdir: Path):
+    """Create the workdir and hold its lock while the returned file stays referenced."""
+    from bigmodel import files
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return files.exclusive_workdir(workdir, "finetune")
+    except files.WorkdirBusy as error:
+        raise ConfigError(str(error)) from None
+
+
+def restore_or_init(setup, manager, parent_params):
+    """The workdir's newest readable checkpoint, else a fresh state on `parent_params`."""
+    from bigmodel import checkpoint
+    from bigmodel.finetune import loop
+
+    target = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
+    try:
+        state, _ = checkpoint.restore_newest_readable(manager, target, move_unreadable=True)
+    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
+        raise ConfigError(str(error)) from None
+    return loop.initial_state(setup, parent_params) if state is None else state
+
+
+def run(config, backbone_config, backbone_step: int, workdir: Path, stop_at_step: int | None, stop) -> int:
+    import jax
+
+    from bigmodel import checkpoint, exit_codes, metrics as metrics_lib, sharding
+    from bigmodel.finetune import loop
+    from bigmodel.finetune.settings import check_against_backbone
+    from bigmodel.model import model_config
+    from bigmodel.workdir import write_config
+
+    task, data = task_data(config, backbone_config)
+    mesh = sharding.make_mesh(backbone_config.mesh)
+    check_against_backbone(config, backbone_config, mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
+    setup = loop.build(config, model_config(backbone_config), len(task.class_names), mesh, sharding.logical_rules(backbone_config))
+    fresh = checkpoint.newest_step(workdir) == 0
+    parent_params = restore_backbone(setup, Path(config.backbone.init_from), backbone_step) if fresh and config.backbone.init == "pretrained" else None
+
+    is_writer = jax.process_index() == 0
+    lock = claim(workdir) if is_writer else None  # noqa: F841 — every check has passed: the workdir is ours until we return
+    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
+    state = restore_or_init(setup, manager, parent_params)
+    if is_writer:
+        metrics_lib.truncate_metrics_after(workdir, int(state.train.step))
+        write_config(config, workdir)
+    log = metrics_lib.MetricsLog(workdir, enabled=is_writer)
+    progress = metrics_lib.Progress(config.train.steps, int(state.train.step), enabled=is_writer)
+    try:
+        code = exit_codes.OK
+        if not loop.finished(state, config):
+            code, state = loop.train_loop(setup, manager, state, data, task.class_names, log, progress, stop, stop_at_step)
+        manager.wait_until_finished()
+    finally:
+        progress.close()
+        log.close()
+    manager.close()
+    if code != exit_codes.OK or not loop.finished(state, config):
+        if code == exit_codes.OK:
+            progress.message(f"stopped after step {int(state.train.step)} (--stop_at_step); run the same command without it to continue")
+        return code  # a signal, a failure, or --stop_at_step: the test set waits for the end
+    report = loop.evaluate(setup, loop.make_predict(setup), state.best_params, data["test"], task.class_names)
+    if is_writer:
+        write_outputs(workdir, test_results(config, backbone_step, state, report, task, data), report)
+    return exit_codes.OK
