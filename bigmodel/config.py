@@ -16,6 +16,7 @@ from pathlib import Path
 import ml_collections
 
 from bigmodel.model_config import ATTENTIONS, AUTO, DTYPES, REMAT_NAMES, compute_dtype, cudnn_problem, current_platform
+from bigmodel.mup import PARAMETRIZATIONS
 
 
 class ConfigError(ValueError):
@@ -220,6 +221,22 @@ def check_attention(model, platform: str | None, device_kind: str) -> None:
         raise ConfigError(f"config.model.attention=cudnn (cuDNN flash attention) {problem}: use attention=auto, or change model.dtype / n_heads")
 
 
+def check_parametrization(model) -> None:
+    """`model.parametrization` and its muP keys (`bigmodel.mup`); a config saved before they
+    existed has none of them (read as SP), so all are optional here."""
+    parametrization = model.get("parametrization", "sp")
+    if parametrization not in PARAMETRIZATIONS:
+        raise ConfigError(f"config.model.parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {parametrization!r}")
+    base_width, base_head_dim = model.get("mup_base_width", 64), model.get("mup_base_head_dim", 0)
+    if isinstance(base_width, bool) or not isinstance(base_width, int) or base_width < 1:
+        raise ConfigError(f"config.model.mup_base_width must be a positive integer (the d_model where muP equals SP), got {base_width!r}")
+    if isinstance(base_head_dim, bool) or not isinstance(base_head_dim, int) or base_head_dim < 0:
+        raise ConfigError(f"config.model.mup_base_head_dim must be 0 (this model's head_dim) or a positive integer, got {base_head_dim!r}")
+    if parametrization == "mup" and model.tie_embeddings:
+        raise ConfigError("config.model.parametrization=mup needs an untied LM head (muP scales the readout and the embedding "
+                          "differently): set model.tie_embeddings=false")
+
+
 def check_checkpoint(checkpoint, steps: int) -> None:
     """`checkpoint.schedule` and `checkpoint.keep_steps`; a config saved before they existed has
     neither (read as rolling, none), so both are optional here."""
@@ -285,6 +302,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
     if isinstance(model.loss_chunk_tokens, bool) or not isinstance(model.loss_chunk_tokens, int) or model.loss_chunk_tokens < 0:
         raise ConfigError(f"config.model.loss_chunk_tokens must be 0 (off) or a positive number of tokens, got {model.loss_chunk_tokens!r}")
     check_attention(model, platform, device_kind)
+    check_parametrization(model)
     # Synthetic tokens are drawn, not tokenized: any vocabulary goes with any tokenizer setting.
     if data.tokenizer == "bytes" and data.vocab_size != 256 and data.dataset != "synthetic":
         raise ConfigError(f"config.data.vocab_size must be 256 with the bytes tokenizer, got {data.vocab_size}")
@@ -335,7 +353,8 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 # Keys added after runs had been written: a config.json without them reads as these values
 # (what those runs computed), so older runs still resume, evaluate and branch.
 LATER_KEYS = {"optim.decay_shape": "linear", "train.init_from": "", "train.init_step": 0,
-              "checkpoint.schedule": "rolling", "checkpoint.keep_steps": ()}
+              "checkpoint.schedule": "rolling", "checkpoint.keep_steps": (),
+              "model.parametrization": "sp", "model.mup_base_width": 64, "model.mup_base_head_dim": 0}
 
 
 def with_later_keys(saved: dict) -> dict:

@@ -8,6 +8,8 @@ Given a `KVCache`, the same parameters decode: new tokens attend to the cached o
 other, and come back with their keys and values for the cache (`bigmodel.decoding` runs the loop).
 `config` is a `ModelConfig` (`bigmodel.model_config`); `model_config(run_config)` builds one.
 `bigmodel.flops.param_counts` states the exact parameter count (a test holds them equal).
+`config.parametrization="mup"` rescales hidden inits, the attention scale and the logits
+(`bigmodel.mup`, whose table the optimizer's per-group learning rates share).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 import optax
 from jax.ad_checkpoint import checkpoint_name
 
+from bigmodel import mup
 # model_config is re-exported: the trainer builds `Transformer(model_config(config))` from here.
 from bigmodel.model_config import ModelConfig, model_config  # noqa: F401
 
@@ -68,8 +71,9 @@ def _tokens_first(x: jax.Array) -> jax.Array:
     return x.reshape(-1, *x.shape[2:])
 
 
-def heads_major_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
-    """Causal softmax(q·kᵀ/√d)·v computed on [batch, heads, seq, head_dim] operands.
+def heads_major_attention(query: jax.Array, key: jax.Array, value: jax.Array, scale: float | None = None) -> jax.Array:
+    """Causal softmax(q·kᵀ/√d)·v computed on [batch, heads, seq, head_dim] operands (`scale`
+    in place of 1/√d when given: muP's, `bigmodel.mup.attention_scale`).
 
     The arithmetic of jax.nn.dot_product_attention's XLA path (float32 scores and softmax,
     probabilities cast back to the compute dtype), laid out so XLA:CPU runs both batched matmuls
@@ -77,7 +81,7 @@ def heads_major_attention(query: jax.Array, key: jax.Array, value: jax.Array) ->
     scores) and the mask added as a bias (its gradient is the identity; a select's is not).
     Together 25–35% less attention time (forward + backward) on CPU (README "Measured").
     """
-    query = query * jnp.asarray(query.shape[-1] ** -0.5, query.dtype)
+    query = query * jnp.asarray(query.shape[-1] ** -0.5 if scale is None else scale, query.dtype)
     query, key, value = (array.swapaxes(1, 2) for array in (query, key, value))
     scores = jnp.einsum("bnqh,bnkh->bnqk", query, key, preferred_element_type=jnp.float32)
     seq_len = scores.shape[-1]
@@ -86,15 +90,16 @@ def heads_major_attention(query: jax.Array, key: jax.Array, value: jax.Array) ->
     return jnp.einsum("bnqk,bnkh->bnqh", probabilities, value).swapaxes(1, 2)
 
 
-def causal_attention(query: jax.Array, key: jax.Array, value: jax.Array, implementation: str) -> jax.Array:
-    """[batch, seq, heads, head_dim] attention by the named implementation (`ATTENTIONS`)."""
+def causal_attention(query: jax.Array, key: jax.Array, value: jax.Array, implementation: str, scale: float | None = None) -> jax.Array:
+    """[batch, seq, heads, head_dim] attention by the named implementation (`ATTENTIONS`), with
+    scores scaled by `scale` (None: 1/√head_dim)."""
     if implementation == "heads_major":
-        return heads_major_attention(query, key, value)
+        return heads_major_attention(query, key, value, scale)
     if implementation == "xla_recompute":
-        return jax.checkpoint(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True))(query, key, value)
+        return jax.checkpoint(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True))(query, key, value)
     # cuDNN's flash kernel skips the masked half given is_causal (a boolean mask would not).
     kernel = "cudnn" if implementation == "cudnn" else None
-    return jax.nn.dot_product_attention(query, key, value, is_causal=True, implementation=kernel)
+    return jax.nn.dot_product_attention(query, key, value, scale=scale, is_causal=True, implementation=kernel)
 
 
 @flax.struct.dataclass
@@ -154,14 +159,14 @@ def new_tokens(cache: KVCache, n_new: int) -> NewTokens:
 
 
 def cached_attention(query: jax.Array, key: jax.Array, value: jax.Array, cached_keys: jax.Array, cached_values: jax.Array,
-                     bias: jax.Array) -> jax.Array:
+                     bias: jax.Array, scale: float | None = None) -> jax.Array:
     """New tokens' queries, keys and values [batch, new, heads, head_dim] attending to the cached
     slots [batch, heads, slots, head_dim] and to each other under `bias` (`NewTokens.bias`), with
     heads_major_attention's arithmetic (scale on q, float32 scores and softmax). The cache is
     only read; the caller writes the new keys and values once, after every layer has run. Plain
     einsums: the XLA path on every device (cuDNN's kernel takes no per-row padding mask, and one
     decoded token is a matrix-vector product anyway)."""
-    query = query * jnp.asarray(query.shape[-1] ** -0.5, query.dtype)
+    query = query * jnp.asarray(query.shape[-1] ** -0.5 if scale is None else scale, query.dtype)
     query, key, value = (array.swapaxes(1, 2) for array in (query, key, value))
     scores = jnp.concatenate([jnp.einsum("bnqh,bnkh->bnqk", query, keys, preferred_element_type=jnp.float32)
                               for keys in (cached_keys, key)], axis=-1)
@@ -204,24 +209,27 @@ class Attention(nn.Module):
         head_dim = config.head_dim
         dtype = jnp.dtype(config.dtype)
         tokens = _tokens_first(x)
+        scale = mup.attention_scale(config)  # None: 1/√head_dim
 
         def project(name: str) -> jax.Array:
-            projected = Projection((config.d_model, config.n_heads, head_dim), ("embed", "heads", "kv"), 0.02, dtype, name=name)(tokens)
+            projected = Projection((config.d_model, config.n_heads, head_dim), ("embed", "heads", "kv"), mup.hidden_init_std(0.02, config),
+                                   dtype, name=name)(tokens)
             return checkpoint_name(projected.reshape(batch, seq_len, config.n_heads, head_dim), f"{name}_proj")
 
         query, key, value = project("query"), project("key"), project("value")
         if layer_cache is None:
             if config.positions == "rope":
                 query, key = rotary(query), rotary(key)
-            context = causal_attention(query, key, value, config.attention)
+            context = causal_attention(query, key, value, config.attention, scale)
         else:
             if config.positions == "rope":
                 query, key = rotary(query, new.positions), rotary(key, new.positions)
-            context = cached_attention(query, key, value, *layer_cache, new.bias)
+            context = cached_attention(query, key, value, *layer_cache, new.bias, scale)
             layer_cache = (key.swapaxes(1, 2), value.swapaxes(1, 2))
         context = checkpoint_name(context, "context")
         context = nn.with_logical_constraint(context, ("batch", "seq", "heads", "kv"))
-        out = Projection((config.n_heads, head_dim, config.d_model), ("heads", "kv", "embed"), 0.02 / math.sqrt(2 * config.n_layers),
+        out_std = mup.hidden_init_std(0.02 / math.sqrt(2 * config.n_layers), config)
+        out = Projection((config.n_heads, head_dim, config.d_model), ("heads", "kv", "embed"), out_std,
                          dtype, n_contract=2, name="out")(_tokens_first(context)).reshape(batch, seq_len, config.d_model)
         return checkpoint_name(out, "out_proj"), layer_cache
 
@@ -233,11 +241,11 @@ class Mlp(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         config = self.config
         dtype = jnp.dtype(config.dtype)
-        up = nn.Dense(config.d_ff, use_bias=False, dtype=dtype, name="up", kernel_init=_dense_init(0.02, ("embed", "mlp")))
+        up = nn.Dense(config.d_ff, use_bias=False, dtype=dtype, name="up", kernel_init=_dense_init(mup.hidden_init_std(0.02, config), ("embed", "mlp")))
         hidden = nn.with_logical_constraint(nn.gelu(up(_tokens_first(x))), ("batch", "mlp"))
         return nn.Dense(
             config.d_model, use_bias=False, dtype=dtype, name="down",
-            kernel_init=_dense_init(0.02 / math.sqrt(2 * config.n_layers), ("mlp", "embed")),
+            kernel_init=_dense_init(mup.hidden_init_std(0.02 / math.sqrt(2 * config.n_layers), config), ("mlp", "embed")),
         )(hidden).reshape(x.shape)
 
 
@@ -344,7 +352,9 @@ def _layer_stack(block, config: ModelConfig, **scan_arguments):
     the training stack and the decoding one (which takes no remat, and broadcasts its NewTokens)."""
     return nn.scan(
         block,
-        variable_axes={"params": 0},
+        # "intermediates": what `capture_intermediates` records inside the layers (the coord
+        # check, tools/coord_check.py), stacked per layer as the parameters are.
+        variable_axes={"params": 0, "intermediates": 0},
         split_rngs={"params": True, "dropout": True},
         length=config.n_layers,
         # Fully unrolled, the loop is straight-line code over the same stacked parameters,
@@ -399,6 +409,9 @@ class Transformer(nn.Module):
         x = _norm("final_norm")(x)
         if return_hidden:
             return x
+        readout_multiplier = mup.readout_multiplier(config)  # muP's logits × 1/m; None under SP
+        if readout_multiplier is not None:
+            x = x * jnp.asarray(readout_multiplier, x.dtype)
 
         head_weight = embed.embedding.T if config.tie_embeddings else LMHead(config, name="lm_head")()
         if cache is not None:

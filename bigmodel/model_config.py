@@ -64,6 +64,10 @@ class ModelConfig:
     loss_chunk_tokens: 0 computes the LM head and loss over the whole micro-batch at once;
         k > 0 does it k tokens at a time (rounded to whole sequence positions of every row), so
         the float32 [tokens, vocab] logits never exist at once.
+    parametrization: "sp" (standard) or "mup" (maximal update; `bigmodel.mup` has the table).
+    mup_base_width: under muP, the d_model at which the model and optimizer equal SP's.
+    mup_base_head_dim: under muP, the base model's head_dim (attention scale √h_b/h); 0: this
+        model's own, right when widths grow at a fixed head_dim (`shape_of`, the presets).
     """
 
     d_model: int
@@ -80,6 +84,9 @@ class ModelConfig:
     attention: str = AUTO_ATTENTION["cpu"]
     scan_layers: bool = True
     loss_chunk_tokens: int = 0
+    parametrization: str = "sp"
+    mup_base_width: int = 64
+    mup_base_head_dim: int = 0
 
     @property
     def head_dim(self) -> int:

@@ -1,10 +1,14 @@
-"""optax AdamW with linear warmup, a constant/cosine/WSD schedule, clipping and a decay mask."""
+"""optax AdamW with linear warmup, a constant/cosine/WSD schedule, clipping and a decay mask;
+under muP, per-group learning rates (`bigmodel.mup`)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from bigmodel import mup
+from bigmodel.model_config import ModelConfig
 
 
 def learning_rate_schedule(optim_config, total_steps: int) -> optax.Schedule:
@@ -53,15 +57,50 @@ def weight_decay_mask(params, decay_embeddings: bool = False):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(optim_config, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    schedule = learning_rate_schedule(optim_config, total_steps)
-    adamw = optax.adamw(
-        schedule,
-        b1=optim_config.b1,
-        b2=optim_config.b2,
-        weight_decay=optim_config.weight_decay,
-        mask=lambda params: weight_decay_mask(params, optim_config.decay_embeddings),
+def _key_names(path) -> list[str]:
+    return [getattr(key, "key", str(key)) for key in path]
+
+
+def scale_by_parameter_group(model: ModelConfig) -> optax.GradientTransformation:
+    """Multiplies each parameter's update by its muP learning-rate multiplier (1/m for hidden
+    matrices, 1 elsewhere: `mup.learning_rate_multiplier`). Stateless: the factors follow from
+    each parameter's path, so the optimizer state is Adam's and nothing more."""
+
+    def update(updates, state, params=None):
+        del params
+        scaled = jax.tree_util.tree_map_with_path(
+            lambda path, update: update * mup.learning_rate_multiplier(_key_names(path), model), updates)
+        return scaled, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def mup_adamw(optim_config, schedule: optax.Schedule, model: ModelConfig) -> optax.GradientTransformation:
+    """optax.adamw's chain with the per-group multipliers between Adam and the weight decay: the
+    decay is not scaled by them, so every matrix decays by lr(t)·weight_decay per step at every
+    width (`bigmodel.mup`). At the base width every multiplier is 1 and this is optax.adamw."""
+    return optax.chain(
+        optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2),
+        scale_by_parameter_group(model),
+        optax.add_decayed_weights(optim_config.weight_decay, lambda params: weight_decay_mask(params, optim_config.decay_embeddings)),
+        optax.scale_by_learning_rate(schedule),
     )
+
+
+def make_optimizer(optim_config, total_steps: int, model: ModelConfig | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW (clipped first when grad_clip > 0) on the schedule, and the schedule. `model` (the
+    run's ModelConfig) matters only under muP; without it, or under SP, this is plain optax.adamw."""
+    schedule = learning_rate_schedule(optim_config, total_steps)
+    if model is not None and mup.is_mup(model):
+        adamw = mup_adamw(optim_config, schedule, model)
+    else:
+        adamw = optax.adamw(
+            schedule,
+            b1=optim_config.b1,
+            b2=optim_config.b2,
+            weight_decay=optim_config.weight_decay,
+            mask=lambda params: weight_decay_mask(params, optim_config.decay_embeddings),
+        )
     if optim_config.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(optim_config.grad_clip), adamw), schedule
     return adamw, schedule

@@ -70,7 +70,7 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config)
     model = Transformer(model_config(config))
-    optimizer, schedule = make_optimizer(config.optim, config.train.steps)
+    optimizer, schedule = make_optimizer(config.optim, config.train.steps, model.config)  # model.config: muP's lr groups
 
     def boxed_state(key: jax.Array) -> TrainState:
         params = model.init(key, jnp.zeros((1, config.data.seq_len), jnp.int32))["params"]

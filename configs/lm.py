@@ -33,6 +33,11 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.model.remat = "none"
     config.model.scan_layers = True  # False unrolls the layer loop (same parameters, longer compile)
     config.model.loss_chunk_tokens = 0  # >0: LM head + loss this many tokens at a time (large vocabularies)
+    # sp | mup (maximal update parametrization, bigmodel/mup.py): hidden init ∝ 1/√width, hidden
+    # Adam lr ∝ 1/width, logits × base/width, so an lr tuned at d_model = mup_base_width transfers
+    config.model.parametrization = "sp"
+    config.model.mup_base_width = 64  # muP: the d_model at which it equals sp
+    config.model.mup_base_head_dim = 0  # muP: the base model's head_dim (attention √h_b/h); 0: this model's
 
     config.data = ml_collections.ConfigDict()
     # kjv | markov[/key=value,...] | tfds:<name>[/<config>] of a prepared tfds text dataset |

@@ -87,12 +87,14 @@ def test_model_config_carries_every_model_key_and_the_vocabulary():
         "model.positions": "learned", "model.tie_embeddings": True, "model.dropout": 0.1, "model.dtype": "bfloat16",
         "model.remat": "dots", "model.attention": "cudnn", "model.max_seq_len": 512, "data.vocab_size": 4096,
         "model.scan_layers": False, "model.loss_chunk_tokens": 4096,
+        "model.parametrization": "mup", "model.mup_base_width": 128, "model.mup_base_head_dim": 16,
     }
     config = _config("L3", **overrides)
     assert dataclasses.asdict(model_config(config)) == {
         "d_model": 96, "n_layers": 3, "n_heads": 3, "d_ff": 384, "vocab_size": 4096, "max_seq_len": 512,
         "positions": "learned", "tie_embeddings": True, "dropout": 0.1, "dtype": "bfloat16", "remat": "dots",
         "attention": "cudnn", "scan_layers": False, "loss_chunk_tokens": 4096,
+        "parametrization": "mup", "mup_base_width": 128, "mup_base_head_dim": 16,
     }
     assert model_config(config).head_dim == 32
 
