@@ -1,10 +1,14 @@
 """IsoFLOP profiles (Chinchilla Approach 2): at each compute budget C, train every size whose
-D = C / flops_per_token(N) leaves it 1–300 tokens per parameter; per budget, the minimum of a
+D = C / flops_per_token(N) leaves it 1–1,000 tokens per parameter; per budget, the minimum of a
 parabola of loss in log N is the compute-optimal N_opt(C), and a line through the minima gives
 N_opt ∝ C^a.
 
-  python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop --dry-run   # the 12 runs
-  python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop             # ≈ 33 min, 2-core CPU
+  python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop --dry-run   # the 14 runs
+  python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop             # ≈ 40 min, 2-core CPU
+
+experiments/isoflop_results/ holds the first 12 runs (without the d16 run and d32 at 1e13, added
+after them): rerunning the sweep into a copy of that folder's runs would not resume them (run
+folders are not committed), so a full rerun is ~40 min.
 
 `:branches` reaches the same 12 (N, C) points with cooldown branches (Hägele et al. 2024): per
 size one warmup-stable run to 80% of its largest budget's steps, and from it a 20% linear
@@ -20,7 +24,11 @@ the lr rule are the demo's (experiments/demo.py explains why widths at a fixed d
 from bigmodel.scaling.sweep import BranchGrid, IsoFlopGrid, RunPlan, Study, shape_of
 
 BUDGETS = (1e12, 3e12, 1e13)  # training FLOPs per run
-SIZES = [shape_of(2, d_model) for d_model in range(32, 257, 32)]  # 2 layers, d_model 32 … 256: 25K … 1.6M
+# 2 layers, d_model 32 … 256 (25K … 1.6M non-embedding params), and below them one 16-wide model
+# with a single 16-dim head: the first run (2026-11-23) found every budget's optimum at or below
+# its smallest size but 3e12's, so Approach 2 had one bracketed budget of three.
+SIZES = [{"n_layers": 2, "d_model": 16, "n_heads": 1, "d_ff": 64}] + [shape_of(2, d_model) for d_model in range(32, 257, 32)]
+TOKENS_PER_PARAM = (1, 1000)  # up to 1,000: the small optima here train on ~100–800 tokens per parameter
 
 
 def learning_rate(non_embedding_params: int) -> float:
@@ -39,8 +47,8 @@ def rules(plan: RunPlan) -> dict:
 
 def get_study(kind: str = "runs") -> Study:
     """:runs (default), one independent cosine run per point, or :branches, cooldown branches."""
-    grids = {"runs": IsoFlopGrid(BUDGETS, SIZES, tokens_per_param_range=(1, 300)),
-             "branches": BranchGrid(SIZES, budgets=BUDGETS, tokens_per_param_range=(1, 300), cooldown=0.2)}
+    grids = {"runs": IsoFlopGrid(BUDGETS, SIZES, tokens_per_param_range=TOKENS_PER_PARAM),
+             "branches": BranchGrid(SIZES, budgets=BUDGETS, tokens_per_param_range=TOKENS_PER_PARAM, cooldown=0.2)}
     if kind not in grids:
         raise ValueError(f"unknown study {kind!r}: use experiments/isoflop.py (runs) or experiments/isoflop.py:branches")
     return Study(
