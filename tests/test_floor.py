@@ -48,14 +48,14 @@ def law(floor: float, seed: int = 0) -> np.ndarray:
 
 
 def test_a_markov_sweeps_fit_reports_the_true_entropy_rate_and_whether_e_finds_it(tmp_path, data_dir, entropy):
-    right = fit.fit_input(write_sweep(tmp_path / "right", law(entropy), CORPUS, data_dir), "power", bootstrap=30)
+    right = fit.fit_input(write_sweep(tmp_path / "right", law(entropy), CORPUS, data_dir), "power", bootstrap=20)
     floor = right["known_floor"]
     assert floor["dataset"] == CORPUS and floor["loss"] == pytest.approx(entropy)
     assert floor["bits_per_byte"] == pytest.approx(entropy / np.log(2))
     assert floor["E_minus_floor"] == pytest.approx(right["E"] - entropy) and abs(floor["E_minus_floor"]) < 0.02
     assert floor["covered_by_E_interval"] is True and "inside E's 95% interval" in right["summary"]
     # A law whose floor is 0.3 nats above the truth: its E is found outside.
-    wrong = fit.fit_input(write_sweep(tmp_path / "wrong", law(entropy + 0.3), CORPUS, data_dir), "power", bootstrap=30)
+    wrong = fit.fit_input(write_sweep(tmp_path / "wrong", law(entropy + 0.3), CORPUS, data_dir), "power", bootstrap=20)
     assert wrong["known_floor"]["E_minus_floor"] == pytest.approx(0.3, abs=0.03)
     assert wrong["known_floor"]["covered_by_E_interval"] is False
 
