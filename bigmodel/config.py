@@ -237,6 +237,20 @@ def check_parametrization(model) -> None:
                           "differently): set model.tie_embeddings=false")
 
 
+def check_optim(optim, steps: int) -> None:
+    """The optimizer group's ranges, for a training run and a fine-tuning run alike."""
+    if not optim.lr > 0:
+        raise ConfigError(f"config.optim.lr must be positive, got {optim.lr}")
+    if optim.warmup_steps < 0 or optim.warmup_steps > steps:
+        raise ConfigError(f"config.optim.warmup_steps={optim.warmup_steps} must be between 0 and train.steps={steps}")
+    if not (0.0 <= optim.b1 < 1.0 and 0.0 <= optim.b2 < 1.0):
+        raise ConfigError(f"config.optim.b1 and b2 must be in [0, 1), got {optim.b1}, {optim.b2}")
+    if optim.weight_decay < 0 or optim.grad_clip < 0:
+        raise ConfigError("config.optim.weight_decay and grad_clip must be >= 0")
+    if not 0.0 < optim.decay_fraction <= 1.0 or not 0.0 <= optim.min_lr_ratio <= 1.0:
+        raise ConfigError("config.optim.decay_fraction must be in (0, 1] and min_lr_ratio in [0, 1]")
+
+
 def check_checkpoint(checkpoint, steps: int) -> None:
     """`checkpoint.schedule` and `checkpoint.keep_steps`; a config saved before they existed has
     neither (read as rolling, none), so both are optional here."""
@@ -310,16 +324,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
         check_markov(data)
     elif data.dataset not in ("kjv", "synthetic") and not (data.dataset.startswith("tfds:") and len(data.dataset) > 5):
         raise ConfigError(f"config.data.dataset={data.dataset!r} is unknown: use kjv, synthetic or tfds:<name> of a prepared tfds text dataset, or markov[/key=value,...]")
-    if not optim.lr > 0:
-        raise ConfigError(f"config.optim.lr must be positive, got {optim.lr}")
-    if optim.warmup_steps < 0 or optim.warmup_steps > train.steps:
-        raise ConfigError(f"config.optim.warmup_steps={optim.warmup_steps} must be between 0 and train.steps={train.steps}")
-    if not (0.0 <= optim.b1 < 1.0 and 0.0 <= optim.b2 < 1.0):
-        raise ConfigError(f"config.optim.b1 and b2 must be in [0, 1), got {optim.b1}, {optim.b2}")
-    if optim.weight_decay < 0 or optim.grad_clip < 0:
-        raise ConfigError("config.optim.weight_decay and grad_clip must be >= 0")
-    if not 0.0 < optim.decay_fraction <= 1.0 or not 0.0 <= optim.min_lr_ratio <= 1.0:
-        raise ConfigError("config.optim.decay_fraction must be in (0, 1] and min_lr_ratio in [0, 1]")
+    check_optim(optim, train.steps)
     check_checkpoint(config.checkpoint, train.steps)
     check_branch_point(train)
     if train.batch_size % train.grad_accum:

@@ -13,7 +13,7 @@ from pathlib import Path
 import ml_collections
 
 from bigmodel import config as config_lib
-from bigmodel.config import ConfigError
+from bigmodel.config import ConfigError, check_optim
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "finetune.py")
 FLAG_KEYS = {"task.name": "--task", "backbone.init_from": "--from", "backbone.init": "--scratch"}
@@ -77,17 +77,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.backbone.freeze must be true or false, got {config.backbone.freeze!r}")
     if not 0.0 <= config.classifier.dropout < 1.0:
         raise ConfigError(f"config.classifier.dropout must be in [0, 1), got {config.classifier.dropout}")
-    optim, steps = config.optim, config.train.steps
-    if not optim.lr > 0:
-        raise ConfigError(f"config.optim.lr must be positive, got {optim.lr}")
-    if not 0 <= optim.warmup_steps <= steps:
-        raise ConfigError(f"config.optim.warmup_steps={optim.warmup_steps} must be between 0 and train.steps={steps}")
-    if not (0.0 <= optim.b1 < 1.0 and 0.0 <= optim.b2 < 1.0):
-        raise ConfigError(f"config.optim.b1 and b2 must be in [0, 1), got {optim.b1}, {optim.b2}")
-    if optim.weight_decay < 0 or optim.grad_clip < 0:
-        raise ConfigError("config.optim.weight_decay and grad_clip must be >= 0")
-    if not 0.0 < optim.decay_fraction <= 1.0 or not 0.0 <= optim.min_lr_ratio <= 1.0:
-        raise ConfigError("config.optim.decay_fraction must be in (0, 1] and min_lr_ratio in [0, 1]")
+    check_optim(config.optim, config.train.steps)
 
 
 def check_against_backbone(config, backbone_config, n_batch_shards: int, n_processes: int) -> None:
