@@ -322,7 +322,7 @@ LAWS = ("power", "chinchilla", "isoflop", "hyperparams")  # hyperparams: η_opt(
 X_AXES = {"non_embedding_params": "non_embedding_params", "params": "non_embedding_params", "flops": "flops"}
 
 
-def _estimate(result: dict, key: str, digits: str) -> str:
+def estimate(result: dict, key: str, digits: str) -> str:
     """`0.340 [0.331, 0.354]`: the estimate and its 95% bootstrap interval where there is one."""
     text = f"{result[key]:{digits}}"
     if key in result.get("ci", {}):
@@ -334,12 +334,12 @@ def _estimate(result: dict, key: str, digits: str) -> str:
 def _chinchilla_summary(result: dict) -> str:
     """The law, its exponents and allocation with intervals; N is the non-embedding count."""
     text = (f"chinchilla ({result['n_points']} points, N = non-embedding params): L = {result['E']:.4g} + {result['A']:.4g}/N^"
-            f"{result['alpha']:.4f} + {result['B']:.4g}/D^{result['beta']:.4f}; α {_estimate(result, 'alpha', '.3f')},"
-            f" β {_estimate(result, 'beta', '.3f')}, E {_estimate(result, 'E', '.3g')}; N_opt ∝ C^{_estimate(result, 'a', '.3f')},"
-            f" D_opt ∝ C^{_estimate(result, 'b', '.3f')}")
+            f"{result['alpha']:.4f} + {result['B']:.4g}/D^{result['beta']:.4f}; α {estimate(result, 'alpha', '.3f')},"
+            f" β {estimate(result, 'beta', '.3f')}, E {estimate(result, 'E', '.3g')}; N_opt ∝ C^{estimate(result, 'a', '.3f')},"
+            f" D_opt ∝ C^{estimate(result, 'b', '.3f')}")
     if "n_opt" in result:
-        text += (f"; at C={result['budget']:.3g} (=6ND): N_opt={_estimate(result, 'n_opt', '.3g')}, D_opt={_estimate(result, 'd_opt', '.3g')}"
-                 f", {_estimate(result, 'tokens_per_param', '.1f')} tokens/param")
+        text += (f"; at C={result['budget']:.3g} (=6ND): N_opt={estimate(result, 'n_opt', '.3g')}, D_opt={estimate(result, 'd_opt', '.3g')}"
+                 f", {estimate(result, 'tokens_per_param', '.1f')} tokens/param")
     if "ci" in result:
         text += f" (95% intervals from {len(result['samples'])} bootstrap fits)"
     return text

@@ -37,6 +37,7 @@ import numpy as np
 from bigmodel import files
 from bigmodel.config import ConfigError
 from bigmodel.scaling import registry
+from bigmodel.scaling.fit import estimate  # `0.340 [0.331, 0.354]`, as every fit summary writes it
 from bigmodel.scaling.hyperparam_points import LAW, HyperparamPoints, load_hyperparam_points
 
 DEEPSEEK = {"k_eta": 0.3118, "a_eta": -0.125, "k_batch": 0.2920, "a_batch": 0.3271,
@@ -239,14 +240,6 @@ def bootstrap_intervals(points: HyperparamPoints, groups: list[np.ndarray], with
 
 
 # ----------------------------------------------------------------------------- summary, CLI entry
-
-
-def estimate(result: dict, key: str, digits: str) -> str:
-    text = f"{result[key]:{digits}}"
-    if key in result.get("ci", {}):
-        low, high = result["ci"][key]
-        text += f" [{low:{digits}}, {high:{digits}}]"
-    return text
 
 
 def summarize(result: dict) -> str:
