@@ -4,11 +4,11 @@ parabola of loss in log N is the compute-optimal N_opt(C), and a line through th
 N_opt ∝ C^a.
 
   python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop --dry-run   # the 14 runs
-  python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop             # ≈ 40 min, 2-core CPU
+  python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop             # dry run ≈ 34 min, 2-core CPU
 
 experiments/isoflop_results/ holds the first 12 runs (without the d16 run and d32 at 1e13, added
 after them): rerunning the sweep into a copy of that folder's runs would not resume them (run
-folders are not committed), so a full rerun is ~40 min.
+folders are not committed), so a full rerun is all 14 runs.
 
 `:branches` reaches the same 12 (N, C) points with cooldown branches (Hägele et al. 2024): per
 size one warmup-stable run to 80% of its largest budget's steps, and from it a 20% linear
