@@ -6,11 +6,11 @@ N_opt ∝ C^a.
   python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop --dry-run   # the 14 runs
   python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop             # dry run ≈ 34 min, 2-core CPU
 
-experiments/isoflop_results/ holds the first 12 runs (without the d16 run and d32 at 1e13, added
-after them): rerunning the sweep into a copy of that folder's runs would not resume them (run
-folders are not committed), so a full rerun is all 14 runs.
+experiments/isoflop_results/ holds the 14 runs' registry, both fits (fit.json: Approach 2, this
+study's analysis; fit_chinchilla.json: Approach 3 on the same runs) and their plots; README's
+Measured section compares the two.
 
-`:branches` reaches the same 12 (N, C) points with cooldown branches (Hägele et al. 2024): per
+`:branches` reaches the same 14 (N, C) points with cooldown branches (Hägele et al. 2024): per
 size one warmup-stable run to 80% of its largest budget's steps, and from it a 20% linear
 cooldown to each budget, so a size's points cost about its largest run:
 
