@@ -12,7 +12,8 @@ Measured section compares the two.
 
 `:branches` reaches the same 14 (N, C) points with cooldown branches (Hägele et al. 2024): per
 size one warmup-stable run to 80% of its largest budget's steps, and from it a 20% linear
-cooldown to each budget, so a size's points cost about its largest run:
+cooldown to each budget, so a size's points cost about its largest run (results in
+experiments/isoflop_results/branches/):
 
   python -m bigmodel sweep experiments/isoflop.py:branches --workdir runs/isoflop-branches
 
