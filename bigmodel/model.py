@@ -242,11 +242,20 @@ class Mlp(nn.Module):
         config = self.config
         dtype = jnp.dtype(config.dtype)
         up = nn.Dense(config.d_ff, use_bias=False, dtype=dtype, name="up", kernel_init=_dense_init(mup.hidden_init_std(0.02, config), ("embed", "mlp")))
-        hidden = nn.with_logical_constraint(nn.gelu(up(_tokens_first(x))), ("batch", "mlp"))
-        return nn.Dense(
+        down = nn.Dense(
             config.d_model, use_bias=False, dtype=dtype, name="down",
             kernel_init=_dense_init(mup.hidden_init_std(0.02 / math.sqrt(2 * config.n_layers), config), ("mlp", "embed")),
-        )(hidden).reshape(x.shape)
+        )
+        # GELU and the down projection under remat: the backward keeps only the up projection's
+        # output and recomputes the GELU from it. Autodiff of tanh-GELU otherwise saves five more
+        # [tokens, d_ff] intermediates per layer, which the layer scan stacks (320 of the benchmark
+        # model's 705 MiB of residuals); on a 2-core CPU a step is 7-13% faster, with
+        # bitwise-identical gradients (README "Measured"). prevent_cse stays on for unrolled layers.
+        return nn.remat(_gelu_down)(down, up(_tokens_first(x))).reshape(x.shape)
+
+
+def _gelu_down(down: nn.Dense, pre_activation: jax.Array) -> jax.Array:
+    return down(nn.with_logical_constraint(nn.gelu(pre_activation), ("batch", "mlp")))
 
 
 class Block(nn.Module):
