@@ -247,9 +247,9 @@ class Mlp(nn.Module):
             kernel_init=_dense_init(mup.hidden_init_std(0.02 / math.sqrt(2 * config.n_layers), config), ("mlp", "embed")),
         )
         # GELU and the down projection under remat: the backward keeps only the up projection's
-        # output and recomputes the GELU from it. Autodiff of tanh-GELU otherwise saves five more
+        # output and recomputes the GELU from it. Autodiff of tanh-GELU otherwise saves five or six more
         # [tokens, d_ff] intermediates per layer, which the layer scan stacks (320 of the benchmark
-        # model's 705 MiB of residuals); on a 2-core CPU a step is 7-13% faster, with
+        # model's 705 MiB of residuals); on a 2-core CPU a step is 7-15% faster, with
         # bitwise-identical gradients (README "Measured"). prevent_cse stays on for unrolled layers.
         return nn.remat(_gelu_down)(down, up(_tokens_first(x))).reshape(x.shape)
 
