@@ -71,6 +71,18 @@ def _tokens_first(x: jax.Array) -> jax.Array:
     return x.reshape(-1, *x.shape[2:])
 
 
+def causal_query_blocks(seq_len: int) -> list[tuple[int, int]]:
+    """The query blocks [start, end) that `heads_major_attention` computes one at a time.
+
+    A block's queries attend to keys [0, end) only: the blocks of the causal mask's upper
+    triangle, all -inf, are never multiplied, which saves 1/4 of the score and value matmuls and
+    of the softmax at 2 blocks (seq 256), 3/8 at 4. Blocks of at least 128 queries, at most 4 of
+    them: smaller matmuls lose more to overheads than they skip (XLA:CPU, 2 cores, README "Measured").
+    """
+    size = max(128, -(-seq_len // 4))
+    return [(start, min(start + size, seq_len)) for start in range(0, seq_len, size)]
+
+
 def heads_major_attention(query: jax.Array, key: jax.Array, value: jax.Array, scale: float | None = None) -> jax.Array:
     """Causal softmax(q·kᵀ/√d)·v computed on [batch, heads, seq, head_dim] operands (`scale`
     in place of 1/√d when given: muP's, `bigmodel.mup.attention_scale`).
@@ -78,16 +90,20 @@ def heads_major_attention(query: jax.Array, key: jax.Array, value: jax.Array, sc
     The arithmetic of jax.nn.dot_product_attention's XLA path (float32 scores and softmax,
     probabilities cast back to the compute dtype), laid out so XLA:CPU runs both batched matmuls
     without relayouts inside them, with the scale applied to q (T× fewer multiplies than to the
-    scores) and the mask added as a bias (its gradient is the identity; a select's is not).
-    Together 25–35% less attention time (forward + backward) on CPU (README "Measured").
+    scores), the mask added as a bias (its gradient is the identity; a select's is not), and
+    queries taken in `causal_query_blocks` so that fully masked key blocks are skipped. On CPU
+    the layout 25–35% less attention time (forward + backward) than the XLA path, the blocks a
+    further 22% at seq 256 and 46–50% at seq 512–1024 (README "Measured").
     """
     query = query * jnp.asarray(query.shape[-1] ** -0.5 if scale is None else scale, query.dtype)
     query, key, value = (array.swapaxes(1, 2) for array in (query, key, value))
-    scores = jnp.einsum("bnqh,bnkh->bnqk", query, key, preferred_element_type=jnp.float32)
-    seq_len = scores.shape[-1]
-    causal_bias = jnp.where(jnp.tril(jnp.ones((seq_len, seq_len), bool)), 0.0, -1e30).astype(jnp.float32)
-    probabilities = jax.nn.softmax(scores + causal_bias, axis=-1).astype(value.dtype)
-    return jnp.einsum("bnqk,bnkh->bnqh", probabilities, value).swapaxes(1, 2)
+    contexts = []
+    for start, end in causal_query_blocks(query.shape[2]):
+        scores = jnp.einsum("bnqh,bnkh->bnqk", query[:, :, start:end], key[:, :, :end], preferred_element_type=jnp.float32)
+        visible = jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :]
+        probabilities = jax.nn.softmax(scores + jnp.where(visible, 0.0, -1e30).astype(jnp.float32), axis=-1)
+        contexts.append(jnp.einsum("bnqk,bnkh->bnqh", probabilities.astype(value.dtype), value[:, :, :end]))
+    return jnp.concatenate(contexts, axis=2).swapaxes(1, 2)
 
 
 def causal_attention(query: jax.Array, key: jax.Array, value: jax.Array, implementation: str, scale: float | None = None) -> jax.Array:
