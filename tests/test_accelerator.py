@@ -172,21 +172,34 @@ def test_remat_policies_give_the_loss_and_gradients_of_none(remat):
 
 def test_chunked_loss_on_a_sharded_mesh_trains_as_one_device_unchunked(tmp_path):
     """Chunks keep the batch sharding and the vocabulary split over `tensor`: same losses."""
-    def first_losses(devices: int, *overrides: str) -> list[float]:
-        workdir = tmp_path / f"run{devices}"
-        command = [sys.executable, "-m", "bigmodel", "train", "--config", "configs/lm.py:L2", "--workdir", str(workdir),
-                   "--config.data.dataset=synthetic", "--config.data.seq_len=64", "--config.train.batch_size=8",
-                   "--config.train.steps=3", "--config.train.log_every=1", "--config.optim.warmup_steps=1",
-                   "--config.model.tie_embeddings=true", *overrides]
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-2000:]
-        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-        return [record["loss"] for record in records if "loss" in record]
+    from bigmodel import sharding
+    from bigmodel.data import load_dataset
+    from bigmodel.train import build, make_train_step
 
-    single = first_losses(1)
-    sharded = first_losses(8, "--config.model.loss_chunk_tokens=100", "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2")
-    np.testing.assert_allclose(sharded, single, rtol=1e-5)
+    settings = {"data.dataset": "synthetic", "data.seq_len": 32, "train.batch_size": 8, "train.steps": 3, "train.log_every": 1,
+                "optim.warmup_steps": 1, "eval.batches": 1, "model.tie_embeddings": "true"}
+    # One device, unchunked: the trainer's own step on the trainer's batches, in this process
+    # (a second CLI run would spend its time starting Python and JAX).
+    config = _config(**settings)
+    setup = build(config)
+    assert setup.mesh.devices.size == 1 and config.model.loss_chunk_tokens == 0
+    data, step = load_dataset(config.data, "train", config.seed), make_train_step(setup)
+    state, single = setup.init_state(jax.random.key(config.seed)), []
+    for index in range(config.train.steps):
+        state, metrics = step(state, sharding.global_batch(data.batch(index, config.train.batch_size), setup.batch_sharding))
+        single.append(float(metrics["loss"]))
+
+    # 100 // 8 rows = 12 positions a chunk: 3 chunks of the 32 positions, the last padded by 4.
+    workdir = tmp_path / "run8"
+    sharded = {**settings, "model.loss_chunk_tokens": 100, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
+    command = [sys.executable, "-m", "bigmodel", "train", "--config", "configs/lm.py:L2", "--workdir", str(workdir),
+               *[f"--config.{key}={value}" for key, value in sharded.items()]]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((workdir / "summary.json").read_text())["device_count"] == 8
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([record["loss"] for record in records if "loss" in record], single, rtol=1e-5)
 
 
 def test_every_remat_name_has_a_policy():

@@ -1,7 +1,8 @@
 """The Ray backend: the job it submits (entrypoint, id, resources), Ray's job states read as
 exit codes, re-attach by submission id, a cluster that stops answering, and the one-line errors,
 all without Ray; then real sweeps on a local Ray cluster (a head and a worker node, 1 CPU each,
-started and stopped here): 4 runs, a node killed mid-run, a driver killed mid-sweep. Ray is in
+started and stopped here): 3 runs (one more than the cluster's 2 CPUs, so one waits in Ray's
+queue), a node killed mid-run, a driver killed mid-sweep. Ray is in
 the `test` extra, so CI runs them; they skip only where Ray is not installed."""
 
 from __future__ import annotations
@@ -252,14 +253,15 @@ def sweep_command(experiment: Path, workdir: Path, cluster: LocalRayCluster, *ex
 
 
 STEPS = 400  # the runs of the first two tests: the same study, so their final losses must agree
+SEEDS = (0, 1, 2)  # three 1-CPU jobs on a 2-CPU cluster: one is PENDING in Ray's queue while two run
 
 
 @pytest.fixture(scope="module")
 def uninterrupted_sweep(ray_cluster, kjv_data_dir, tmp_path_factory):
-    """A 4-run sweep (seeds 0-3) on the cluster, never disturbed: its registry rows."""
+    """A 3-run sweep (seeds 0-2) on the cluster, never disturbed: its registry rows."""
     root = tmp_path_factory.mktemp("ray_uninterrupted")
     workdir = root / "runs"
-    experiment = tiny_study(root / "tiny.py", kjv_data_dir, STEPS, seeds=(0, 1, 2, 3))
+    experiment = tiny_study(root / "tiny.py", kjv_data_dir, STEPS, seeds=SEEDS)
     done = subprocess.run(sweep_command(experiment, workdir, ray_cluster), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return workdir, registry_rows(workdir)
@@ -267,9 +269,9 @@ def uninterrupted_sweep(ray_cluster, kjv_data_dir, tmp_path_factory):
 
 def test_a_sweep_on_ray_runs_every_run_as_a_job_and_records_it(uninterrupted_sweep):
     workdir, rows = uninterrupted_sweep
-    assert [(row["status"], row["backend"], row["attempts"]) for row in rows] == [("done", "ray", "1")] * 4
+    assert [(row["status"], row["backend"], row["attempts"]) for row in rows] == [("done", "ray", "1")] * len(SEEDS)
     assert all(row["job_id"] == submission_id(workdir / row["name"], 1) and row["host"] for row in rows)
-    assert len({row["final_loss"] for row in rows}) == 4  # four seeds, four runs
+    assert len({row["final_loss"] for row in rows}) == len(SEEDS)  # three seeds, three runs
     log = (workdir / rows[0]["name"] / "train.log").read_text()
     assert "ray: " in log and f"step {STEPS}/{STEPS}" in log  # the driver's header, then the trainer's own output
 
@@ -319,7 +321,9 @@ def test_a_driver_killed_mid_sweep_reattaches_and_submits_no_duplicate(tmp_path,
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.setattr(RayBackend, "poll_interval_s", 0.5)
     workdir = tmp_path / "runs"
-    experiment = tiny_study(tmp_path / "tiny.py", kjv_data_dir, steps=STEPS)
+    # Short runs: the driver is killed as soon as both are submitted, and a job takes seconds to
+    # start its trainer, so both are still live when the new driver attaches (100 steps: ~1 s more).
+    experiment = tiny_study(tmp_path / "tiny.py", kjv_data_dir, steps=100)
     command = sweep_command(experiment, workdir, ray_cluster)
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
