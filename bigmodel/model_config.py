@@ -16,8 +16,9 @@ AUTO = "auto"
 DTYPES = ("float32", "bfloat16", "float16")
 HALF_DTYPES = ("bfloat16", "float16")
 # "xla": jax.nn.dot_product_attention's XLA path, any device, [batch, seq, heads, head_dim].
-# "heads_major": the same arithmetic written as [batch, heads, seq, head_dim] einsums; faster on
-#   XLA:CPU (README "Measured"), equal to "xla" up to float rounding everywhere.
+# "heads_major": the same arithmetic written as [batch, heads, seq, head_dim] einsums, in query
+#   blocks that skip the fully masked keys; faster on XLA:CPU (README "Measured"), equal to "xla"
+#   up to float rounding everywhere.
 # "cudnn": cuDNN flash attention on NVIDIA GPUs (bf16/fp16): never materialises the T×T scores.
 # TPUs use "xla": jax's Pallas splash kernel needs a shard_map around it per mesh, which the
 # model (sharded by logical axis rules, not shard_map) does not have.
