@@ -3,6 +3,9 @@ the backward pass and changes no gradient bit, so recorded losses (tests/test_mu
 were. Block-causal attention (heads_major): skips the masked key blocks, and computes what the
 XLA path computes up to float32 rounding."""
 
+import importlib.util
+from pathlib import Path
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -86,3 +89,22 @@ def test_block_causal_attention_skips_the_masked_blocks():
     flops = {fn: jax.jit(fn).lower(query, key, value).compile().cost_analysis()["flops"] for fn in (heads_major_attention, xla)}
     assert 0.70 < flops[heads_major_attention] / flops[xla] < 0.80
 
+
+
+def _floor_tool():
+    spec = importlib.util.spec_from_file_location("cpu_matmul_floor", Path(__file__).resolve().parents[1] / "tools" / "cpu_matmul_floor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_the_matmul_floor_benchmark_differentiates_every_weight(full):
+    """tools/cpu_matmul_floor.py (README "Measured"): both forms give every weight a finite,
+    nonzero gradient, so the timed step is the whole forward and backward pass."""
+    floor = _floor_tool()
+    gradients = floor.jax_step(full)()
+    assert set(gradients) == {*floor.LAYER_SHAPES, "embedding"}
+    for name, gradient in gradients.items():
+        assert gradient.shape == ((floor.VOCAB, floor.D_MODEL) if name == "embedding" else (floor.LAYERS, *floor.LAYER_SHAPES[name]))
+        assert bool(jnp.all(jnp.isfinite(gradient))) and float(jnp.max(jnp.abs(gradient))) > 0, name
