@@ -1,6 +1,21 @@
 """Shared fixtures."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """tools/<name>.py imported as a module (tools/ is not a package): `load_tool("chaos")`."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

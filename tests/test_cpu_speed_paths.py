@@ -3,17 +3,13 @@ the backward pass and changes no gradient bit, so recorded losses (tests/test_mu
 were. Block-causal attention (heads_major): skips the masked key blocks, and computes what the
 XLA path computes up to float32 rounding."""
 
-import importlib.util
-from pathlib import Path
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 # print_saved_residuals's data; jax exports only the printing form
 from jax._src.ad_checkpoint import saved_residuals
-
-import pytest
 
 from bigmodel.model import Mlp, ModelConfig, causal_query_blocks, heads_major_attention
 
@@ -68,6 +64,10 @@ def test_causal_query_blocks(seq_len, blocks):
     assert causal_query_blocks(seq_len) == blocks
 
 
+def _xla_attention(query, key, value):
+    return jax.nn.dot_product_attention(query, key, value, is_causal=True)
+
+
 def _qkv(seq_len):
     return [jax.random.normal(jax.random.key(i), (2, seq_len, 2, 16)) for i in range(3)]
 
@@ -75,9 +75,8 @@ def _qkv(seq_len):
 def test_block_causal_attention_equals_the_xla_path():
     query, key, value = _qkv(300)  # three query blocks, the last one ragged
     loss = lambda attention: lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v)))  # noqa: E731
-    xla = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
-    np.testing.assert_allclose(heads_major_attention(query, key, value), xla(query, key, value), rtol=1e-5, atol=1e-6)
-    got, want = (jax.grad(loss(fn), argnums=(0, 1, 2))(query, key, value) for fn in (heads_major_attention, xla))
+    np.testing.assert_allclose(heads_major_attention(query, key, value), _xla_attention(query, key, value), rtol=1e-5, atol=1e-6)
+    got, want = (jax.grad(loss(fn), argnums=(0, 1, 2))(query, key, value) for fn in (heads_major_attention, _xla_attention))
     for got_leaf, want_leaf in zip(got, want, strict=True):
         np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-5, atol=1e-6)
 
@@ -85,24 +84,15 @@ def test_block_causal_attention_equals_the_xla_path():
 def test_block_causal_attention_skips_the_masked_blocks():
     """At seq 256 (two blocks of 128) the scores, softmax and value matmul cover 3/4 of the square."""
     query, key, value = _qkv(256)
-    xla = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
-    flops = {fn: jax.jit(fn).lower(query, key, value).compile().cost_analysis()["flops"] for fn in (heads_major_attention, xla)}
-    assert 0.70 < flops[heads_major_attention] / flops[xla] < 0.80
-
-
-
-def _floor_tool():
-    spec = importlib.util.spec_from_file_location("cpu_matmul_floor", Path(__file__).resolve().parents[1] / "tools" / "cpu_matmul_floor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    flops = {fn: jax.jit(fn).lower(query, key, value).compile().cost_analysis()["flops"] for fn in (heads_major_attention, _xla_attention)}
+    assert 0.70 < flops[heads_major_attention] / flops[_xla_attention] < 0.80
 
 
 @pytest.mark.parametrize("full", [False, True])
-def test_the_matmul_floor_benchmark_differentiates_every_weight(full):
+def test_the_matmul_floor_benchmark_differentiates_every_weight(full, load_tool):
     """tools/cpu_matmul_floor.py (README "Measured"): both forms give every weight a finite,
     nonzero gradient, so the timed step is the whole forward and backward pass."""
-    floor = _floor_tool()
+    floor = load_tool("cpu_matmul_floor")
     gradients = floor.jax_step(full)()
     assert set(gradients) == {*floor.LAYER_SHAPES, "embedding"}
     for name, gradient in gradients.items():

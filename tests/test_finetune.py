@@ -309,11 +309,10 @@ def test_bad_inputs_are_one_error_line_exit_2_and_write_nothing(tiny_run, tmp_pa
     assert (fingerprint(tmp_path), fingerprint(tiny_run)) == before
 
 
-def test_downstream_vs_size_reads_finished_fine_tunes_into_a_table_and_a_figure(tiny_run, finetuned, tmp_path):
+def test_downstream_vs_size_reads_finished_fine_tunes_into_a_table_and_a_figure(tiny_run, finetuned, tmp_path, load_tool):
     """tools/downstream_vs_size.py over a one-run sweep whose fine-tune is already done: it reads
     the result rather than training again, and its table holds the run's own test metrics."""
     import csv
-    import importlib.util
 
     from bigmodel.scaling.registry import COLUMNS, write_registry
 
@@ -325,9 +324,7 @@ def test_downstream_vs_size_reads_finished_fine_tunes_into_a_table_and_a_figure(
     row = {**dict.fromkeys(COLUMNS, ""), "name": "tiny", "status": "done", "params": 1, "non_embedding_params": 12345,
            "tokens": 4096, "flops": 1, "final_loss": 4.0, "final_eval_loss": 4.0}
     write_registry(sweep, [row, {**row, "name": "stable-tiny", "role": "stable"}])  # stable runs are left out
-    spec = importlib.util.spec_from_file_location("downstream_vs_size", Path(__file__).parent.parent / "tools" / "downstream_vs_size.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("downstream_vs_size")
     before = fingerprint(finetuned)
     assert tool.main([str(sweep), "--task", "kjv_books", "--out", str(out)]) == 0
     assert fingerprint(finetuned) == before  # read, not run again

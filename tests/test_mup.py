@@ -2,7 +2,6 @@
 base width, the per-group learning rates and weight decay on real optax updates, the attention
 scale, and the config checks."""
 
-import importlib.util
 import json
 import math
 import os
@@ -235,15 +234,8 @@ def test_attention_scale_reaches_every_implementation():
 # ----------------------------------------------------------------------------- the lr-transfer summary
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_lr_transfer_summary_finds_the_best_rate_its_vertex_and_the_drift():
-    plot_lr_transfer = _tool("plot_lr_transfer")
+def test_lr_transfer_summary_finds_the_best_rate_its_vertex_and_the_drift(load_tool):
+    plot_lr_transfer = load_tool("plot_lr_transfer")
     rates = [1e-3 * 2**k for k in range(5)]
     # loss = 2 + (log2(lr / 3e-3))²/10: a parabola in log lr with its vertex at 3e-3, between grid points
     parabola = {rate: 2 + math.log2(rate / 3e-3) ** 2 / 10 for rate in rates}
