@@ -1,7 +1,8 @@
 """Every malformed input gets one `error:` line, exit code 2, and leaves every file as it was.
 
-`ROWS` is the table README's "When something is wrong" section shows (a test checks that README
-lists each row with its message); `python tests/test_bad_inputs.py` prints it as markdown.
+`ROWS` is the table the docs' reliability page shows (docs/reliability.md, "Bad input"; a test
+checks that the page lists each row with its message); `python tests/test_bad_inputs.py` prints it
+as markdown.
 Each row builds its inputs in a temporary directory and returns the command's arguments.
 """
 
@@ -21,8 +22,8 @@ TRAIN = ["train", "--config", "configs/lm.py:L2"]
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    case: str  # what the user did wrong (README's first column)
-    message: str  # a fragment of the one error line (README's second column)
+    case: str  # what the user did wrong (the docs table's first column)
+    message: str  # a fragment of the one error line (the docs table's second column)
     arguments: Callable[[Path, str], list[str]]  # (tmp_path, tfds data dir) → `python -m bigmodel` arguments
 
 
@@ -162,10 +163,10 @@ def test_bad_input_is_one_error_line_exit_2_and_changes_nothing(row, tmp_path, k
     assert tree_snapshot(tmp_path) == before
 
 
-def test_readme_lists_every_row_with_its_message():
-    readme = (REPO / "README.md").read_text()
-    missing = [row.case for row in ROWS if f"| {row.case} | `{row.message}` |" not in readme]
-    assert not missing, f"README's bad-input table lacks: {missing}; print it with python tests/test_bad_inputs.py"
+def test_the_docs_list_every_row_with_its_message():
+    page = (REPO / "docs" / "reliability.md").read_text()
+    missing = [row.case for row in ROWS if f"| {row.case} | `{row.message}` |" not in page]
+    assert not missing, f"docs/reliability.md's bad-input table lacks: {missing}; print it with python tests/test_bad_inputs.py"
 
 
 def test_the_table_has_at_least_thirty_rows():
