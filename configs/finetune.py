@@ -10,7 +10,7 @@ checkpoint become the backbone; the run is only read. --task and --from fill tas
 backbone.init_from, --scratch sets backbone.init=scratch (the same architecture and budget from a
 random init: the baseline). Any key below can be overridden with --config.group.key=value.
 With the defaults, the main job's largest run (886K non-embedding parameters) fine-tunes on
-kjv_books in about 6 CPU-minutes (300 steps of 32 verses, 6 validations; README, "Fine-tune").
+kjv_books in about 6 CPU-minutes (300 steps of 32 verses, 6 validations; docs/finetuning.md).
 """
 
 import ml_collections

@@ -18,7 +18,7 @@ steps default to 20 tokens per parameter (Chinchilla); warmup is capped at the r
 short runs need no other override. `bench` times whole steps, micro-batches included.
 
 Memory (params + AdamW state are 16 bytes/parameter), measured on one H100 80GB on 2026-11-22
-(`tools/bench_accelerator.py`, README "On an H100"): 124m at micro-batch 32 peaks at 25-27 GiB,
+(`tools/bench_accelerator.py`, docs/benchmarks.md, "On an H100"): 124m at micro-batch 32 peaks at 25-27 GiB,
 1.3b at 8 at 35-38 GiB (two compiles differed); 350m and 760m at 16 peaked at 40.1 and 60.0 GiB with scanned layers
 (unrolled, their default now, was 25-33% less at the other two sizes). The earlier micro-batches
 of 350m, 760m and 1.3b (32/32/16) did not fit, and 124m's 64 took 70 of the 72 GiB XLA gets

@@ -8,13 +8,13 @@ fitted to those 12 points (bootstrap over the fit's residuals: the grid is a des
 sample) and checked against a held-out run with 4.4× the compute of the largest fitted one:
 886K parameters (4× the largest fitted) on 2M bytes, itself a stable run plus one branch:
 
-  python -m bigmodel sweep experiments/demo.py --workdir runs/demo            # ~11 min, 2-core CPU
+  python -m bigmodel sweep experiments/demo.py --workdir runs/demo            # about 10 min, 2 CPU cores
   python -m bigmodel sweep experiments/demo.py --workdir runs/demo --dry-run  # the table of runs
 
 Writes runs/demo/runs.csv (one row per run; stable runs are marked and are not fit points),
 runs/demo/fit.json (the law with intervals, a and b, N_opt, D_opt and D/N at 1e15 FLOPs, the
 held-out prediction against the measurement and the naive guess's error) and runs/demo/plots/.
-Rerunning skips finished runs. README's Measured section has this study's results.
+Rerunning skips finished runs. docs/results.md has this study's results.
 
 Learning rate: 6e-3 at d_model 128, ∝ N^-1/4, the rule tuned for the earlier fixed-D demo (at
 781 steps; see git history); warmup 40 steps for all (a branch shares its parent's).

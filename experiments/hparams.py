@@ -28,7 +28,7 @@ lrs): the optimum at its smallest batch, not bracketed. So the batch sizes run f
 (128 tokens) to 8. The lrs bracket the demo's rule (1.2e-2 for this size). Warmup is 10% of each run's steps (the
 rule reads the plan's steps, which depend on its batch size), cosine decay to 10%; every run is
 evaluated once at its end on the same 256 validation sequences (eval.batches = 256 / batch size).
-Results, their reading and what a grid this small can resolve: README ("Hyperparameter scaling").
+Results, their reading and what a grid this small can resolve: docs/results.md.
 """
 
 from bigmodel.scaling.sweep import IsoFlopGrid, RunPlan, Study, shape_of

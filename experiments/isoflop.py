@@ -7,8 +7,8 @@ N_opt ∝ C^a.
   python -m bigmodel sweep experiments/isoflop.py --workdir runs/isoflop             # dry run ≈ 34 min, 2-core CPU
 
 experiments/isoflop_results/ holds the 14 runs' registry, both fits (fit.json: Approach 2, this
-study's analysis; fit_chinchilla.json: Approach 3 on the same runs) and their plots; README's
-Measured section compares the two.
+study's analysis; fit_chinchilla.json: Approach 3 on the same runs) and their plots; docs/results.md
+compares the two.
 
 `:branches` reaches the same 14 (N, C) points with cooldown branches (Hägele et al. 2024): per
 size one warmup-stable run to 80% of its largest budget's steps, and from it a 20% linear

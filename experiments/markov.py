@@ -13,7 +13,7 @@ against H; the plots draw H as a line.
 
   python -m bigmodel sweep experiments/markov.py --workdir runs/markov   # ~10 min, 2-core CPU
 
-Results: experiments/markov_results/ (runs.csv, fit.json, plots); README's Measured section.
+Results: experiments/markov_results/ (runs.csv, fit.json, plots); docs/results.md.
 """
 
 from bigmodel.scaling.sweep import BranchGrid, RunPlan, Study, shape_of

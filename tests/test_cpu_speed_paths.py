@@ -90,7 +90,7 @@ def test_block_causal_attention_skips_the_masked_blocks():
 
 @pytest.mark.parametrize("full", [False, True])
 def test_the_matmul_floor_benchmark_differentiates_every_weight(full, load_tool):
-    """tools/cpu_matmul_floor.py (README "Measured"): both forms give every weight a finite,
+    """tools/cpu_matmul_floor.py (docs/benchmarks.md): both forms give every weight a finite,
     nonzero gradient, so the timed step is the whole forward and backward pass."""
     floor = load_tool("cpu_matmul_floor")
     gradients = floor.jax_step(full)()

@@ -1,6 +1,6 @@
 """Bitwise repeatability on CPU: the same run gives the same losses to the last bit, also on
 one core instead of two and with XLA's Eigen thread pool off; a different device count does
-not bit for bit (the gradient all-reduce sums in another order), and README says so."""
+not bit for bit (the gradient all-reduce sums in another order), and docs/reliability.md says so."""
 
 from __future__ import annotations
 

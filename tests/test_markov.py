@@ -71,7 +71,7 @@ def test_default_chain_is_positive_so_irreducible_and_solved():
     log_transitions, transitions, distribution = solved(MarkovOptions())
     assert transitions.shape == (1024, 32) and transitions.min() > 0  # numpy's dirichlet gives zeros at α=0.05
     assert np.abs(next_contexts(distribution, transitions) - distribution).sum() < 1e-13
-    # README's number. If it moves, the default text changed: bump MARKOV_VERSION (cache names).
+    # docs/training.md's number. If it moves, the default text changed: bump MARKOV_VERSION (cache names).
     assert entropy_rate(log_transitions, distribution) == pytest.approx(1.2511948, abs=1e-6)
 
 

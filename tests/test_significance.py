@@ -1,6 +1,6 @@
 """`compare`'s statistics (bigmodel/scaling/significance.py) on synthetic groups with a known
 difference, and the command on hand-written run directories. Fast: no model is trained or
-restored (the one-run-a-side path, which evaluates checkpoints, is the README's command)."""
+restored (the one-run-a-side path, which evaluates checkpoints, is docs/scaling.md's command)."""
 
 from __future__ import annotations
 

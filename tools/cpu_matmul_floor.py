@@ -12,7 +12,7 @@ d_model 256, 4 heads, d_ff 1024, seq 256, batch 16, 256-token vocabulary).
   python tools/cpu_matmul_floor.py            # JAX rows; PyTorch rows too when torch is installed
 
 If JAX's `matmuls` row is already slower than PyTorch's `full` row, no change to the model's
-non-matmul work can bring bigmodel to nanoGPT's speed on this machine (README "Measured").
+non-matmul work can bring bigmodel to nanoGPT's speed on this machine (docs/benchmarks.md).
 """
 
 from __future__ import annotations
