@@ -5,7 +5,7 @@
   python -m bigmodel train --config configs/lm.py:L4 --workdir runs/l4
   python -m bigmodel train --config configs/lm.py:L2 --workdir runs/l2 --config.train.steps=200
 
-L4 (0.8M non-embedding params) reaches ≤ 1.8 bits per byte on kjv in about 8 minutes on a
+L4 (0.8M non-embedding params) reaches ≤ 1.8 bits per byte on kjv in under 9 minutes on a
 2-core CPU with the defaults below (docs/results.md).
 """
 
