@@ -88,7 +88,7 @@ def test_the_link_check_sees_links_and_headings():
 def shell_commands(page: Path) -> list[list[str]]:
     """Every `python -m bigmodel ...` command in the page's code blocks and inline code, as argv
     from `bigmodel` on (comments and the rest of a `&&` chain dropped)."""
-    prose, code = prose_and_code(page.read_text())
+    prose, code = prose_and_code(page.read_text().replace("\\\n", " "))  # continuation lines joined
     texts = [line.split("  #")[0] for line in code if not line.lstrip().startswith("#")]
     texts += [span for line in prose for span in re.findall(r"`([^`]*python3? -m bigmodel [^`]*)`", line)]
     commands = []
@@ -139,6 +139,8 @@ def test_the_command_check_sees_commands():
     commands = shell_commands(REPO / "docs/inference.md")
     assert ["serve", "--workdir", "runs/demo/L2-d96-tok1.6M-lr6.9e-3-s0-cd20", "--port", "8765"] in commands
     assert {"train", "sweep", "fit", "compare"} <= command_names()
+    slurm = [argv for argv in shell_commands(REPO / "docs/clusters.md") if "slurm" in argv]
+    assert slurm and "--partition" in slurm[0]  # a command continued over two lines is read whole
 
 
 def test_examples_leave_the_repository_root_and_port_8000_alone():
