@@ -2,9 +2,9 @@
 
 Every relative link in README.md and docs/ names a file that exists (and, into a markdown page,
 a heading it has); every `python -m bigmodel COMMAND --flag` shown is a real command with that
-flag; every `from bigmodel... import name` shown imports; and the study the guide tells a reader
-to write expands into the runs it shows; README's layout names files that exist. `mkdocs build --strict` (CI) checks the site's own
-links again, with the real renderer.
+flag; every `from bigmodel... import name` shown imports; the study the guide tells a reader to
+write expands into the runs it shows; README's layout names files that exist. `mkdocs build
+--strict` (CI) checks the site's own links again, with the real renderer.
 """
 
 from __future__ import annotations
