@@ -16,7 +16,7 @@ from pathlib import Path
 import ml_collections
 
 from bigmodel.model_config import ATTENTIONS, AUTO, DTYPES, REMAT_NAMES, compute_dtype, cudnn_problem, current_platform
-from bigmodel.mup import PARAMETRIZATIONS
+from bigmodel.mup import PARAMETRIZATIONS, implicit_base_head_dim_problem
 
 
 class ConfigError(ValueError):
@@ -232,6 +232,8 @@ def check_parametrization(model) -> None:
         raise ConfigError(f"config.model.mup_base_width must be a positive integer (the d_model where muP equals SP), got {base_width!r}")
     if isinstance(base_head_dim, bool) or not isinstance(base_head_dim, int) or base_head_dim < 0:
         raise ConfigError(f"config.model.mup_base_head_dim must be 0 (this model's head_dim) or a positive integer, got {base_head_dim!r}")
+    if parametrization == "mup" and (problem := implicit_base_head_dim_problem(model.d_model, model.n_heads, base_width, base_head_dim)):
+        raise ConfigError(problem)
     if parametrization == "mup" and model.tie_embeddings:
         raise ConfigError("config.model.parametrization=mup needs an untied LM head (muP scales the readout and the embedding "
                           "differently): set model.tie_embeddings=false")

@@ -19,19 +19,50 @@ from bigmodel.model_config import ModelConfig, model_config
 
 FLOPS_FORMULA = "6*(non_embedding_params + d_model*vocab_size) + 12*n_layers*d_model*seq_len (PaLM App. B)"
 
-# Dense peak FLOP/s per device for bf16 (fp32 where the device has no faster path). Override
-# with `bench --peak_flops` or BIGMODEL_PEAK_FLOPS; CPUs have no entry on purpose: an invented
-# peak makes MFU meaningless, so we report null instead.
+# Dense (no 2:4 sparsity) bf16 peak FLOP/s of one device, by whole device name. Override with
+# `bench --peak_flops` or BIGMODEL_PEAK_FLOPS; CPUs and devices not listed have no entry on
+# purpose: an invented peak makes MFU meaningless, so we report null instead ("unknown peak").
+# Sources: NVIDIA datasheets quote bf16 "with sparsity", twice the dense figure: H100 1,979 TF
+# SXM / 1,513 PCIe / 1,671 NVL; H200 1,979, H200 NVL 1,671; A100 (40 and 80 GB, SXM and PCIe)
+# 624; L40S 733 (362.05 dense), L40 362.1 (181.05), L4 242 (121). Google Cloud TPU docs, per
+# chip (one JAX device): v4 275, v5e 197, v5p 459, v6e 918 TF.
 PEAK_FLOPS = {
+    "H100 SXM": 989e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
     "H200": 989e12,
-    "H100": 989e12,  # SXM; the PCIe card is 756e12
-    "A100": 312e12,
+    "H200 NVL": 835e12,
+    "A100 40GB": 312e12,
+    "A100 80GB": 312e12,
+    "L40S": 362e12,
+    "L40": 181e12,
     "L4": 121e12,
     "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
     "TPU v5e": 197e12,
     "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+}
+
+# Each name of PEAK_FLOPS and the whole `device_kind` strings that are that device, as regexes
+# matched against the entire kind (upper case, "NVIDIA " dropped, '-' and '_' read as spaces).
+# Whole-string matches, never substrings: "L4" is not inside "L40S", and an H100 says which form
+# factor it is (CUDA names the SXM card "H100 80GB HBM3", the others "H100 PCIe", "H100 NVL").
+# JAX names TPU v5e "TPU v5 lite", v5p "TPU v5", v6e "TPU v6 lite".
+DEVICE_KINDS = {
+    "H100 SXM": r"H100 (SXM5?( \d+GB)?( HBM3)?|(\d+GB )?HBM3)",
+    "H100 PCIe": r"H100 ((\d+GB )?PCIE|PCIE \d+GB)",
+    "H100 NVL": r"H100 NVL( \d+GB)?",
+    "H200": r"H200( SXM)?( \d+GB)?( HBM3E)?",
+    "H200 NVL": r"H200 NVL( \d+GB)?",
+    "A100 40GB": r"A100 ((SXM4|PCIE) )?40GB( PCIE)?",
+    "A100 80GB": r"A100 ((SXM4|PCIE) )?80GB( PCIE)?",
+    "L40S": r"L40S",
+    "L40": r"L40",
+    "L4": r"L4",
+    "TPU v4": r"TPU V4",
+    "TPU v5e": r"TPU V5( LITE|E)",
+    "TPU v5p": r"TPU V5P?",
+    "TPU v6e": r"TPU V6( LITE|E)",
 }
 
 
@@ -84,13 +115,19 @@ def run_stats(config: ml_collections.ConfigDict) -> dict[str, int | str]:
     return model_stats(model_config(config, platform="cpu"), config.data.seq_len)
 
 
+def device_name(device_kind: str) -> str | None:
+    """The PEAK_FLOPS name of a `jax.Device.device_kind` ("NVIDIA H100 PCIe" → "H100 PCIe"), or
+    None for a device the table does not hold."""
+    kind = re.sub(r"[\s_-]+", " ", device_kind).strip().upper()
+    kind = kind.removeprefix("NVIDIA ")
+    return next((name for name, pattern in DEVICE_KINDS.items() if re.fullmatch(pattern, kind)), None)
+
+
 def device_peak_flops(device_kind: str) -> float | None:
-    """Peak FLOP/s of one device from its `jax.Device.device_kind`, or None when unknown."""
-    # Longest key first so "TPU v5 lite" wins over a shorter prefix.
-    for name in sorted(PEAK_FLOPS, key=len, reverse=True):
-        if re.search(re.escape(name), device_kind, flags=re.IGNORECASE):
-            return PEAK_FLOPS[name]
-    return None
+    """Dense bf16 peak FLOP/s of one device from its `jax.Device.device_kind`, or None when the
+    kind is not a whole device name of the table (unknown peak: MFU is then null)."""
+    name = device_name(device_kind)
+    return None if name is None else PEAK_FLOPS[name]
 
 
 def mfu(flops_per_s: float, peak_flops_per_device: float | None, n_devices: int) -> float | None:

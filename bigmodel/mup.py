@@ -76,6 +76,22 @@ def base_head_dim(config: ModelConfig) -> int:
     return config.mup_base_head_dim or config.head_dim
 
 
+def implicit_base_head_dim_problem(d_model: int, n_heads: int, base_width: int, base_head_dim: int) -> str | None:
+    """Why `mup_base_head_dim` = 0 (the base model's head_dim read as this model's) cannot hold
+    for this shape, or None. That reading means the base model, at d_model = `base_width`, had
+    whole heads of this head_dim; when head_dim grows with width (n_heads fixed) it does not
+    divide the base width, and 0 would silently give SP's 1/√h attention where muP's is √h_b/h.
+    (A head_dim that grows yet still divides the base width cannot be told from a fixed one by
+    one config: the docs say to set the base whenever head_dim is not the same at every width.)"""
+    head_dim = d_model // n_heads
+    if base_head_dim or base_width % head_dim == 0:
+        return None
+    guess = f" ({base_width // n_heads} if n_heads stays {n_heads} at every width)" if base_width % n_heads == 0 else ""
+    return (f"config.model.mup_base_head_dim=0 reads the base model's head_dim as this model's {head_dim}, but a base of "
+            f"d_model {base_width} (mup_base_width) cannot hold whole heads of {head_dim}: head_dim grows with width here, "
+            f"so set model.mup_base_head_dim to the base model's head_dim{guess}")
+
+
 def attention_scale(config: ModelConfig) -> float | None:
     """The factor on q·k: √h_b / h under muP; None under SP (the attention functions' own 1/√h)."""
     if not is_mup(config):

@@ -89,6 +89,8 @@ ROWS = [
     Row("heads that do not divide d_model", "d_model=64 is not divisible by n_heads=3", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.model.n_heads=3"]),
     Row("mesh larger than the devices", "uses 2 devices but 1 are present", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.mesh.data=2"]),
     Row("muP with a tied LM head", "parametrization=mup needs an untied LM head", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.model.parametrization=mup", "--config.model.tie_embeddings=true"]),
+    Row("muP with head_dim growing with width and no base head_dim", "head_dim grows with width here, so set model.mup_base_head_dim",
+        lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.model.parametrization=mup", "--config.model.d_model=256"]),
     Row("negative warmup", "warmup_steps=-1 must be between 0 and train.steps", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.optim.warmup_steps=-1"]),
     Row("tfds dataset that does not exist", "tfds has no dataset 'no_such_dataset'", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.data.dataset=tfds:no_such_dataset", f"--config.data.data_dir={d}"]),
     Row("unknown dataset name", "config.data.dataset='wiki' is unknown", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.data.dataset=wiki"]),

@@ -257,6 +257,31 @@ def test_mup_with_a_tied_head_is_one_error_line():
         validate(config, n_devices=1)
 
 
+@pytest.mark.parametrize("d_model, n_heads, base_width, refused", [
+    (256, 2, 64, True),  # n_heads fixed: head_dim 128 cannot be the base's (a base of 64 has no whole head of 128)
+    (96, 2, 64, True),  # head_dim 48 does not divide the base width
+    (256, 8, 64, False),  # head_dim 32 at every width: 0 reads the base as this model's, as shape_of scales
+    (32, 1, 64, False),  # narrower than the base at head_dim 32 (lr_transfer's d32)
+    (64, 2, 64, False),  # the base itself
+])
+def test_an_implicit_base_head_dim_that_cannot_be_the_base_is_refused(d_model, n_heads, base_width, refused):
+    overrides = {"model.parametrization": "mup", "model.d_model": d_model, "model.n_heads": n_heads, "model.mup_base_width": base_width}
+    if refused:
+        with pytest.raises(ConfigError, match=r"mup_base_head_dim=0 .* head_dim grows with width here, so set model.mup_base_head_dim to the base model's head_dim"):
+            validate(_config(**overrides), n_devices=1)
+        validate(_config(**overrides, **{"model.mup_base_head_dim": base_width // n_heads}), n_devices=1)  # the fix passes
+    else:
+        validate(_config(**overrides), n_devices=1)
+    validate(_config(**{**overrides, "model.parametrization": "sp"}), n_devices=1)  # SP has no base to name
+
+
+def test_the_refusal_names_the_fixed_heads_base():
+    problem = mup.implicit_base_head_dim_problem(256, 2, 64, 0)
+    assert problem.endswith("set model.mup_base_head_dim to the base model's head_dim (32 if n_heads stays 2 at every width)")
+    assert "\n" not in problem and mup.implicit_base_head_dim_problem(256, 2, 64, 32) is None
+    assert mup.implicit_base_head_dim_problem(150, 3, 64, 0).endswith("to the base model's head_dim")  # 64/3: no whole guess
+
+
 @pytest.mark.parametrize("key,value,message", [
     ("model.parametrization", "ntk", "must be one of sp, mup, got 'ntk'"),
     ("model.mup_base_width", 0, "mup_base_width must be a positive integer"),

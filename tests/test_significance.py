@@ -93,24 +93,117 @@ def test_welch_interval_and_p_value_agree():
 # ----------------------------------------------------------------------------- minimal detectable difference
 
 
+class SimulatedWelch:
+    """A Monte Carlo of Welch's two-sided test at SD 1, written apart from `welch_power`: each
+    trial draws both groups' runs, and one set of draws serves every true difference (adding
+    the difference to B's runs moves only the mean), so the rejection rate is one curve in it."""
+
+    def __init__(self, n_a: int, n_b: int, trials: int, seed: int, sd_b: float = 1.0, alpha: float = 0.05):
+        rng = np.random.default_rng(seed)
+        a, b = rng.normal(0, 1, (trials, n_a)), rng.normal(0, sd_b, (trials, n_b))
+        var_a, var_b = a.var(axis=1, ddof=1) / n_a, b.var(axis=1, ddof=1) / n_b
+        df = (var_a + var_b) ** 2 / (var_a**2 / (n_a - 1) + var_b**2 / (n_b - 1))
+        self.null_difference = b.mean(axis=1) - a.mean(axis=1)
+        self.threshold = t_quantile_array(1 - alpha / 2, df) * np.sqrt(var_a + var_b)
+        self.first = (a[0], b[0])
+
+    def rejection_rate(self, difference: float) -> float:
+        return float(np.mean(np.abs(self.null_difference + difference) > self.threshold))
+
+    def difference_at(self, power: float) -> float:
+        """The smallest difference the simulated test rejects in `power` of the trials."""
+        low, high = 0.0, 100.0
+        for _ in range(60):
+            middle = (low + high) / 2
+            low, high = (middle, high) if self.rejection_rate(middle) < power else (low, middle)
+        return high
+
+
+def t_quantile_array(probability: float, df: np.ndarray) -> np.ndarray:
+    from scipy import special
+
+    return special.stdtrit(df, probability)
+
+
+def test_the_simulation_runs_welchs_test():
+    simulation = SimulatedWelch(3, 4, trials=10, seed=0)
+    a, b = simulation.first
+    for difference in np.linspace(-4, 4, 81):
+        result = welch(a, b + difference)
+        assert simulation.null_difference[0] + difference == pytest.approx(result.difference)
+        assert simulation.threshold[0] == pytest.approx(t_quantile(0.975, result.df) * result.standard_error)
+        assert (abs(result.difference) > simulation.threshold[0]) == (result.p_value < 0.05)
+
+
+# DESIGN §6: Welch's 80%-power difference in seed SDs at 2, 3, 5 seeds a side, and the pooled t-test's.
+EIGHTY_PERCENT = {2: (10.4, 5.65), 3: (3.5, 3.07), 5: (2.08, 2.02)}
+
+
+@pytest.mark.parametrize("seeds", sorted(EIGHTY_PERCENT))
+def test_minimal_detectable_difference_matches_a_monte_carlo_of_welchs_test(seeds):
+    detectable = minimal_detectable_difference(1.0, seeds)
+    simulated = SimulatedWelch(seeds, seeds, trials=200_000, seed=seeds).difference_at(0.80)
+    assert detectable == pytest.approx(simulated, rel=0.05)
+    welch_sds, pooled_sds = EIGHTY_PERCENT[seeds]
+    assert detectable == pytest.approx(welch_sds, abs=0.01)
+    assert minimal_detectable_difference(1.0, seeds, test="pooled") == pytest.approx(pooled_sds, abs=0.01)
+
+
+def test_the_pooled_difference_is_not_welchs_at_two_seeds():
+    # What compare quoted before: the pooled test's 5.65 SD, at which Welch's test rejects ~48% of the time.
+    simulation = SimulatedWelch(2, 2, trials=200_000, seed=7)
+    pooled = minimal_detectable_difference(1.0, 2, test="pooled")
+    assert abs(pooled / simulation.difference_at(0.80) - 1) > 0.4
+    assert simulation.rejection_rate(pooled) == pytest.approx(significance.welch_power(pooled, 1.0, 2, 2), abs=0.005)
+    assert significance.welch_power(pooled, 1.0, 2, 2) == pytest.approx(0.48, abs=0.01)
+
+
+@pytest.mark.parametrize("n_a, n_b, sd_b, difference", [(2, 5, 1.0, 3.0), (4, 3, 2.0, 3.0), (3, 3, 0.5, 1.5), (10, 10, 1.0, 1.0)])
+def test_welch_power_matches_the_simulation_at_unequal_seeds_and_spreads(n_a, n_b, sd_b, difference):
+    simulated = SimulatedWelch(n_a, n_b, trials=100_000, seed=n_a * n_b, sd_b=sd_b).rejection_rate(difference)
+    computed = significance.welch_power(difference, 1.0, n_a, n_b, sd_b=sd_b)
+    assert abs(simulated - computed) <= binomial_tolerance(computed, 100_000)
+
+
+def test_welch_power_at_no_difference_is_its_size_and_is_scale_free():
+    # Welch's test is conservative at few seeds: it rejects 2.3% of true nulls at 2 a side, 3.5% at 3.
+    sizes = [significance.welch_power(0.0, 1.0, n, n) for n in (2, 3, 5, 40)]
+    assert sizes == pytest.approx([0.0234, 0.0351, 0.0442, 0.0500], abs=5e-4)
+    assert sizes[0] == pytest.approx(SimulatedWelch(2, 2, trials=100_000, seed=11).rejection_rate(0.0), abs=binomial_tolerance(0.0234, 100_000))
+    assert significance.welch_power(0.03, 0.01, 3, 4) == pytest.approx(significance.welch_power(3.0, 1.0, 3, 4), abs=1e-12)
+
+
 def test_minimal_detectable_difference_matches_cohens_table():
-    # Cohen (1988), Table 2.4.1: d = 0.8 at α = .05 two-sided and 80% power needs 26 per group.
+    # Cohen (1988), Table 2.4.1: d = 0.8 at α = .05 two-sided and 80% power needs 26 per group
+    # (pooled t-test; Welch's test agrees at this many seeds).
+    assert minimal_detectable_difference(1.0, 26, test="pooled") <= 0.8 < minimal_detectable_difference(1.0, 25, test="pooled")
     assert minimal_detectable_difference(1.0, 26) <= 0.8 < minimal_detectable_difference(1.0, 25)
 
 
 def test_minimal_detectable_difference_has_the_stated_power():
     detectable = minimal_detectable_difference(1.0, 5)
-    assert significance.power(detectable, 1.0, 5, 5) == pytest.approx(0.80, abs=1e-6)
-    # Simulated with Welch's test, which at equal sizes is a little more conservative than pooled.
-    assert abs(simulated_rejections(detectable, seeds=5, trials=1000, seed=3) - 0.78) <= binomial_tolerance(0.8, 1000)
+    assert significance.welch_power(detectable, 1.0, 5, 5) == pytest.approx(0.80, abs=1e-6)
+    assert abs(simulated_rejections(detectable, seeds=5, trials=1000, seed=3) - 0.80) <= binomial_tolerance(0.8, 1000)
 
 
 def test_minimal_detectable_difference_scales_with_the_sd_and_shrinks_with_seeds():
     assert minimal_detectable_difference(0.01, 5) == pytest.approx(0.01 * minimal_detectable_difference(1.0, 5))
     values = [minimal_detectable_difference(1.0, n) for n in (2, 3, 5, 10)]
     assert values == sorted(values, reverse=True)
-    assert values[0] > 2 * (1.96 + 0.84)  # two seeds: the normal approximation would say 2.8 SD
-    assert significance.seeds_needed(minimal_detectable_difference(1.0, 5), 1.0) == 5
+    assert values[0] > 3 * (1.96 + 0.84)  # two seeds: the normal approximation would say 2.8 SD
+
+
+@pytest.mark.parametrize("test", ["welch", "pooled"])
+@pytest.mark.parametrize("seeds", [2, 3, 5, 17])
+def test_seeds_needed_inverts_the_minimal_detectable_difference(test, seeds):
+    assert significance.seeds_needed(minimal_detectable_difference(1.0, seeds, test=test), 1.0, test=test) == seeds
+    assert significance.seeds_needed(0.99 * minimal_detectable_difference(1.0, seeds, test=test), 1.0, test=test) == seeds + 1
+
+
+def test_seeds_needed_gives_up_on_differences_no_practical_number_of_seeds_detects():
+    assert significance.seeds_needed(0.0, 1.0) is None
+    assert significance.seeds_needed(0.1, 1.0) is None  # ~1,570 a side
+    assert significance.seeds_needed(0.2, 1.0) == 394
 
 
 # ----------------------------------------------------------------------------- paired bootstrap over batches
@@ -149,6 +242,7 @@ def test_pairing_removes_the_shared_batch_variation():
     (lambda: paired_bootstrap([1.0, 2.0], [1.0, 2.0, 3.0]), "as many batches"),
     (lambda: paired_bootstrap([1.0, 2.0], [1.5, 2.5]), "on every batch"),
     (lambda: minimal_detectable_difference(1.0, 1), "at least 2 seeds"),
+    (lambda: minimal_detectable_difference(1.0, 3, test="student"), "unknown test 'student': use one of welch, pooled"),
 ])
 def test_statistics_refuse_what_they_cannot_answer(call, message):
     with pytest.raises(ValueError, match=message):
@@ -181,7 +275,9 @@ def test_compare_prints_welch_and_the_minimal_detectable_difference(seed_groups,
     out = capsys.readouterr().out
     assert "A: 3 runs" in out and "B: 3 runs" in out
     assert "B − A = -0.10000 nats/token" in out and "Welch t = -12.247, df = 4.00" in out
-    assert f"minimal detectable difference at 3 vs 3 seeds (80% power, α = 0.05): {minimal_detectable_difference(0.01, 3):.5f}" in out
+    assert (f"minimal detectable difference at 3 vs 3 seeds (Welch's t-test, 80% power, α = 0.05): {minimal_detectable_difference(0.01, 3):.5f} "
+            "(both sides at the pooled seed SD 0.01000)") in out
+    assert f"{minimal_detectable_difference(0.01, 3, test='pooled'):.5f}" not in out
 
 
 def test_compare_json_and_comma_lists(seed_groups, capsys):
@@ -191,6 +287,7 @@ def test_compare_json_and_comma_lists(seed_groups, capsys):
     assert result["method"] == "welch" and result["difference"] == pytest.approx(-0.1)
     assert result["p_value"] < 0.001 and result["low"] < -0.1 < result["high"] < 0
     assert result["pooled_sd"] == pytest.approx(0.01) and result["a"]["eval_losses"] == pytest.approx([1.50, 1.51, 1.52])
+    assert result["power_test"] == "welch" and result["minimal_detectable_difference"] == pytest.approx(0.01 * 3.5074, rel=1e-4)
 
 
 def test_compare_reads_the_committed_branch_study_registries(capsys):
@@ -199,6 +296,8 @@ def test_compare_reads_the_committed_branch_study_registries(capsys):
     result = json.loads(capsys.readouterr().out)
     assert len(result["a"]["runs"]) == len(result["b"]["runs"]) == 2
     assert result["difference"] == pytest.approx(-0.02037, abs=1e-5) and result["p_value"] > 0.05
+    # Welch's own 80%-power difference at 2 vs 2 seeds (the pooled t-test's was 0.08663, 10 seeds).
+    assert result["minimal_detectable_difference"] == pytest.approx(0.15924, abs=1e-5) and result["seeds_needed"] == 11
 
 
 def test_the_tool_is_the_same_command(seed_groups):

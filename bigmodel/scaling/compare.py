@@ -2,9 +2,10 @@
 different from A's? Prints B − A with a 95% interval and a p-value; --json prints one object.
 
 Groups of seeds (≥ 2 runs a side): Welch's t-test on the runs' final eval losses, and the minimal
-detectable difference at this many seeds (80% power, α = 0.05) from the pooled seed-to-seed SD
-(exact for the pooled-variance t-test; Welch's power is within a few points of it at equal
-seed counts and spreads, e.g. 0.78 for 0.80 at 5 seeds a side).
+detectable difference at this many seeds and the seeds a side the observed difference would need,
+both from Welch's own power (80%, α = 0.05) with each side's seed SD taken as the pooled one. At
+few seeds Welch's test detects far less than the pooled t-test would claim: at 2 seeds a side
+its 80%-power difference is 10.4 seed SDs, not 5.65 (docs/compare.md).
 
 One run a side: a paired bootstrap over validation batches. The trainer records only the mean
 eval loss, so compare restores each run's newest checkpoint and evaluates both on the same
@@ -28,6 +29,7 @@ from bigmodel.scaling import run_groups
 
 COMPARE_HELP = "B − A in final eval loss: 95%% interval, p-value, minimal detectable difference (Welch over seeds, or a paired bootstrap over eval batches)"
 CHECKPOINT_DIR = "checkpoints"  # bigmodel.checkpoint.CHECKPOINT_DIR (importing it loads JAX)
+POWER_TEST = "welch"  # detectable differences are the power of the test compare runs
 GROUP_HELP = ("a run directory, a quoted glob of run directories ('runs/seeds/L2-*'), or REGISTRY:'NAME_PATTERN' "
               "(done rows of a sweep directory or runs.csv); join several with commas")
 
@@ -78,7 +80,8 @@ def group_summary(runs: list[run_groups.RunLoss]) -> dict:
 
 def seed_comparison(runs_a: list[run_groups.RunLoss], runs_b: list[run_groups.RunLoss]) -> dict:
     """Welch's test on the final eval losses, the minimal detectable difference at these seed
-    counts and the seeds a side that would detect the difference observed."""
+    counts and the seeds a side that would detect the difference observed: both from the power
+    of that same Welch test, at the pooled seed SD on both sides."""
     from bigmodel.scaling import significance
 
     run_groups.check_same_validation_data(runs_a + runs_b)
@@ -98,10 +101,11 @@ def seed_comparison(runs_a: list[run_groups.RunLoss], runs_b: list[run_groups.Ru
         "df": test.df,
         "standard_error": test.standard_error,
         "pooled_sd": sd,
-        "minimal_detectable_difference": significance.minimal_detectable_difference(sd, len(runs_a), len(runs_b)),
+        "power_test": POWER_TEST,  # whose power gives minimal_detectable_difference and seeds_needed
+        "minimal_detectable_difference": significance.minimal_detectable_difference(sd, len(runs_a), len(runs_b), test=POWER_TEST),
         "power": significance.POWER,
         "alpha": significance.ALPHA,
-        "seeds_needed": significance.seeds_needed(test.difference, sd),
+        "seeds_needed": significance.seeds_needed(test.difference, sd, test=POWER_TEST),
     }
 
 
@@ -209,6 +213,8 @@ def report(result: dict, spec_a: str, spec_b: str) -> list[str]:
     difference = (f"B − A = {result['difference']:+.5f} nats/token, {result['confidence']:.0%} CI "
                   f"[{result['low']:+.5f}, {result['high']:+.5f}], p = {result['p_value']:.3g}")
     if result["method"] == "welch":
+        from bigmodel.scaling.significance import TEST_NAMES as significance_names
+
         lines = [f"{name}: {len(side['runs'])} runs of {spec}: final eval loss {side['mean']:.5f} (mean), seed SD {side['sd']:.5f}"
                  for name, side, spec in (("A", result["a"], spec_a), ("B", result["b"], spec_b))]
         lines.append(f"{difference} (Welch t = {result['t']:.3f}, df = {result['df']:.2f}; {verdict(result['p_value'])})")
@@ -216,8 +222,8 @@ def report(result: dict, spec_a: str, spec_b: str) -> list[str]:
         seeds = result["seeds_needed"]
         needed = (f"|B − A| = {abs(result['difference']):.5f} would need {seeds} seeds a side" if seeds
                   else "the observed difference is too small to detect with any practical number of seeds")
-        lines.append(f"minimal detectable difference at {n_a} vs {n_b} seeds ({result['power']:.0%} power, α = {result['alpha']:g}): "
-                     f"{result['minimal_detectable_difference']:.5f} (pooled seed SD {result['pooled_sd']:.5f}); {needed}")
+        lines.append(f"minimal detectable difference at {n_a} vs {n_b} seeds ({significance_names[result['power_test']]}, {result['power']:.0%} power, α = {result['alpha']:g}): "
+                     f"{result['minimal_detectable_difference']:.5f} (both sides at the pooled seed SD {result['pooled_sd']:.5f}); {needed}")
         return lines
     lines = [f"{name}: {side['run']} at step {side['step']}: eval loss {side['eval_loss']:.5f} on these batches (summary.json: {side['final_eval_loss']:.5f})"
              for name, side in (("A", result["a"]), ("B", result["b"]))]
