@@ -151,7 +151,7 @@ def make_eval_step(setup: Setup):
     return sharding.InMesh(jax.jit(eval_fn, in_shardings=(setup.state_shardings.params, setup.batch_sharding)), setup.mesh)
 
 
-def evaluate(setup: Setup, eval_step, params, validation, n_batches: int) -> dict[str, float]:
+def validation_loss(setup: Setup, eval_step, params, validation, n_batches: int) -> dict[str, float]:
     """Mean validation loss over the first n_batches fixed batches, and bits per byte."""
     batch_size = setup.config.train.batch_size // setup.config.train.grad_accum
     losses = []
@@ -409,7 +409,7 @@ def train_loop(setup: Setup, manager, resumed: Resumed, train_data, validation, 
                     interval = Interval(time.perf_counter())
             pause_start = time.perf_counter()
             if due(done, config.eval.every_steps, last_step):
-                result = evaluate(setup, eval_step, state.params, validation, config.eval.batches)
+                result = validation_loss(setup, eval_step, state.params, validation, config.eval.batches)
                 log.write({"step": done, **result})
                 progress.message(f"step {done} eval_loss {result['eval_loss']:.4f} eval_bpb {result['eval_bpb']:.4f}")
             if checkpoint_now:
