@@ -172,10 +172,11 @@ class Resumed:
     earlier_wall_time_s: float  # wall time of the earlier attempts (it accumulates over resumes)
 
 
-def restore_or_init(setup: Setup, manager, *, move_unreadable: bool) -> tuple[TrainState, int]:
-    """The newest readable checkpoint placed on this run's shardings, or a fresh state."""
+def restore_or_init(setup: Setup, manager) -> tuple[TrainState, int]:
+    """The newest readable checkpoint on this run's shardings (an unreadable one is moved aside, to
+    be written again), else a branch's start, else a fresh state; `bigmodel.restore` only reads."""
     target = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
-    state, step = checkpoint.restore_newest_readable(manager, target, move_unreadable=move_unreadable)
+    state, step = checkpoint.restore_newest_readable(manager, target, move_unreadable=True)
     if state is None and setup.config.train.get("init_from"):  # a cooldown branch's first start
         return branch.restore_branch_point(setup.config, target)
     if state is None:
@@ -186,7 +187,7 @@ def restore_or_init(setup: Setup, manager, *, move_unreadable: bool) -> tuple[Tr
 def resume(setup: Setup, manager, workdir: Path, is_writer: bool) -> Resumed:
     """Restore (or init), and cut metrics.jsonl back to the restored step: the steps after it
     are computed again, so the curve stays single-valued."""
-    state, step = restore_or_init(setup, manager, move_unreadable=True)
+    state, step = restore_or_init(setup, manager)
     if is_writer:
         metrics_lib.truncate_metrics_after(workdir, step)
     earlier = [record for record in metrics_lib.read_metrics(workdir) if "wall_time_s" in record]

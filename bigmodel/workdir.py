@@ -1,7 +1,9 @@
 """A run's directory: refuse to mix runs, claim it with a lock, record the config it runs.
 
 Nothing here writes before every check has passed: a refused command leaves the directory as
-it found it (the issue behind this: a failed `train` used to rewrite config.json).
+it found it (the issue behind this: a failed `train` used to rewrite config.json). The rules
+serve every command that writes a run: `train`, and `finetune` through its own `RunDirectory`
+(its lock, what may precede its config.json, the words of its messages).
 """
 
 from __future__ import annotations
