@@ -47,15 +47,20 @@ def checkpoint_dir(workdir: str | Path) -> epath.Path:
     return root / CHECKPOINT_DIR
 
 
-def newest_step(workdir: str | Path) -> int:
-    """The newest finalized step under <workdir>/checkpoints (0 if none), from the listing alone.
+def saved_steps(workdir: str | Path) -> list[int]:
+    """The finalized steps under <workdir>/checkpoints, oldest first ([] if none), from the listing alone.
 
     No CheckpointManager: its constructor is a barrier of all processes, and a check that only
     some processes reach (a slower one finds the checkpoints/ that process 0 just made) hung a
     4-process run there.
     """
     directory = checkpoint_dir(workdir)
-    return max(ocp.utils.checkpoint_steps(directory), default=0) if directory.is_dir() else 0
+    return sorted(ocp.utils.checkpoint_steps(directory)) if directory.is_dir() else []
+
+
+def newest_step(workdir: str | Path) -> int:
+    """The newest finalized step under <workdir>/checkpoints (0 if none), from the listing alone."""
+    return max(saved_steps(workdir), default=0)
 
 
 def log_steps(last_step: int) -> list[int]:

@@ -210,10 +210,10 @@ def run_decode(decode_program, params, state: DecodeState, key, max_tokens: int,
     return state, seconds
 
 
-def generate(model: Transformer, params, prompts: list[list[int]], max_tokens: int, sampling: Sampling, seed: int,
-             stop_ids: tuple[int, ...] = (), batch_sharding: NamedSharding | None = None, rules: tuple = (), *,
-             shape: BatchShape = BatchShape(), ahead_of_time: bool = True,
-             on_chunk: Callable[[list[list[int]]], None] | None = None) -> Generated:
+def generate_tokens(model: Transformer, params, prompts: list[list[int]], max_tokens: int, sampling: Sampling, seed: int,
+                    stop_ids: tuple[int, ...] = (), batch_sharding: NamedSharding | None = None, rules: tuple = (), *,
+                    shape: BatchShape = BatchShape(), ahead_of_time: bool = True,
+                    on_chunk: Callable[[list[list[int]]], None] | None = None) -> Generated:
     """Up to `max_tokens` new tokens after each prompt (lists of ids, none empty).
 
     With `batch_sharding` (the run's [batch, seq] sharding) and the run's logical axis `rules`,

@@ -5,8 +5,7 @@ Plain `eval`: the newest readable checkpoint → one JSON line and DIR/eval.json
 ...) → one JSON line each and DIR/eval_curve.json (a list of {step, tokens_seen, batches,
 eval_loss, eval_bpb}) with its figure DIR/eval_curve.png (+ .svg): eval loss vs tokens seen.
 
-Checkpoints are restored onto the devices present now: the run's own mesh when it fits,
-otherwise plain data parallelism over every device.
+The run is opened as `bigmodel.restore` opens it: onto the devices present now, read only.
 """
 
 from __future__ import annotations
@@ -18,37 +17,8 @@ from pathlib import Path
 import jax
 
 from bigmodel import checkpoint, config as config_lib, files, metrics as metrics_lib
-from bigmodel.train import VALIDATION_SEED, build, evaluate, make_eval_step, restore_or_init
-
-
-def config_for_these_devices(config):
-    """The saved config with a mesh that fits jax.device_count() (and a batch it divides)."""
-    try:
-        config_lib.validate(config, jax.device_count(), jax.process_count())
-        return config
-    except config_lib.ConfigError:
-        config = config_lib.apply_overrides(config, {"mesh.data": "-1", "mesh.fsdp": "1", "mesh.tensor": "1"})
-        config_lib.validate(config, jax.device_count(), jax.process_count())
-        return config
-
-
-def open_run(workdir: Path):
-    """(the run's config fitted to these devices, its checkpoint manager); ConfigError when the
-    directory is not a train run or has no checkpoint yet."""
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        raise config_lib.ConfigError(f"{workdir} has no config.json: pass the --workdir of a bigmodel train run")
-    saved = files.read_json(config_path)
-    if saved is None:
-        raise config_lib.ConfigError(f"{config_path} is not valid JSON: restore it from the run's command (command.sh) or its original config")
-    config = config_for_these_devices(config_lib.from_json(json.dumps(saved)))
-    no_checkpoint = f"{workdir} has no checkpoint yet: train it first (bigmodel train --workdir {workdir} ...)"
-    if not (workdir / checkpoint.CHECKPOINT_DIR).is_dir():
-        raise config_lib.ConfigError(no_checkpoint)
-    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
-    if manager.latest_step() is None:
-        raise config_lib.ConfigError(no_checkpoint)
-    return config, manager
+from bigmodel.restore import open_run, restore_params
+from bigmodel.train import VALIDATION_SEED, build, make_eval_step, validation_loss
 
 
 def eval_command(workdir: str, batches: int | None = None, every_checkpoint: bool = False) -> int:
@@ -58,19 +28,14 @@ def eval_command(workdir: str, batches: int | None = None, every_checkpoint: boo
     config, manager = open_run(workdir)
     if every_checkpoint:
         return eval_curve(workdir, config, manager, batches or config.eval.batches)
-    setup = build(config)
-    try:
-        state, step = restore_or_init(setup, manager, move_unreadable=False)  # eval only reads
-    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
-        raise config_lib.ConfigError(str(error)) from None
-    manager.close()
+    setup, params, step = restore_params(config, manager)  # eval only reads
     validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)
     n_batches = batches or config.eval.batches
     result = {
         "step": step,
         "batches": n_batches,
         "tokens": n_batches * (config.train.batch_size // config.train.grad_accum) * config.data.seq_len,
-        **evaluate(setup, make_eval_step(setup), state.params, validation, n_batches),
+        **validation_loss(setup, make_eval_step(setup), params, validation, n_batches),
     }
     if jax.process_index() == 0:
         print(json.dumps(result))
@@ -98,7 +63,7 @@ def eval_curve(workdir: Path, config, manager, n_batches: int) -> int:
     curve = []
     try:
         for step, state in checkpoint.readable_states(manager, target):
-            curve.append(curve_point(step, config, n_batches, evaluate(setup, eval_step, state.params, validation, n_batches)))
+            curve.append(curve_point(step, config, n_batches, validation_loss(setup, eval_step, state.params, validation, n_batches)))
             del state  # one checkpoint in memory at a time
             if is_writer:
                 print(json.dumps(curve[-1]), flush=True)

@@ -89,7 +89,7 @@ def metadata(config, tokenizer, workdir: Path, step: int, dtype: str) -> dict[st
 
 def export_command(args: argparse.Namespace) -> int:
     """Check the output path and the run (no JAX work), restore, write atomically, report."""
-    from bigmodel.generate import open_for_use, restore_params
+    from bigmodel.restore import open_for_use, restore_params
 
     out, workdir = Path(args.out), Path(args.workdir)
     check_out(out, args.force)

@@ -1,5 +1,5 @@
 """`python -m bigmodel generate --workdir DIR --prompt TEXT ...`: sample text from a run's newest
-checkpoint, restored onto the devices present now (as `eval` does), with a KV cache.
+checkpoint, restored onto the devices present now (`bigmodel.restore`), with a KV cache.
 
 All prompts (--prompt, then each non-blank line of --prompts_file) run as one left-padded batch:
 one prefill, then a jitted loop of decode steps (`bigmodel.decoding`). Plain output is each
@@ -16,11 +16,11 @@ the first S on the host, which catches S however the model happened to tokenize 
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import sys
 from pathlib import Path
 
+from bigmodel.completions import completion, cut_at_stop, speeds
 from bigmodel.config import ConfigError
 
 GENERATE_HELP = "sample text from a run's newest checkpoint (KV cache, batched prompts, top-k/top-p)"
@@ -78,55 +78,6 @@ def check_lengths(prompt_lengths: list[int], max_tokens: int, max_seq_len: int) 
                    else f"shorten it below {max_seq_len} tokens")
             raise ConfigError(f"prompt {number} is {length} tokens, and with --max_tokens {max_tokens} it would pass the model's "
                               f"max_seq_len of {max_seq_len}: {fix}")
-
-
-def run_tokenizer(config, workdir: Path):
-    """The tokenizer the run trained with. A missing BPE model is an error, not retrained: a
-    retrained one need not give the same ids the checkpoint learned."""
-    from bigmodel.data import ByteTokenizer, SentencePieceTokenizer
-    from bigmodel.data.pipeline import TOKENIZERS_DIR
-    from bigmodel.data.sources import SYNTHETIC, dataset_slug, resolve_data_dir
-    from bigmodel.data.tokenizers import sentencepiece_path
-
-    data = config.data
-    if data.dataset == SYNTHETIC:
-        raise ConfigError(f"{workdir} was trained on synthetic random tokens: it has no tokenizer to read a prompt with")
-    if data.tokenizer == "bytes":
-        return ByteTokenizer()
-    path = sentencepiece_path(Path(resolve_data_dir(data)) / TOKENIZERS_DIR, dataset_slug(data.dataset), data.vocab_size)
-    if not path.exists():
-        raise ConfigError(f"the run's tokenizer {path} is missing: run generate where the run was trained, or set data_dir in {workdir}/config.json")
-    return SentencePieceTokenizer(path.read_bytes())
-
-
-def cut_at_stop(text: str, stop: str | None) -> tuple[str, bool]:
-    """(text before the first `stop`, whether it was found)."""
-    at = text.find(stop) if stop else -1
-    return (text, False) if at < 0 else (text[:at], True)
-
-
-def tokens_through_stop(tokenizer, ids: list[int], stop: str) -> list[int]:
-    """The shortest prefix of `ids` whose text contains `stop` (the text only grows with the prefix)."""
-    return ids[: bisect.bisect_left(range(len(ids)), True, key=lambda n: stop in tokenizer.decode(ids[: n + 1])) + 1]
-
-
-def rate(tokens: int, seconds: float) -> float | None:
-    return round(tokens / seconds, 1) if tokens and seconds > 0 else None
-
-
-def completion(prompt: str, ids: list[int], tokenizer, stop: str | None) -> dict:
-    """One prompt's JSON-ready record: its text cut at `stop`, the tokens through it, and why it ended."""
-    text, stopped = cut_at_stop(tokenizer.decode(ids), stop)
-    return {"prompt": prompt, "text": text, "tokens": tokens_through_stop(tokenizer, ids, stop) if stopped else ids,
-            "finish_reason": "stop" if stopped else "length"}
-
-
-def speeds(generated, batch_prompts: int) -> dict:
-    """The whole batch's speeds (every prompt's record carries them)."""
-    return {"batch_prompts": batch_prompts,
-            "prefill_tokens_per_s": rate(generated.prompt_tokens, generated.prefill_s),
-            "decode_tokens_per_s": rate(generated.decode_tokens, generated.decode_s),
-            "compile_s": round(generated.compile_s, 2)}
 
 
 def results(prompts: list[str], generated, tokenizer, stop: str | None) -> list[dict]:
@@ -202,49 +153,6 @@ def wants_streaming(mode: str, as_json: bool, n_prompts: int, is_terminal: bool)
     return mode == "on" or (mode == "auto" and is_terminal and not as_json and n_prompts == 1)
 
 
-# ----------------------------------------------------------------------------- restoring a run
-
-
-def open_for_use(workdir: Path):
-    """(config, checkpoint manager, tokenizer) of a train run: everything needed to check a
-    request before any JAX work. ConfigError if it is not a run, has no checkpoint or tokenizer."""
-    from bigmodel.evaluate import open_run
-
-    config, manager = open_run(workdir)
-    try:
-        return config, manager, run_tokenizer(config, workdir)
-    except ConfigError:
-        manager.close()
-        raise
-
-
-def restore_params(config, manager, step: int | None = None):
-    """(setup, params, step): the run built for the devices present and its parameters, from
-    the newest readable checkpoint or from `step`. Only reads; closes the manager."""
-    from bigmodel import checkpoint
-    from bigmodel.train import build, restore_or_init
-
-    setup = build(config)
-    try:
-        if step is None:
-            state, step = restore_or_init(setup, manager, move_unreadable=False)
-        elif step not in manager.all_steps():
-            raise ConfigError(f"{manager.directory} has no checkpoint at step {step}: pick one of {sorted(manager.all_steps())}")
-        else:
-            target = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
-            checkpoint.check_shapes(manager, step, target)
-            try:
-                state = checkpoint.restore(manager, step, target)
-            except Exception as error:  # noqa: BLE001 — tensorstore raises many types for damaged files
-                raise ConfigError(f"checkpoint step {step} in {manager.directory} is unreadable ({type(error).__name__}): "
-                                  "pick another --step") from None
-    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
-        raise ConfigError(str(error)) from None
-    finally:
-        manager.close()
-    return setup, state.params, step
-
-
 def generate_command(args: argparse.Namespace) -> int:
     """Check every input (no JAX work yet), restore the run, generate, print."""
     from bigmodel.sampling import Sampling, check_sampling
@@ -256,7 +164,8 @@ def generate_command(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompt, args.prompts_file)
     stream = wants_streaming(args.stream, args.json, len(prompts), sys.stdout.isatty())
 
-    from bigmodel.decoding import generate
+    from bigmodel.decoding import generate_tokens
+    from bigmodel.restore import open_for_use, restore_params
 
     config, manager, tokenizer = open_for_use(Path(args.workdir))
     encoded = [tokenizer.encode(prompt) for prompt in prompts]
@@ -268,8 +177,8 @@ def generate_command(args: argparse.Namespace) -> int:
     setup, params, _ = restore_params(config, manager)
     stop_ids = tuple(tokenizer.encode(args.stop)) if args.stop else ()
     printer = StreamPrinter(prompts[0], tokenizer, args.stop, sys.stdout) if stream else None
-    generated = generate(setup.model, params, encoded, args.max_tokens, sampling, args.seed, stop_ids,
-                         setup.batch_sharding, setup.rules, on_chunk=printer)
+    generated = generate_tokens(setup.model, params, encoded, args.max_tokens, sampling, args.seed, stop_ids,
+                                setup.batch_sharding, setup.rules, on_chunk=printer)
     records = results(prompts, generated, tokenizer, args.stop)
     if printer is None:
         print_results(records, args.json, generated)

@@ -114,7 +114,7 @@ def model_info(workdir: Path, step: int, setup, tokenizer, limits) -> dict:
             "devices": f"{jax.device_count()} × {jax.devices()[0].device_kind}"}
 
 
-class StopRequest:
+class SignalLatch:
     """SIGINT/SIGTERM noted (not raised), from startup to exit. uvicorn installs its own handlers
     while serving, and re-raises what it caught once it has stopped: that lands here."""
 
@@ -129,7 +129,7 @@ class StopRequest:
 
 def serve_command(args: argparse.Namespace) -> int:
     check_flags(args)
-    from bigmodel.generate import open_for_use, restore_params
+    from bigmodel.restore import open_for_use, restore_params
 
     workdir = Path(args.workdir)
     config, manager, tokenizer = open_for_use(workdir)
@@ -139,7 +139,7 @@ def serve_command(args: argparse.Namespace) -> int:
     except ConfigError:
         manager.close()
         raise
-    stop = StopRequest()
+    stop = SignalLatch()
 
     import uvicorn
 

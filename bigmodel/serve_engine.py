@@ -15,8 +15,8 @@ import dataclasses
 import sys
 import time
 
-from bigmodel.decoding import BatchShape, generate
-from bigmodel.generate import completion, speeds
+from bigmodel.completions import completion, speeds
+from bigmodel.decoding import BatchShape, generate_tokens
 from bigmodel.sampling import Sampling
 from bigmodel.serve_queue import Job
 
@@ -90,8 +90,8 @@ class Engine:
         stop_ids = tuple(self.tokenizer.encode(first.stop)) if first.stop else ()
         compiled = self._note_program(shape, first.sampling, stop_ids)
         begin = time.perf_counter()
-        generated = generate(self.setup.model, self.params, encoded, max_tokens, first.sampling, first.seed, stop_ids,
-                             self.setup.batch_sharding, self.setup.rules, shape=shape, ahead_of_time=False)
+        generated = generate_tokens(self.setup.model, self.params, encoded, max_tokens, first.sampling, first.seed, stop_ids,
+                                    self.setup.batch_sharding, self.setup.rules, shape=shape, ahead_of_time=False)
         compute_s = time.perf_counter() - begin
         batch = {**speeds(generated, len(encoded)), "batch_requests": len(jobs), "compute_s": round(compute_s, 4), "compiled": compiled}
         del batch["compile_s"]

@@ -151,7 +151,7 @@ def make_eval_step(setup: Setup):
     return sharding.InMesh(jax.jit(eval_fn, in_shardings=(setup.state_shardings.params, setup.batch_sharding)), setup.mesh)
 
 
-def evaluate(setup: Setup, eval_step, params, validation, n_batches: int) -> dict[str, float]:
+def validation_loss(setup: Setup, eval_step, params, validation, n_batches: int) -> dict[str, float]:
     """Mean validation loss over the first n_batches fixed batches, and bits per byte."""
     batch_size = setup.config.train.batch_size // setup.config.train.grad_accum
     losses = []
@@ -172,10 +172,11 @@ class Resumed:
     earlier_wall_time_s: float  # wall time of the earlier attempts (it accumulates over resumes)
 
 
-def restore_or_init(setup: Setup, manager, *, move_unreadable: bool) -> tuple[TrainState, int]:
-    """The newest readable checkpoint placed on this run's shardings, or a fresh state."""
+def restore_or_init(setup: Setup, manager) -> tuple[TrainState, int]:
+    """The newest readable checkpoint on this run's shardings (an unreadable one is moved aside, to
+    be written again), else a branch's start, else a fresh state; `bigmodel.restore` only reads."""
     target = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
-    state, step = checkpoint.restore_newest_readable(manager, target, move_unreadable=move_unreadable)
+    state, step = checkpoint.restore_newest_readable(manager, target, move_unreadable=True)
     if state is None and setup.config.train.get("init_from"):  # a cooldown branch's first start
         return branch.restore_branch_point(setup.config, target)
     if state is None:
@@ -186,7 +187,7 @@ def restore_or_init(setup: Setup, manager, *, move_unreadable: bool) -> tuple[Tr
 def resume(setup: Setup, manager, workdir: Path, is_writer: bool) -> Resumed:
     """Restore (or init), and cut metrics.jsonl back to the restored step: the steps after it
     are computed again, so the curve stays single-valued."""
-    state, step = restore_or_init(setup, manager, move_unreadable=True)
+    state, step = restore_or_init(setup, manager)
     if is_writer:
         metrics_lib.truncate_metrics_after(workdir, step)
     earlier = [record for record in metrics_lib.read_metrics(workdir) if "wall_time_s" in record]
@@ -409,7 +410,7 @@ def train_loop(setup: Setup, manager, resumed: Resumed, train_data, validation, 
                     interval = Interval(time.perf_counter())
             pause_start = time.perf_counter()
             if due(done, config.eval.every_steps, last_step):
-                result = evaluate(setup, eval_step, state.params, validation, config.eval.batches)
+                result = validation_loss(setup, eval_step, state.params, validation, config.eval.batches)
                 log.write({"step": done, **result})
                 progress.message(f"step {done} eval_loss {result['eval_loss']:.4f} eval_bpb {result['eval_bpb']:.4f}")
             if checkpoint_now:

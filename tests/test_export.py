@@ -16,7 +16,7 @@ pytest.importorskip("safetensors")
 from bigmodel.cli import main  # noqa: E402
 from bigmodel.config import ConfigError  # noqa: E402
 from bigmodel.export import describe_tokenizer, load_exported, tokenizer_from  # noqa: E402
-from bigmodel.generate import open_for_use, restore_params  # noqa: E402
+from bigmodel.restore import open_for_use, restore_params  # noqa: E402
 from bigmodel.model import Transformer  # noqa: E402
 
 TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 40)), jnp.int32)

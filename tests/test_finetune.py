@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bigmodel.cli import main
-from bigmodel.finetune import metrics
+from bigmodel.finetune import classification_metrics
 from bigmodel.finetune.batches import train_indices
 from bigmodel.finetune.tasks import BOOK_GROUPS, chapter_split, kjv_books, verse_windows
 
@@ -29,9 +29,9 @@ def test_metrics_match_values_worked_out_by_hand():
     #   a: [2, 1, 0]   b: [0, 3, 1]   c: [1, 0, 2]
     labels = [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
     predictions = [0, 0, 1, 1, 1, 1, 2, 2, 2, 0]
-    confusion = metrics.confusion_matrix(labels, predictions, 3)
+    confusion = classification_metrics.confusion_matrix(labels, predictions, 3)
     assert confusion.tolist() == [[2, 1, 0], [0, 3, 1], [1, 0, 2]]
-    report = metrics.classification_report(confusion, ("a", "b", "c"))
+    report = classification_metrics.classification_report(confusion, ("a", "b", "c"))
     # precision = diagonal / column sum: a 2/3, b 3/4, c 2/3; recall = diagonal / row sum: a 2/3, b 3/4, c 2/3
     precision = [2 / 3, 3 / 4, 2 / 3]
     assert [row["precision"] for row in report["per_class"]] == pytest.approx(precision)
@@ -45,7 +45,7 @@ def test_metrics_match_values_worked_out_by_hand():
 
 def test_a_class_never_predicted_and_a_class_never_present_score_zero_not_nan():
     # true:      a a a b b    (c never occurs)      predicted: a a c a a   (b never predicted)
-    report = metrics.classification_report(metrics.confusion_matrix([0, 0, 0, 1, 1], [0, 0, 2, 0, 0], 3), ("a", "b", "c"))
+    report = classification_metrics.classification_report(classification_metrics.confusion_matrix([0, 0, 0, 1, 1], [0, 0, 2, 0, 0], 3), ("a", "b", "c"))
     a, b, c = report["per_class"]
     assert (a["precision"], a["recall"]) == pytest.approx((2 / 4, 2 / 3))
     assert a["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))  # 4/7
@@ -53,10 +53,10 @@ def test_a_class_never_predicted_and_a_class_never_present_score_zero_not_nan():
     assert (c["precision"], c["recall"], c["f1"], c["support"], c["predicted"]) == (0.0, 0.0, 0.0, 0, 1)
     assert report["macro"]["precision"] == pytest.approx(0.5 / 3) and report["macro"]["f1"] == pytest.approx(4 / 7 / 3)
     assert report["accuracy"] == pytest.approx(0.4)
-    table = metrics.format_table(report)
+    table = classification_metrics.format_table(report)
     assert table.splitlines()[1].split() == ["a", "0.500", "0.667", "0.571", "3", "60.0%"]
     with pytest.raises(ValueError, match="must lie in 0 … 2"):
-        metrics.confusion_matrix([0, 3], [0, 0], 3)
+        classification_metrics.confusion_matrix([0, 3], [0, 0], 3)
 
 
 # ----------------------------------------------------------------------------- the kjv_books task

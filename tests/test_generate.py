@@ -24,7 +24,7 @@ from bigmodel.cli import main
 from bigmodel.config import ConfigError, load_config
 from bigmodel import decoding
 from bigmodel.data import ByteTokenizer
-from bigmodel.decoding import BatchShape, generate, left_pad
+from bigmodel.decoding import BatchShape, generate_tokens, left_pad
 from bigmodel.generate import StreamPrinter, stable_text
 from bigmodel.model import Transformer, model_config
 from bigmodel.sampling import Sampling, check_sampling, sample, top_k_mask, top_p_mask
@@ -74,7 +74,7 @@ def right_padded(rows):
 def test_greedy_decoding_with_the_cache_is_the_full_forward_argmax_at_every_position(positions, dtype):
     model, params = random_model(positions, dtype)
     prompts = random_prompts()
-    generated = generate(model, params, prompts, MAX_TOKENS, GREEDY, seed=0)
+    generated = generate_tokens(model, params, prompts, MAX_TOKENS, GREEDY, seed=0)
     assert [len(ids) for ids in generated.tokens] == [MAX_TOKENS] * 3 and generated.stopped == [False] * 3
     logits = np.asarray(full_forward(model)(params, right_padded([p + ids for p, ids in zip(prompts, generated.tokens)])))
     for row, (prompt, ids) in enumerate(zip(prompts, generated.tokens)):
@@ -91,9 +91,9 @@ def test_left_pad_fills_the_batch_shards_with_whole_rows():
 def test_a_stop_sequence_ends_its_row_and_leaves_the_others_alone():
     model, params = random_model("rope", "float32")
     prompts = random_prompts()
-    free = generate(model, params, prompts, MAX_TOKENS, GREEDY, seed=0).tokens
+    free = generate_tokens(model, params, prompts, MAX_TOKENS, GREEDY, seed=0).tokens
     stop = tuple(free[0][3:5])
-    stopped = generate(model, params, prompts, MAX_TOKENS, GREEDY, seed=0, stop_ids=stop)
+    stopped = generate_tokens(model, params, prompts, MAX_TOKENS, GREEDY, seed=0, stop_ids=stop)
     for row, ids in enumerate(free):
         ends = [end for end in range(2, len(ids) + 1) if tuple(ids[end - 2 : end]) == stop]
         expected = ids[: ends[0]] if ends else ids
@@ -104,7 +104,7 @@ def test_a_stop_sequence_ends_its_row_and_leaves_the_others_alone():
 def test_the_same_seed_gives_the_same_tokens_and_another_seed_others():
     model, params = random_model("rope", "float32")
     prompts = random_prompts()
-    first, again, other = (generate(model, params, prompts, MAX_TOKENS, Sampling(temperature=1.0), seed=seed).tokens for seed in (0, 0, 1))
+    first, again, other = (generate_tokens(model, params, prompts, MAX_TOKENS, Sampling(temperature=1.0), seed=seed).tokens for seed in (0, 0, 1))
     assert first == again
     assert first != other
 
@@ -113,10 +113,10 @@ def test_streaming_hands_over_growing_prefixes_and_ends_with_the_same_tokens(mon
     model, params = random_model("rope", "float32")
     prompts = random_prompts()
     sampling = Sampling(temperature=1.0)
-    whole = generate(model, params, prompts, MAX_TOKENS, sampling, seed=3)
+    whole = generate_tokens(model, params, prompts, MAX_TOKENS, sampling, seed=3)
     monkeypatch.setattr(decoding, "STREAM_TOKENS", 3)  # the step bound is an argument: no new compile
     chunks = []
-    streamed = generate(model, params, prompts, MAX_TOKENS, sampling, seed=3, on_chunk=chunks.append)
+    streamed = generate_tokens(model, params, prompts, MAX_TOKENS, sampling, seed=3, on_chunk=chunks.append)
     assert streamed.tokens == whole.tokens
     assert [[len(ids) for ids in chunk] for chunk in chunks] == [[1] * 3, [4] * 3, [7] * 3, [8] * 3]  # prefill, then 3 at a time
     assert all(ids == final[: len(ids)] for chunk in chunks for ids, final in zip(chunk, whole.tokens))
@@ -125,15 +125,15 @@ def test_streaming_hands_over_growing_prefixes_and_ends_with_the_same_tokens(mon
 def test_a_padded_batch_shape_draws_the_same_greedy_tokens():
     model, params = random_model("rope", "float32")
     prompts = random_prompts()
-    padded = generate(model, params, prompts, MAX_TOKENS, GREEDY, seed=0, shape=BatchShape(rows=4, slots=16, tokens=16),
-                      ahead_of_time=False)  # a server's way: extra rows, slots and buffer; compiled on first use
-    assert padded.tokens == generate(model, params, prompts, MAX_TOKENS, GREEDY, seed=0).tokens
+    padded = generate_tokens(model, params, prompts, MAX_TOKENS, GREEDY, seed=0, shape=BatchShape(rows=4, slots=16, tokens=16),
+                             ahead_of_time=False)  # a server's way: extra rows, slots and buffer; compiled on first use
+    assert padded.tokens == generate_tokens(model, params, prompts, MAX_TOKENS, GREEDY, seed=0).tokens
 
 
 SHARDED_ON_EIGHT_DEVICES = """
 import jax, numpy as np
 from bigmodel.config import load_config
-from bigmodel.decoding import generate
+from bigmodel.decoding import generate_tokens
 from bigmodel.sampling import Sampling
 from bigmodel.train import build
 
@@ -144,8 +144,8 @@ params = jax.tree.map(lambda shape, where: jax.device_put(rng.normal(0, 0.02, sh
                       setup.abstract_state.params, setup.state_shardings.params)  # over fsdp and tensor, as a restored run's
 prompts = [list(range(7, 10)), list(range(20, 29)), list(range(40, 45))]
 greedy = Sampling(temperature=0)
-sharded = generate(setup.model, params, prompts, 8, greedy, 0, batch_sharding=setup.batch_sharding, rules=setup.rules)
-one_device = generate(setup.model, jax.device_get(params), prompts, 8, greedy, 0)
+sharded = generate_tokens(setup.model, params, prompts, 8, greedy, 0, batch_sharding=setup.batch_sharding, rules=setup.rules)
+one_device = generate_tokens(setup.model, jax.device_get(params), prompts, 8, greedy, 0)
 print(jax.device_count(), sharded.tokens == one_device.tokens, sharded.tokens[0])
 """
 

@@ -10,7 +10,7 @@ import pytest
 from bigmodel import files
 from bigmodel.cli import main
 from bigmodel.config import ConfigError, load_config, to_json, validate
-from bigmodel.workdir import check
+from bigmodel.workdir import TRAIN_RUN, RunDirectory, check, saved_config
 
 
 def test_a_short_run_on_the_default_config_caps_warmup_and_records_it():
@@ -48,6 +48,23 @@ def test_the_sweep_runners_files_and_an_empty_checkpoints_dir_do_not_block_a_new
     (workdir / "checkpoints" / "5").mkdir()
     with pytest.raises(ConfigError, match="is not a bigmodel run"):
         check(load_config("configs/lm.py:L2"), workdir)
+
+
+def test_each_command_names_its_run_directory_and_what_may_precede_its_config(tmp_path):
+    """One rule, two commands' words: the sweep runner's train.log is expected before a train
+    run's config.json, and refused in a directory only `finetune` writes (its lock alone)."""
+    only_its_lock = RunDirectory("finetune", (files.LOCK_FILE,), "a fine-tuning run", "restore it", "--workdir")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "train.log").write_text("x")
+    assert saved_config(workdir, TRAIN_RUN) is None
+    with pytest.raises(ConfigError, match=rf"^--workdir {workdir} exists and is not a bigmodel run \(no config.json\): pick a new --workdir$"):
+        saved_config(workdir, only_its_lock)
+    (workdir / "config.json").write_text("{oops")
+    with pytest.raises(ConfigError, match=r"config.json is not valid JSON: restore it, or use a new --workdir$"):
+        saved_config(workdir, only_its_lock)
+    (workdir / "config.json").write_text('{"task": {}}')
+    assert saved_config(workdir, only_its_lock) == {"task": {}}
 
 
 def _one_error_line(capsys) -> str:

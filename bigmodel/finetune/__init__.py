@@ -8,7 +8,7 @@
 | `batches.py` | texts → padded token rows; the batch at step s as a pure function of (seed, s) |
 | `classifier.py` | backbone + pooling (last/mean) + dropout + head; the optimizer with a frozen backbone |
 | `loop.py` | state, jitted steps, validation, early stopping, checkpoints |
-| `metrics.py` | accuracy, macro/micro P/R/F1, the per-class table, the confusion matrix (JSON + figure) |
+| `classification_metrics.py` | accuracy, macro/micro P/R/F1, the per-class table, the confusion matrix (JSON + figure) |
 | `settings.py` | configs/finetune.py + overrides + flags, checked once |
-| `command.py` | the CLI command: checks, restore, run, test outputs |
+| `command.py` | the CLI command: checks, the --from run (via `bigmodel.restore`), run, test outputs |
 """

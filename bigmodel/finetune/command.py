@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from bigmodel.config import ConfigError
 
 FINETUNE_HELP = "fine-tune a train run as a text classifier (head + pooled features; early stopping; test metrics)"
 TEST_METRICS = "test_metrics.json"
-LEFT_BEFORE_CONFIG = (".lock",)  # bigmodel.files.LOCK_FILE: a claimed directory that failed before config.json
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,22 +41,20 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- checks (read only)
 
 
-def open_backbone_run(config):
-    """(the --from run's config fitted to these devices, the checkpoint step to start from)."""
-    import orbax.checkpoint as ocp
-
-    from bigmodel import checkpoint, config as config_lib, files
-    from bigmodel.evaluate import config_for_these_devices
-    from bigmodel.finetune.settings import is_finetune_config
+def backbone_run(config):
+    """(the --from run's config fitted to these devices, the checkpoint step to start from): the
+    run is opened as `bigmodel.restore` opens any; which step, and the words, are finetune's."""
+    from bigmodel import checkpoint, config as config_lib
+    from bigmodel.restore import config_for_these_devices, saved_train_config
 
     run = Path(config.backbone.init_from)
-    saved = files.read_json(run / "config.json") if (run / "config.json").is_file() else None
-    if saved is None or is_finetune_config(saved) or "model" not in saved:
+    saved = saved_train_config(run)
+    if saved is None:
         raise ConfigError(f"--from {run} is not a bigmodel train run (no readable config.json of one): pass a train run's --workdir")
     backbone_config = config_for_these_devices(config_lib.from_json(json.dumps(saved)))
     if config.backbone.init == "scratch":
         return backbone_config, 0
-    steps = sorted(ocp.utils.checkpoint_steps(checkpoint.checkpoint_dir(run))) if (run / checkpoint.CHECKPOINT_DIR).is_dir() else []
+    steps = checkpoint.saved_steps(run)
     if not steps:
         raise ConfigError(f"--from {run} has no checkpoint yet: train it first, or pass --scratch for a random init")
     step = config.backbone.step or steps[-1]
@@ -67,26 +63,23 @@ def open_backbone_run(config):
     return backbone_config, step
 
 
-def saved_config(workdir: Path) -> dict | None:
-    """OUT/config.json if it is a fine-tuning run's; ConfigError for anything else in OUT."""
+def finetune_run_directory():
+    """OUT as `bigmodel.workdir` checks and claims it, in finetune's words."""
     from bigmodel import files
-    from bigmodel.checkpoint import CHECKPOINT_DIR
-    from bigmodel.finetune.settings import is_finetune_config
+    from bigmodel.workdir import RunDirectory
 
-    if workdir.exists() and not workdir.is_dir():
-        raise ConfigError(f"--workdir {workdir} is a file: pass a directory (new or a fine-tuning run to resume)")
-    path = workdir / "config.json"
-    if path.exists():
-        saved = files.read_json(path)
-        if saved is None:
-            raise ConfigError(f"{path} is not valid JSON: restore it, or use a new --workdir")
-        if not is_finetune_config(saved):
-            raise ConfigError(f"--workdir {workdir} holds a bigmodel train run, not a fine-tuning run: pick a new --workdir")
-        return saved
-    empty_checkpoints = lambda path: path.name == CHECKPOINT_DIR and path.is_dir() and not any(path.iterdir())  # noqa: E731
-    if workdir.exists() and not all(path.name in LEFT_BEFORE_CONFIG or empty_checkpoints(path) for path in workdir.iterdir()):
-        raise ConfigError(f"--workdir {workdir} exists and is not a bigmodel run (no config.json): pick a new --workdir")
-    return None
+    return RunDirectory("finetune", (files.LOCK_FILE,), "a fine-tuning run", "restore it", "--workdir")
+
+
+def saved_finetune_config(workdir: Path) -> dict | None:
+    """OUT/config.json if it is a fine-tuning run's (None for a new OUT); ConfigError for anything else in OUT."""
+    from bigmodel.finetune.settings import is_finetune_config
+    from bigmodel.workdir import saved_config
+
+    saved = saved_config(workdir, finetune_run_directory())
+    if saved is not None and not is_finetune_config(saved):
+        raise ConfigError(f"--workdir {workdir} holds a bigmodel train run, not a fine-tuning run: pick a new --workdir")
+    return saved
 
 
 def check_resumable(config, saved: dict | None, workdir: Path) -> None:
@@ -104,45 +97,21 @@ def check_resumable(config, saved: dict | None, workdir: Path) -> None:
 # ----------------------------------------------------------------------------- restore
 
 
-def read_only_manager(run: Path):
-    """A manager that can only read `run`'s checkpoints (orbax's note that it is read-only is silenced)."""
-    import orbax.checkpoint as ocp
-
-    from bigmodel import checkpoint
-
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
-        return ocp.CheckpointManager(checkpoint.checkpoint_dir(run), options=options, item_handlers=ocp.PyTreeCheckpointHandler())
-    finally:
-        absl.setLevel(level)
-
-
 def restore_backbone(setup, run: Path, step: int):
     """The --from run's parameters at `step` (less its LM head) on the backbone's shardings, read
     without its optimizer state (orbax partial restore) and without writing to the run."""
-    import jax
-    import orbax.checkpoint as ocp
-
     from bigmodel import checkpoint
     from bigmodel.finetune.classifier import BACKBONE
+    from bigmodel.restore import read_params
 
-    abstract = setup.abstract_state.train.params[BACKBONE]
-    target = {"params": checkpoint.abstract_target(abstract, setup.params_shardings[BACKBONE])}
-    manager = read_only_manager(run)
+    target = checkpoint.abstract_target(setup.abstract_state.train.params[BACKBONE], setup.params_shardings[BACKBONE])
     try:
-        checkpoint.check_shapes(manager, step, target)
-        restore_args = jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype), target)
-        return manager.restore(step, args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True))["params"]
+        return read_params(run, step, target)
     except checkpoint.ShapeMismatch as error:
         raise ConfigError(str(error)) from None
     except Exception as error:  # noqa: BLE001 — a damaged checkpoint: one line, no fallback to another step
         raise ConfigError(f"--from {run} checkpoint step {step} cannot be read ({type(error).__name__}: {str(error)[:160]}): "
                           "pick another with --config.backbone.step") from None
-    finally:
-        manager.close()
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -170,7 +139,7 @@ def test_results(config, backbone_step: int, state, report: dict, task, data) ->
 
 def write_outputs(workdir: Path, results: dict, report: dict) -> None:
     from bigmodel import files
-    from bigmodel.finetune import metrics as classification
+    from bigmodel.finetune import classification_metrics as classification
 
     print(classification.format_table(report))
     classification.write_confusion_figure(report, workdir, f"{results['task']} test set, {results['init']} backbone (best step {results['best_step']})")
@@ -193,10 +162,10 @@ def finetune_command(args: argparse.Namespace, overrides: dict[str, str]) -> int
     workdir = Path(args.workdir)
     if workdir.resolve() == Path(config.backbone.init_from).resolve():
         raise ConfigError(f"--workdir {workdir} is the --from run itself: fine-tune into a new directory")
-    saved = saved_config(workdir)
+    saved = saved_finetune_config(workdir)
     if saved is not None and config.backbone.step == 0:
         config.backbone.step = saved["backbone"]["step"]  # "newest" means the one the run started from
-    backbone_config, backbone_step = open_backbone_run(config)
+    backbone_config, backbone_step = backbone_run(config)
     config.backbone.step = backbone_step
     check_resumable(config, saved, workdir)
     if (workdir / TEST_METRICS).exists():
@@ -217,7 +186,7 @@ def task_data(config, backbone_config):
     from bigmodel.data.sources import resolve_data_dir
     from bigmodel.finetune.batches import capped, encode_split
     from bigmodel.finetune.tasks import load_task
-    from bigmodel.generate import run_tokenizer
+    from bigmodel.restore import run_tokenizer
 
     tokenizer = run_tokenizer(backbone_config, Path(config.backbone.init_from))
     data_dir = str(Path(config.task.data_dir).expanduser().absolute()) if config.task.data_dir else resolve_data_dir(backbone_config.data)
@@ -228,30 +197,6 @@ def task_data(config, backbone_config):
     return task, data
 
 
-def claim(workdir: Path):
-    """Create the workdir and hold its lock while the returned file stays referenced."""
-    from bigmodel import files
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        return files.exclusive_workdir(workdir, "finetune")
-    except files.WorkdirBusy as error:
-        raise ConfigError(str(error)) from None
-
-
-def restore_or_init(setup, manager, parent_params):
-    """The workdir's newest readable checkpoint, else a fresh state on `parent_params`."""
-    from bigmodel import checkpoint
-    from bigmodel.finetune import loop
-
-    target = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
-    try:
-        state, _ = checkpoint.restore_newest_readable(manager, target, move_unreadable=True)
-    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
-        raise ConfigError(str(error)) from None
-    return loop.initial_state(setup, parent_params) if state is None else state
-
-
 def run(config, backbone_config, backbone_step: int, workdir: Path, stop_at_step: int | None, stop) -> int:
     import jax
 
@@ -259,7 +204,8 @@ def run(config, backbone_config, backbone_step: int, workdir: Path, stop_at_step
     from bigmodel.finetune import loop
     from bigmodel.finetune.settings import check_against_backbone
     from bigmodel.model import model_config
-    from bigmodel.workdir import write_config
+    from bigmodel.restore import restore_newest
+    from bigmodel.workdir import claim, write_config
 
     task, data = task_data(config, backbone_config)
     mesh = sharding.make_mesh(backbone_config.mesh)
@@ -269,9 +215,11 @@ def run(config, backbone_config, backbone_step: int, workdir: Path, stop_at_step
     parent_params = restore_backbone(setup, Path(config.backbone.init_from), backbone_step) if fresh and config.backbone.init == "pretrained" else None
 
     is_writer = jax.process_index() == 0
-    lock = claim(workdir) if is_writer else None  # noqa: F841 — every check has passed: the workdir is ours until we return
+    lock = claim(workdir, finetune_run_directory())  # noqa: F841 — every check has passed: the workdir is ours until we return
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
-    state = restore_or_init(setup, manager, parent_params)
+    state, _ = restore_newest(manager, setup.abstract_state, setup.state_shardings, move_unreadable=True)  # resume OUT
+    if state is None:
+        state = loop.initial_state(setup, parent_params)
     if is_writer:
         metrics_lib.truncate_metrics_after(workdir, int(state.train.step))
         write_config(config, workdir)

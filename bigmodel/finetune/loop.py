@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from bigmodel import checkpoint, exit_codes, sharding
-from bigmodel.finetune import metrics as classification
+from bigmodel.finetune import classification_metrics as classification
 from bigmodel.finetune.batches import Encoded, eval_batches, train_indices
 from bigmodel.finetune.classifier import BACKBONE, Classifier, classification_loss, make_classifier_optimizer
 from bigmodel.train import TrainState, due

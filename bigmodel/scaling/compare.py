@@ -125,7 +125,7 @@ def batch_comparison(run_a: run_groups.RunLoss, run_b: run_groups.RunLoss, batch
                              "newest checkpoint; give at least 2 seeds a side for Welch's test instead")
     from bigmodel import runtime
     from bigmodel.data import load_dataset
-    from bigmodel.evaluate import open_run
+    from bigmodel.restore import open_run
     from bigmodel.scaling import significance
     from bigmodel.train import VALIDATION_SEED
 
@@ -179,24 +179,18 @@ def batches_to_evaluate(requested: int | None, configured: int, batch_size: int,
 
 def checkpoint_batch_losses(config, manager, validation, batch_size: int, n_batches: int):
     """(step, per-batch mean losses) of the newest readable checkpoint, on validation batches
-    0 … n_batches−1 of `batch_size` rows: the trainer's `evaluate` without the averaging."""
+    0 … n_batches−1 of `batch_size` rows: the trainer's `validation_loss` without the averaging."""
     import jax
     import numpy as np
 
-    from bigmodel import checkpoint, config as config_lib, sharding
-    from bigmodel.evaluate import config_for_these_devices
-    from bigmodel.train import build, make_eval_step, restore_or_init
+    from bigmodel import config as config_lib, sharding
+    from bigmodel.restore import config_for_these_devices, restore_params
+    from bigmodel.train import make_eval_step
 
     config = config_for_these_devices(config_lib.apply_overrides(config, {"train.batch_size": str(batch_size), "train.grad_accum": "1"}))
-    setup = build(config)
-    try:
-        state, step = restore_or_init(setup, manager, move_unreadable=False)  # compare only reads
-    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
-        raise config_lib.ConfigError(str(error)) from None
-    finally:
-        manager.close()
+    setup, params, step = restore_params(config, manager)  # compare only reads
     eval_step = make_eval_step(setup)
-    losses = [eval_step(state.params, sharding.global_batch(validation.batch(index, batch_size, jax.process_index(), jax.process_count()), setup.batch_sharding))
+    losses = [eval_step(params, sharding.global_batch(validation.batch(index, batch_size, jax.process_index(), jax.process_count()), setup.batch_sharding))
               for index in range(n_batches)]
     return step, np.asarray(jax.device_get(losses), dtype=float)
 
