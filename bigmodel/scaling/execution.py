@@ -27,7 +27,7 @@ from bigmodel.scaling import backends, registry, status
 from bigmodel.scaling.live import LiveLine, summary_text, sweep_eta
 from bigmodel.scaling.backends import LOG_FILE
 from bigmodel.scaling.registry import DONE, FAILED, PENDING, RUNNING, STOPPED, row_for_run, run_summary
-from bigmodel.scaling.sweep import Run
+from bigmodel.scaling.study import Run
 
 
 # ----------------------------------------------------------------------------- time estimates

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 
+from bigmodel.scaling.expand import format_number
 from bigmodel.scaling.laws import compute_optimal, law_loss, optimal_frontier
 from bigmodel.scaling.plot_figures import (MIN_SAMPLES_FOR_BAND, compute_frontier, draw_known_floor, held_out_points, holdout_rows,
                                           interval_text)
@@ -38,7 +39,6 @@ from bigmodel.scaling.plot_style import (
     size_colors,
     tidy_log_axis,
 )
-from bigmodel.scaling.sweep import format_number
 
 MAX_ANNOTATED_HOLDOUTS = 2
 SLICES = 5  # isoFLOP budgets drawn, log-spaced from the cheapest run's C to the dearest's
