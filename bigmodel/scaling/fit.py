@@ -30,7 +30,7 @@ import numpy as np
 
 from bigmodel.scaling import lbfgs
 from bigmodel.scaling.holdout import CHOICES as HOLDOUT_CHOICES, describe_holdout, held_out_mask, holdout_rows, what_is_held_out
-from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, law_loss, power_law  # noqa: F401 — fit.power_law etc. stay importable
+from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, estimate, law_loss, power_law  # noqa: F401 — fit.power_law etc. stay importable
 from bigmodel.scaling.points import Points
 from bigmodel.scaling.floor import compare_with_floor, describe_floor, known_floor
 from bigmodel.scaling.registry import budget_flops, group_budgets, load_points
@@ -320,15 +320,6 @@ LAWS = ("power", "chinchilla", "isoflop", "hyperparams")  # hyperparams: η_opt(
 # --x for a power law → the Points field it fits against. "params" is the name older commands
 # used for N; it means non-embedding params like everywhere else.
 X_AXES = {"non_embedding_params": "non_embedding_params", "params": "non_embedding_params", "flops": "flops"}
-
-
-def estimate(result: dict, key: str, digits: str) -> str:
-    """`0.340 [0.331, 0.354]`: the estimate and its 95% bootstrap interval where there is one."""
-    text = f"{result[key]:{digits}}"
-    if key in result.get("ci", {}):
-        low, high = result["ci"][key]
-        text += f" [{low:{digits}}, {high:{digits}}]"
-    return text
 
 
 def _chinchilla_summary(result: dict) -> str:
