@@ -1,5 +1,5 @@
 """What a fitted scaling law says: its loss at (N, D, C), the compute-optimal allocation, and how
-a fitted number is written with its interval (`estimate`).
+it is written as text (`law_text`, `estimate`: a fitted number with its interval).
 
 Plain numpy, no fitting: `fit.py` and `hyperparams.py` find the numbers, `holdout.py`, the
 summaries and the plots read and write them here. N is the non-embedding parameter count
@@ -73,3 +73,12 @@ def estimate(result: dict, key: str, digits: str) -> str:
         low, high = result["ci"][key]
         text += f" [{low:{digits}}, {high:{digits}}]"
     return text
+
+
+def law_text(fit: dict, variable: str = "N") -> str:
+    """The fitted law as the summaries print it: `L = 1.2 + 35·N^-0.3100` (a power law in
+    `variable`) or `L = 1.69 + 406/N^0.3400 + 411/D^0.2800` (Chinchilla). The figures write it in
+    mathtext (`plot_style.law_label`)."""
+    if fit["law"] == "chinchilla":
+        return f"L = {fit['E']:.4g} + {fit['A']:.4g}/N^{fit['alpha']:.4f} + {fit['B']:.4g}/D^{fit['beta']:.4f}"
+    return f"L = {fit['E']:.4g} + {fit['A']:.4g}·{variable}^-{fit['alpha']:.4f}"
