@@ -27,7 +27,7 @@ from bigmodel.scaling import backends, registry, status
 from bigmodel.scaling.live import LiveLine, summary_text, sweep_eta
 from bigmodel.scaling.backends import LOG_FILE
 from bigmodel.scaling.registry import DONE, FAILED, PENDING, RUNNING, STOPPED, row_for_run, run_summary
-from bigmodel.scaling.sweep import Run
+from bigmodel.scaling.study import Run
 
 
 # ----------------------------------------------------------------------------- time estimates
@@ -188,157 +188,210 @@ def reattached_handle(run: Run, previous: dict | None, backend, workdir: Path) -
     return previous["job_id"] if backend.reattach(previous["job_id"], workdir / run.name, run.resources) else None
 
 
+CANCEL_COMMANDS = {"slurm": "scancel", "ray": "ray job stop"}  # how a user stops the jobs a driver left running
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
 def execute(runs: list[Run], workdir: Path, backend, retries: int = 0) -> list[dict]:
     """Run what is not done on `backend`, re-attaching to launches still in flight and
     relaunching a failed run up to `retries` times; return every run's final registry row."""
-    previous = previous_rows(workdir)
-    check_no_jobs_elsewhere(runs, previous, backend, workdir)
-    launches = {run.name: launch_of(previous.get(run.name)) for run in runs}
-    rows: dict[str, dict] = {}
+    return SweepDriver(runs, workdir, backend, retries).run()
 
-    def record(row: dict) -> None:
-        rows[row["name"]] = {**row, **launches[row["name"]]}
 
-    save = lambda: registry.write_registry(workdir, [rows[run.name] for run in runs])  # noqa: E731
-    position = {run.name: f"[{number}/{len(runs)}]" for number, run in enumerate(runs, 1)}
-    todo, in_flight, launched = [], {}, {run.name: 0 for run in runs}  # in_flight: handle → (run, start time)
-    start_steps: dict[str, int] = {}  # the checkpointed step each run's current launch started from
-    stalled: dict[str, int] = {}  # launches in a row that checkpointed nothing new
-    for run in runs:
-        summary = run_summary(workdir, run.name)
-        handle = None if summary else reattached_handle(run, previous.get(run.name), backend, workdir)
-        if summary:  # done, whatever an earlier registry said
-            record(row_for_run(run, DONE, summary))
-            print(f"{position[run.name]} skipped  {run.name} (done: {result_text(rows[run.name])})", flush=True)
-        elif handle:
-            in_flight[handle], launched[run.name] = (run, epoch_of(launches[run.name]["started_at"])), 1
-            record(row_for_run(run, RUNNING))
-            print(f"{position[run.name]} attached {run.name} ({backend.name} job {handle}, launched {launches[run.name]['started_at']})", flush=True)
-        else:  # a stopped, failed or lost run starts again and resumes from its checkpoint
-            record(row_for_run(run, PENDING))
-            todo.append(run)
-    save()
+class SweepDriver:
+    """One sweep command's pass over its runs: take stock of what an earlier driver left, then
+    start what may start, poll what is in flight, and record each outcome in the registry.
 
-    live, sweep_start = LiveLine(), time.monotonic()
+    Its state, one entry per run (by name) unless said:
+    rows         the run's registry row as it stands (written out by `save`);
+    launches     the run's launch columns: backend, job id, host, attempts, started/finished at;
+    todo         the runs waiting to start, in sweep order;
+    in_flight    launch handle → (run, start time), the launches being watched;
+    launched     the run's launches in this sweep (the retry budget counts them);
+    start_steps  the checkpointed step the run's current launch started from;
+    stalled      the run's launches in a row that checkpointed nothing new.
+    """
 
-    def show_progress() -> None:
+    def __init__(self, runs: list[Run], workdir: Path, backend, retries: int):
+        self.runs, self.workdir, self.backend, self.retries = runs, workdir, backend, retries
+        self.previous = previous_rows(workdir)
+        check_no_jobs_elsewhere(runs, self.previous, backend, workdir)
+        self.position = {run.name: f"[{number}/{len(runs)}]" for number, run in enumerate(runs, 1)}
+        self.rows: dict[str, dict] = {}
+        self.launches = {run.name: launch_of(self.previous.get(run.name)) for run in runs}
+        self.todo: list[Run] = []
+        self.in_flight: dict[str, tuple[Run, float]] = {}
+        self.launched = {run.name: 0 for run in runs}
+        self.start_steps: dict[str, int] = {}
+        self.stalled: dict[str, int] = {}
+        self.live = LiveLine()
+        self.sweep_start = time.monotonic()
+
+    # --------------------------------------------------------------------- the loop
+
+    def run(self) -> list[dict]:
+        """Until nothing waits or runs: start what may, drop branches that never can, poll."""
+        self.take_stock()
+        self.sweep_start = time.monotonic()
+        try:
+            while self.todo or self.in_flight:
+                self.start_what_fits()
+                self.leave_stranded_branches()
+                time.sleep(self.backend.poll_interval_s)
+                self.poll_in_flight()
+                self.show_progress()
+            self.live.clear()
+        except (KeyboardInterrupt, backends.ClusterLost):
+            self.live.clear()
+            self.stop_or_leave()
+            self.save()
+            raise
+        return [self.rows[run.name] for run in self.runs]
+
+    def take_stock(self) -> None:
+        """Each run is done (skipped), still in flight from an earlier driver (attached), or to do."""
+        for run in self.runs:
+            summary = run_summary(self.workdir, run.name)
+            handle = None if summary else reattached_handle(run, self.previous.get(run.name), self.backend, self.workdir)
+            if summary:  # done, whatever an earlier registry said
+                self.record(row_for_run(run, DONE, summary))
+                self.say(run, f"skipped  {run.name} (done: {result_text(self.rows[run.name])})")
+            elif handle:
+                self.in_flight[handle], self.launched[run.name] = (run, epoch_of(self.launches[run.name]["started_at"])), 1
+                self.record(row_for_run(run, RUNNING))
+                self.say(run, f"attached {run.name} ({self.backend.name} job {handle}, launched {self.launches[run.name]['started_at']})")
+            else:  # a stopped, failed or lost run starts again and resumes from its checkpoint
+                self.record(row_for_run(run, PENDING))
+                self.todo.append(run)
+        self.save()
+
+    def start_what_fits(self) -> None:
+        """In order, each run that may start and fits now (a big one waits, smaller ones go by)."""
+        for run in list(self.todo):
+            if self.may_start(run) and self.backend.can_start(run.resources):
+                self.todo.remove(run)
+                self.launch(run)
+
+    def poll_in_flight(self) -> None:
+        for handle in list(self.in_flight):
+            self.note_host(handle)  # before poll: a job that ends now still records where it ran
+            return_code = self.backend.poll(handle)
+            if return_code is not None:
+                self.finish(handle, return_code)
+
+    # --------------------------------------------------------------------- the registry and the terminal
+
+    def record(self, row: dict) -> None:
+        self.rows[row["name"]] = {**row, **self.launches[row["name"]]}
+
+    def save(self) -> None:
+        registry.write_registry(self.workdir, [self.rows[run.name] for run in self.runs])
+
+    def say(self, run: Run, text: str) -> None:
+        print(f"{self.position[run.name]} {text}", flush=True)
+
+    def show_progress(self) -> None:
         """The live line: counts, elapsed, ETA from the running runs' logged pace (read only when
         the line is redrawn) and the dry-run estimate of the pending ones."""
-        if not live.due():
+        if not self.live.due():
             return
-        running_etas = [status.run_status(workdir, rows[run.name])["eta_s"] for run, _ in in_flight.values()]
-        eta = sweep_eta(running_etas, [estimated_seconds(run) for run in todo], max(len(in_flight), 1))
-        statuses = [rows[run.name]["status"] for run in runs]
-        live.show(summary_text(statuses, time.monotonic() - sweep_start, eta))
+        running_etas = [status.run_status(self.workdir, self.rows[run.name])["eta_s"] for run, _ in self.in_flight.values()]
+        eta = sweep_eta(running_etas, [estimated_seconds(run) for run in self.todo], max(len(self.in_flight), 1))
+        statuses = [self.rows[run.name]["status"] for run in self.runs]
+        self.live.show(summary_text(statuses, time.monotonic() - self.sweep_start, eta))
 
-    def launch(run: Run) -> None:
-        live.clear()
+    # --------------------------------------------------------------------- one launch
+
+    def launch(self, run: Run) -> None:
+        self.live.clear()
         try:
-            handle = backend.submit(run, workdir / run.name, run.resources)
+            handle = self.backend.submit(run, self.workdir / run.name, run.resources)
         except backends.SubmitFailed as error:
-            record(row_for_run(run, FAILED, error=str(error), wall_time_s=0.0))
-            save()
-            report_outcome(position[run.name], rows[run.name])
+            self.record(row_for_run(run, FAILED, error=str(error), wall_time_s=0.0))
+            self.save()
+            report_outcome(self.position[run.name], self.rows[run.name])
             return
-        launched[run.name] += 1
-        start_steps[run.name] = checkpointed_step(workdir / run.name)
-        attempts = int(launches[run.name]["attempts"] or 0) + 1
-        launches[run.name].update(backend=backend.name, job_id=handle, host=backend.host(handle), attempts=str(attempts),
-                                  started_at=utc_now(), finished_at="")
-        in_flight[handle] = (run, time.time())
-        record(row_for_run(run, RUNNING))
-        save()
-        where = "" if backend.name == "local" else f", {backend.name} job {handle}"
-        print(f"{position[run.name]} started  {run.name} ({run.steps} steps, est. {format_duration(estimated_seconds(run))}{where})", flush=True)
+        self.launched[run.name] += 1
+        self.start_steps[run.name] = checkpointed_step(self.workdir / run.name)
+        attempts = int(self.launches[run.name]["attempts"] or 0) + 1
+        self.launches[run.name].update(backend=self.backend.name, job_id=handle, host=self.backend.host(handle), attempts=str(attempts),
+                                       started_at=utc_now(), finished_at="")
+        self.in_flight[handle] = (run, time.time())
+        self.record(row_for_run(run, RUNNING))
+        self.save()
+        where = "" if self.backend.name == "local" else f", {self.backend.name} job {handle}"
+        self.say(run, f"started  {run.name} ({run.steps} steps, est. {format_duration(estimated_seconds(run))}{where})")
 
-    def finish(handle: str, return_code: int) -> None:
-        live.clear()
-        run, started = in_flight.pop(handle)
-        launches[run.name]["finished_at"] = utc_now()
-        row = outcome_row(run, return_code, workdir, time.time() - started)
-        reached = checkpointed_step(workdir / run.name)
-        stalled[run.name] = 0 if reached > start_steps.get(run.name, 0) else stalled.get(run.name, 0) + 1
-        if row["status"] == STOPPED and backend.stopped_by_scheduler(handle) and stalled[run.name] <= MAX_STALLED_REQUEUES:
+    def finish(self, handle: str, return_code: int) -> None:
+        """A launch ended: requeue it (stopped by the scheduler), retry it (failed), or record its outcome."""
+        self.live.clear()
+        run, started = self.in_flight.pop(handle)
+        self.launches[run.name]["finished_at"] = utc_now()
+        row = outcome_row(run, return_code, self.workdir, time.time() - started)
+        reached = checkpointed_step(self.workdir / run.name)
+        self.stalled[run.name] = 0 if reached > self.start_steps.get(run.name, 0) else self.stalled.get(run.name, 0) + 1
+        if row["status"] == STOPPED and self.backend.stopped_by_scheduler(handle) and self.stalled[run.name] <= MAX_STALLED_REQUEUES:
             # A time limit or preemption: the next launch resumes from step `reached` (not counted
             # as a retry). Launches that checkpoint nothing new (a preemption while starting) are
             # requeued MAX_STALLED_REQUEUES times in a row, so a limit too short for one
             # checkpoint cannot loop forever.
-            record({**row, "status": PENDING})
-            todo.append(run)
-            print(f"{position[run.name]} requeued {run.name}: stopped by the scheduler at step {reached}; resuming", flush=True)
-        elif should_retry(row, return_code, launched[run.name], retries):
-            record({**row, "status": PENDING})
-            todo.append(run)
-            print(f"{position[run.name]} retrying {run.name} (launch {launched[run.name] + 1} of {retries + 1}) after {row['error']}", flush=True)
+            self.record({**row, "status": PENDING})
+            self.todo.append(run)
+            self.say(run, f"requeued {run.name}: stopped by the scheduler at step {reached}; resuming")
+        elif should_retry(row, return_code, self.launched[run.name], self.retries):
+            self.record({**row, "status": PENDING})
+            self.todo.append(run)
+            self.say(run, f"retrying {run.name} (launch {self.launched[run.name] + 1} of {self.retries + 1}) after {row['error']}")
         else:
-            record(row)
-            report_outcome(position[run.name], row)
-        save()
+            self.record(row)
+            report_outcome(self.position[run.name], row)
+        self.save()
 
-    def parent_ended(run: Run) -> bool:
-        return run.parent not in {other.name for other in todo} | {other.name for other, _ in in_flight.values()}
+    def note_host(self, handle: str) -> None:
+        """A Slurm or Ray job's node is known once it runs."""
+        run = self.in_flight[handle][0]
+        host = self.backend.host(handle)
+        if host and host != self.launches[run.name]["host"]:
+            self.launches[run.name]["host"] = host
+            self.record(self.rows[run.name])
+            self.save()
 
-    def may_start(run: Run) -> bool:
+    # --------------------------------------------------------------------- branches wait for their start
+
+    def parent_ended(self, run: Run) -> bool:
+        return run.parent not in {other.name for other in self.todo} | {other.name for other, _ in self.in_flight.values()}
+
+    def may_start(self, run: Run) -> bool:
         """Any run but a branch whose start is not written yet; a branch whose parent is done
         without it starts anyway, and its trainer says what is missing."""
-        return start_point_written(run, workdir) or (parent_ended(run) and rows[run.parent]["status"] == DONE)
+        return start_point_written(run, self.workdir) or (self.parent_ended(run) and self.rows[run.parent]["status"] == DONE)
 
-    def leave_stranded_branches() -> None:
+    def leave_stranded_branches(self) -> None:
         """Branches whose parent ended (not done) without their start will never start: record them."""
-        for run in [run for run in todo if run.parent and parent_ended(run)]:
-            if rows[run.parent]["status"] != DONE and not start_point_written(run, workdir):
-                todo.remove(run)
-                record(stranded_row(run, rows[run.parent]))
-                report_outcome(position[run.name], rows[run.name])
-                save()
+        for run in [run for run in self.todo if run.parent and self.parent_ended(run)]:
+            if self.rows[run.parent]["status"] != DONE and not start_point_written(run, self.workdir):
+                self.todo.remove(run)
+                self.record(stranded_row(run, self.rows[run.parent]))
+                report_outcome(self.position[run.name], self.rows[run.name])
+                self.save()
 
-    def note_host(handle: str) -> None:
-        """A Slurm or Ray job's node is known once it runs."""
-        run = in_flight[handle][0]
-        host = backend.host(handle)
-        if host and host != launches[run.name]["host"]:
-            launches[run.name]["host"] = host
-            record(rows[run.name])
-            save()
+    # --------------------------------------------------------------------- Ctrl-C, SIGTERM, a lost cluster
 
-    try:
-        while todo or in_flight:
-            for run in list(todo):  # in order, each run that fits now (a big one waits, smaller ones go by)
-                if may_start(run) and backend.can_start(run.resources):
-                    todo.remove(run)
-                    launch(run)
-            leave_stranded_branches()
-            time.sleep(backend.poll_interval_s)
-            for handle in list(in_flight):
-                note_host(handle)  # before poll: a job that ends now still records where it ran
-                return_code = backend.poll(handle)
-                if return_code is not None:
-                    finish(handle, return_code)
-            show_progress()
-        live.clear()
-    except (KeyboardInterrupt, backends.ClusterLost):
-        live.clear()
-        stop_or_leave(backend, in_flight, launches, record, workdir)
-        save()
-        raise
-    return [rows[run.name] for run in runs]
-
-
-CANCEL_COMMANDS = {"slurm": "scancel", "ray": "ray job stop"}  # how a user stops the jobs a driver left running
-
-
-def stop_or_leave(backend, in_flight: dict, launches: dict, record, workdir: Path) -> None:
-    """On Ctrl-C or SIGTERM: local runs are stopped (they checkpoint) and marked `stopped`;
-    jobs that outlive the driver keep running, recorded as such for the next sweep to re-attach."""
-    if backend.outlives_driver:
-        if in_flight:
-            handles = " ".join(sorted(in_flight))
-            print(f"{len(in_flight)} {backend.name} jobs keep running ({handles}): rerun the same command to re-attach "
-                  f"to them, or cancel them ({CANCEL_COMMANDS.get(backend.name, 'scancel')}) to stop them", file=sys.stderr, flush=True)
-        return
-    for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not abandon the children mid-checkpoint
-        signal.signal(signum, lambda *_: print("already stopping: waiting for runs to checkpoint", file=sys.stderr, flush=True))
-    for handle, (run, started) in list(in_flight.items()):
-        return_code = backend.cancel(handle)  # the trainer checkpoints on SIGTERM; Ctrl-C in a terminal reached it already
-        launches[run.name]["finished_at"] = utc_now()
-        record(outcome_row(run, return_code, workdir, time.time() - started, interrupted=True))
+    def stop_or_leave(self) -> None:
+        """Local runs are stopped (they checkpoint) and marked `stopped`; jobs that outlive the
+        driver keep running, recorded as such for the next sweep to re-attach."""
+        if self.backend.outlives_driver:
+            if self.in_flight:
+                handles = " ".join(sorted(self.in_flight))
+                print(f"{len(self.in_flight)} {self.backend.name} jobs keep running ({handles}): rerun the same command to re-attach "
+                      f"to them, or cancel them ({CANCEL_COMMANDS.get(self.backend.name, 'scancel')}) to stop them",
+                      file=sys.stderr, flush=True)
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not abandon the children mid-checkpoint
+            signal.signal(signum, lambda *_: print("already stopping: waiting for runs to checkpoint", file=sys.stderr, flush=True))
+        for handle, (run, started) in list(self.in_flight.items()):
+            return_code = self.backend.cancel(handle)  # the trainer checkpoints on SIGTERM; Ctrl-C in a terminal reached it already
+            self.launches[run.name]["finished_at"] = utc_now()
+            self.record(outcome_row(run, return_code, self.workdir, time.time() - started, interrupted=True))

@@ -30,7 +30,7 @@ import numpy as np
 
 from bigmodel.scaling import lbfgs
 from bigmodel.scaling.holdout import CHOICES as HOLDOUT_CHOICES, describe_holdout, held_out_mask, holdout_rows, what_is_held_out
-from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, law_loss, power_law  # noqa: F401 — fit.power_law etc. stay importable
+from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, estimate, law_loss, law_text, power_law  # noqa: F401 — fit.power_law etc. stay importable
 from bigmodel.scaling.points import Points
 from bigmodel.scaling.floor import compare_with_floor, describe_floor, known_floor
 from bigmodel.scaling.registry import budget_flops, group_budgets, load_points
@@ -322,19 +322,9 @@ LAWS = ("power", "chinchilla", "isoflop", "hyperparams")  # hyperparams: η_opt(
 X_AXES = {"non_embedding_params": "non_embedding_params", "params": "non_embedding_params", "flops": "flops"}
 
 
-def estimate(result: dict, key: str, digits: str) -> str:
-    """`0.340 [0.331, 0.354]`: the estimate and its 95% bootstrap interval where there is one."""
-    text = f"{result[key]:{digits}}"
-    if key in result.get("ci", {}):
-        low, high = result["ci"][key]
-        text += f" [{low:{digits}}, {high:{digits}}]"
-    return text
-
-
 def _chinchilla_summary(result: dict) -> str:
     """The law, its exponents and allocation with intervals; N is the non-embedding count."""
-    text = (f"chinchilla ({result['n_points']} points, N = non-embedding params): L = {result['E']:.4g} + {result['A']:.4g}/N^"
-            f"{result['alpha']:.4f} + {result['B']:.4g}/D^{result['beta']:.4f}; α {estimate(result, 'alpha', '.3f')},"
+    text = (f"chinchilla ({result['n_points']} points, N = non-embedding params): {law_text(result)}; α {estimate(result, 'alpha', '.3f')},"
             f" β {estimate(result, 'beta', '.3f')}, E {estimate(result, 'E', '.3g')}; N_opt ∝ C^{estimate(result, 'a', '.3f')},"
             f" D_opt ∝ C^{estimate(result, 'b', '.3f')}")
     if "n_opt" in result:
@@ -350,7 +340,7 @@ def summarize(result: dict) -> str:
     law = result["law"]
     if law == "power":
         variable = "C" if result.get("x") == "flops" else "N"
-        text = f"power ({result['n_points']} points): L = {result['E']:.4g} + {result['A']:.4g}·{variable}^-{result['alpha']:.4f}"
+        text = f"power ({result['n_points']} points): {law_text(result, variable)}"
     elif law == "chinchilla":
         text = _chinchilla_summary(result)
     else:

@@ -37,8 +37,8 @@ import numpy as np
 from bigmodel import files
 from bigmodel.config import ConfigError
 from bigmodel.scaling import registry
-from bigmodel.scaling.fit import estimate  # `0.340 [0.331, 0.354]`, as every fit summary writes it
 from bigmodel.scaling.hyperparam_points import LAW, HyperparamPoints, load_hyperparam_points
+from bigmodel.scaling.laws import estimate
 
 DEEPSEEK = {"k_eta": 0.3118, "a_eta": -0.125, "k_batch": 0.2920, "a_batch": 0.3271,
             "source": "DeepSeek LLM (2024) §3.1; C = non-embedding FLOPs/token × tokens, B in tokens"}

@@ -1,8 +1,9 @@
-"""What a fitted scaling law says: its loss at (N, D, C) and the compute-optimal allocation.
+"""What a fitted scaling law says: its loss at (N, D, C), the compute-optimal allocation, and how
+it is written as text (`law_text`, `estimate`: a fitted number with its interval).
 
-Plain numpy, no fitting: `fit.py` finds the numbers, `holdout.py` and the plots evaluate them
-here. N is the non-embedding parameter count (Kaplan) everywhere, D the training tokens, and the
-allocation uses Chinchilla's C = 6ND.
+Plain numpy, no fitting: `fit.py` and `hyperparams.py` find the numbers, `holdout.py`, the
+summaries and the plots read and write them here. N is the non-embedding parameter count
+(Kaplan) everywhere, D the training tokens, and the allocation uses Chinchilla's C = 6ND.
 """
 
 from __future__ import annotations
@@ -62,3 +63,22 @@ def optimal_frontier(law: dict, compute) -> tuple[np.ndarray, np.ndarray, np.nda
         d_opt = (compute / 6.0) ** optimum["b"] / optimum["G"]
         loss = chinchilla_loss(n_opt, d_opt, law["E"], law["A"], law["B"], law["alpha"], law["beta"])
     return n_opt, d_opt, loss
+
+
+def estimate(result: dict, key: str, digits: str) -> str:
+    """`0.340 [0.331, 0.354]`: a fitted number and its 95% bootstrap interval where there is one,
+    as every fit summary and figure writes it."""
+    text = f"{result[key]:{digits}}"
+    if key in (result.get("ci") or {}):
+        low, high = result["ci"][key]
+        text += f" [{low:{digits}}, {high:{digits}}]"
+    return text
+
+
+def law_text(fit: dict, variable: str = "N") -> str:
+    """The fitted law as the summaries print it: `L = 1.2 + 35·N^-0.3100` (a power law in
+    `variable`) or `L = 1.69 + 406/N^0.3400 + 411/D^0.2800` (Chinchilla). The figures write it in
+    mathtext (`plot_style.law_label`)."""
+    if fit["law"] == "chinchilla":
+        return f"L = {fit['E']:.4g} + {fit['A']:.4g}/N^{fit['alpha']:.4f} + {fit['B']:.4g}/D^{fit['beta']:.4f}"
+    return f"L = {fit['E']:.4g} + {fit['A']:.4g}·{variable}^-{fit['alpha']:.4f}"

@@ -21,6 +21,7 @@ import numpy as np
 
 from bigmodel import files
 from bigmodel.scaling import fit as fitting
+from bigmodel.scaling.laws import law_text
 from bigmodel.scaling.plot_data import PlotInput, load_input
 from bigmodel.scaling.plot_hyperparams import hyperparams_fit, plot_hyperparams
 from bigmodel.scaling.plot_figures import plot_isoflop, plot_loss_vs_compute, plot_loss_vs_params, plot_training_curves
@@ -96,8 +97,7 @@ def fresh_power_fit(data: PlotInput, note) -> dict | None:
     except ValueError as error:  # a failed fit should not cost the other figures
         note(f"power-law fit failed ({error}): loss_vs_params shows points only")
         return None
-    note(f"no fit given, fitted here: L = {power['E']:.3f} + {power['A']:.4g}·N^-{power['alpha']:.4f} "
-         f"({BOOTSTRAP_FOR_PLOTS} bootstrap refits)")
+    note(f"no fit given, fitted here: {law_text(power)} ({BOOTSTRAP_FOR_PLOTS} bootstrap refits)")
     return {**power, "x": "non_embedding_params"}
 
 

@@ -21,6 +21,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from bigmodel.scaling.expand import format_number
 from bigmodel.scaling.laws import law_loss
 from bigmodel.scaling.plot_data import RunCurve
 from bigmodel.scaling.plot_style import (
@@ -41,7 +42,6 @@ from bigmodel.scaling.plot_style import (
     window_on_minima,
 )
 from bigmodel.scaling.registry import group_budgets
-from bigmodel.scaling.sweep import format_number
 
 # A Chinchilla law is drawn as one curve per distinct D up to this many (one colour each);
 # with more D values (an isoFLOP grid) it is drawn as its loss at each run's (N, D).

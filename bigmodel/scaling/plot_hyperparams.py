@@ -25,10 +25,10 @@ from matplotlib.colors import LogNorm
 
 from bigmodel import files
 from bigmodel.scaling import registry
+from bigmodel.scaling.expand import format_number
 from bigmodel.scaling.hyperparams import LAW, surface_value
 from bigmodel.scaling.plot_style import (BUDGET_COLORMAP, SIZE_COLORMAP, STYLE, UNITS, WIDE_FIGURE_SIZE_INCHES, log_grid, new_figure,
                                          save_figure, tidy_log_axis)
-from bigmodel.scaling.sweep import format_number
 
 REQUIRED_KEYS = ("k_eta", "a_eta", "budgets", "points", "with_batch")
 MIN_SAMPLES_FOR_BAND = 10

@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 
-from bigmodel.scaling.laws import compute_optimal, law_loss, optimal_frontier
+from bigmodel.scaling.expand import format_number
+from bigmodel.scaling.laws import compute_optimal, estimate, law_loss, optimal_frontier
 from bigmodel.scaling.plot_figures import (MIN_SAMPLES_FOR_BAND, compute_frontier, draw_known_floor, held_out_points, holdout_rows,
                                           interval_text)
 from bigmodel.scaling.plot_style import (
@@ -38,7 +39,6 @@ from bigmodel.scaling.plot_style import (
     size_colors,
     tidy_log_axis,
 )
-from bigmodel.scaling.sweep import format_number
 
 MAX_ANNOTATED_HOLDOUTS = 2
 SLICES = 5  # isoFLOP budgets drawn, log-spaced from the cheapest run's C to the dearest's
@@ -110,21 +110,12 @@ def _legend(where, entries: list[tuple], **options):
     return where.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None, pad=0.6)}, **options)
 
 
-def _estimate(fit: dict, key: str, digits: str) -> str:
-    """`0.437 [0.421, 0.459]`: the estimate and its 95% interval where the fit has one."""
-    text = f"{fit[key]:{digits}}"
-    if key in (fit.get("ci") or {}):
-        low, high = fit["ci"][key]
-        text += f" [{low:{digits}}, {high:{digits}}]"
-    return text
-
-
 def _allocation_text(fit: dict) -> str:
     """a and b with intervals, and the named budget's allocation, for a corner box."""
-    lines = [rf"$N_{{opt}} \propto C^a$, a = {_estimate(fit, 'a', '.3f')}", rf"$D_{{opt}} \propto C^b$, b = {_estimate(fit, 'b', '.3f')}"]
+    lines = [rf"$N_{{opt}} \propto C^a$, a = {estimate(fit, 'a', '.3f')}", rf"$D_{{opt}} \propto C^b$, b = {estimate(fit, 'b', '.3f')}"]
     if "n_opt" in fit:
         lines += [f"at C = {format_number(fit['budget'], scientific=True)}: " + rf"$N_{{opt}}$ = {format_number(fit['n_opt'])},"
-                  + rf" $D_{{opt}}$ = {format_number(fit['d_opt'])}", f"D/N = {_estimate(fit, 'tokens_per_param', '.1f')} (N: non-embedding)"]
+                  + rf" $D_{{opt}}$ = {format_number(fit['d_opt'])}", f"D/N = {estimate(fit, 'tokens_per_param', '.1f')} (N: non-embedding)"]
     if fit.get("ci"):
         lines.append(f"[95% bootstrap intervals, {len(fit.get('samples') or [])} refits]")
     return "\n".join(lines)
@@ -279,7 +270,7 @@ def plot_isoflop_slices(
                    Line2D([], [], color="white", marker="*", markersize=15, markeredgecolor="black", linestyle="",
                           label=r"optimum $N_{opt}(C)$" + (" (95% interval)" if band is not None else "")),
                    Line2D([], [], color="black", linestyle=":", linewidth=1.5,
-                          label=rf"optima across budgets: $N_{{opt}} \propto C^a$, a = {_estimate(fit, 'a', '.3f')}")]
+                          label=rf"optima across budgets: $N_{{opt}} \propto C^a$, a = {estimate(fit, 'a', '.3f')}")]
         axes.legend(handles=handles, loc="upper center")
         axes.set(xscale="log", xlabel=params_name, ylabel=f"{loss_name} ({UNITS})", xlim=(grid[0], grid[-1]),
                  title="IsoFLOP slices of the fitted surface")

@@ -39,9 +39,10 @@ from bigmodel.config import ConfigError
 from bigmodel.scaling import registry
 from bigmodel.scaling.backends import ClusterLost
 from bigmodel.scaling.execution import CPU_FLOPS_PER_S, RUN_OVERHEAD_S, estimated_seconds, execute, format_duration
+from bigmodel.scaling.expand import expand, format_number, validate_runs
 from bigmodel.scaling.registry import DONE, FAILED, STOPPED
 from bigmodel.scaling.resources import checked_value, with_overrides
-from bigmodel.scaling.sweep import Run, Study, expand, format_number, validate_runs
+from bigmodel.scaling.study import Run, Study
 
 MAX_EXIT_CODE = 125  # 126+ mean "not executable", "not found" and signals to a shell
 
