@@ -13,6 +13,7 @@ import os
 import sys
 
 from bigmodel import exit_codes
+from bigmodel.arguments import OneLineErrorParser, positive_int
 from bigmodel.config import ConfigError, parse_override
 
 OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
@@ -20,24 +21,6 @@ OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=valu
 COMMANDS_WITH_OVERRIDES = ("train", "bench", "plan", "finetune")
 
 PLAN_TARGETS = ("h100-80gb", "h200-141gb", "a100-40gb", "a100-80gb", "tpu-v4", "tpu-v5e", "tpu-v5p")  # bigmodel.plan.TARGETS
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1 (a step, a count of batches, of jobs)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse with the project's error shape: one `error:` line naming the fix, exit 2."""
-
-    def error(self, message: str):
-        self.exit(exit_codes.BAD_INPUT, f"error: {message}: see `{self.prog} --help`\n")
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
