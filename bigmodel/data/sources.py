@@ -13,11 +13,12 @@ import os
 import re
 from pathlib import Path
 
-from bigmodel.config import ConfigError
+from bigmodel.exit_codes import ConfigError
 from bigmodel.data.markov_chain import MARKOV_VERSION, is_markov_name, markov_options
 
 DEFAULT_DATA_DIR = "~/.cache/bigmodel/tfds"
 TFDS_PREFIX = "tfds:"
+KJV = "kjv"  # built here on first use (kjv.py)
 SYNTHETIC = "synthetic"  # random tokens (synthetic.py): no source, no tokenizer
 TEXT_FEATURE = "text"
 KJV_VERSION = "1.0.0"  # the kjv builder's version; part of cache names so a new build re-tokenizes
@@ -30,10 +31,12 @@ def resolve_data_dir(data_config) -> str:
 
 
 def check_dataset_name(dataset: str) -> None:
+    """Raise ConfigError unless `dataset` names a corpus: the one list of dataset names (config
+    validation and the pipeline both ask here)."""
     if is_markov_name(dataset):
         markov_options(dataset)  # raises on a bad option
         return
-    if dataset not in ("kjv", SYNTHETIC) and not (dataset.startswith(TFDS_PREFIX) and len(dataset) > len(TFDS_PREFIX)):
+    if dataset not in (KJV, SYNTHETIC) and not (dataset.startswith(TFDS_PREFIX) and len(dataset) > len(TFDS_PREFIX)):
         raise ConfigError(f"config.data.dataset={dataset!r} is unknown: use kjv, synthetic or tfds:<name>[/<config>] of a prepared tfds text dataset, or markov[/key=value,...]")
 
 
@@ -41,8 +44,8 @@ def dataset_slug(dataset: str) -> str:
     """A file-name-safe name for caches: `kjv` → `kjv-1.0.0`, `tfds:lm1b/plain_text` → `lm1b_plain_text`,
     `markov/seed=1` → `markov-1.0.0-order2-alphabet32-...-seed1-...` (every option, so two
     spellings of one corpus share caches and two corpora never do)."""
-    if dataset == "kjv":
-        return f"kjv-{KJV_VERSION}"
+    if dataset == KJV:
+        return f"{KJV}-{KJV_VERSION}"
     if is_markov_name(dataset):
         return f"markov-{MARKOV_VERSION}-{markov_options(dataset).config_name}"
     return re.sub(r"[^A-Za-z0-9.]+", "_", dataset.removeprefix(TFDS_PREFIX)).strip("_")
@@ -111,7 +114,7 @@ def tfds_split(dataset: str, split: str, data_dir: str):
 def open_split(dataset: str, split: str, data_dir: str):
     """The random-access source (len + getitem of feature dicts) of one split of `dataset`."""
     check_dataset_name(dataset)
-    if dataset == "kjv":
+    if dataset == KJV:
         return kjv_split(split, data_dir)
     if is_markov_name(dataset):
         return markov_split(dataset, split, data_dir)
