@@ -275,11 +275,11 @@ def check_branch_point(train) -> None:
 
 
 def check_data(data) -> None:
-    """A dataset name `bigmodel.data.sources` knows (it owns the names: imported here, not at
+    """A dataset name `bigmodel.data.names` knows (it owns the names: imported here, not at
     the top, so that loading a config needs no numpy), a vocabulary the tokenizer can have, and
     for a markov corpus documents the tokenizer can train on."""
     from bigmodel.data.markov_chain import is_markov_name
-    from bigmodel.data.sources import SYNTHETIC, check_dataset_name
+    from bigmodel.data.names import SYNTHETIC, check_dataset_name
 
     # Synthetic tokens are drawn, not tokenized: any vocabulary goes with any tokenizer setting.
     if data.tokenizer == "bytes" and data.vocab_size != 256 and data.dataset != SYNTHETIC:

@@ -6,7 +6,7 @@
     tokens = train.batch(step, config.train.batch_size, jax.process_index(), jax.process_count())
 
 The names below load on first use: grain imports JAX, and config validation imports
-`bigmodel.data.sources` (dataset names) and `bigmodel.data.markov_chain`, which must not.
+`bigmodel.data.names` and `bigmodel.data.markov_chain`, which must not.
 """
 
 import importlib
