@@ -15,12 +15,11 @@ import sys
 from bigmodel import exit_codes
 from bigmodel.arguments import OneLineErrorParser, positive_int
 from bigmodel.config import ConfigError, parse_override
+from bigmodel.memory import TARGETS
 
 OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
                   "(e.g. --config.train.steps=200 --config.model.d_model=128); configs/lm.py lists the keys.")
 COMMANDS_WITH_OVERRIDES = ("train", "bench", "plan", "finetune")
-
-PLAN_TARGETS = ("h100-80gb", "h200-141gb", "a100-40gb", "a100-80gb", "tpu-v4", "tpu-v5e", "tpu-v5p")  # bigmodel.plan.TARGETS
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -75,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                                epilog=OVERRIDES_HELP)
     plan.add_argument("--config", required=True, help="path/to/config.py[:arg]")
     plan.add_argument("--devices", type=positive_int, default=None, help="plan for N fake CPU devices instead of the devices present")
-    plan.add_argument("--target", default=None, help="device to check the fit against: " + ", ".join(PLAN_TARGETS) + "; also searches the largest batch that fits")
+    plan.add_argument("--target", default=None, help="device to check the fit against: " + ", ".join(TARGETS) + "; also searches the largest batch that fits")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
 
     from bigmodel import generate  # argparse only: JAX loads when the command runs

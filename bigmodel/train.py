@@ -33,9 +33,9 @@ from jax.experimental import multihost_utils
 from bigmodel import branch, checkpoint, config as config_lib, exit_codes, files, metrics as metrics_lib, run_info, runtime, sharding
 from bigmodel import workdir as workdir_lib
 from bigmodel.flops import run_stats
+from bigmodel.memory import compiled_memory
 from bigmodel.model import Transformer, model_config
 from bigmodel.optim import make_optimizer
-from bigmodel.plan import compiled_memory
 from bigmodel.prefetch import Prefetcher
 
 # One validation order for every run, so eval losses compare across seeds and sizes.
