@@ -313,7 +313,7 @@ def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
 
 def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | None = None, stop: StopRequest | None = None) -> int:
     """Train until config.train.steps (or stop_at_step), checkpointing; return an exit code."""
-    from bigmodel.data import load_dataset  # tensorflow-datasets is slow to import; only runs need it
+    from bigmodel.data import load_dataset  # grain and sentencepiece load for a run, not for plan's compile
 
     is_writer = jax.process_index() == 0
     stop = stop or StopRequest()
