@@ -17,7 +17,7 @@ import jax
 
 from bigmodel import config as config_lib, sharding
 from bigmodel.flops import FLOPS_FORMULA, device_peak_flops, mfu, run_stats
-from bigmodel.plan import compiled_memory
+from bigmodel.memory import compiled_memory
 from bigmodel.prefetch import Prefetcher
 from bigmodel.train import build, make_train_step
 

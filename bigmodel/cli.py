@@ -1,6 +1,8 @@
 """`python -m bigmodel <command>`: train, eval, generate, serve, export, finetune, bench, plan, presets, sweep, status, fit, plot, compare.
 
-Commands import their modules lazily so `presets` and `--help` answer without loading JAX.
+Every command is one row of `COMMANDS`: its --help line, its arguments, what runs it and the
+runtime it needs. Argument declarations load no JAX (the modules that declare their own import
+it only when they run), so `presets` and `--help` answer at once.
 Any `--config.group.key=value` argument overrides the config file (big_vision style).
 Exit codes are those of `bigmodel.exit_codes`: 0 done, 1 failed, 2 bad input (one `error:`
 line, nothing written), 74 storage failed mid-run, 75 stopped by a signal (resumable).
@@ -9,35 +11,195 @@ line, nothing written), 74 storage failed mid-run, 75 stopped by a signal (resum
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+from typing import Callable
 
-from bigmodel import exit_codes
+from bigmodel import exit_codes, export, generate, serve
+from bigmodel.arguments import OneLineErrorParser, positive_int
 from bigmodel.config import ConfigError, parse_override
+from bigmodel.finetune import command as finetune
+from bigmodel.memory import TARGETS
+from bigmodel.scaling import commands as scaling_commands, compare
 
 OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
                   "(e.g. --config.train.steps=200 --config.model.d_model=128); configs/lm.py lists the keys.")
-COMMANDS_WITH_OVERRIDES = ("train", "bench", "plan", "finetune")
-
-PLAN_TARGETS = ("h100-80gb", "h200-141gb", "a100-40gb", "a100-80gb", "tpu-v4", "tpu-v5e", "tpu-v5p")  # bigmodel.plan.TARGETS
+FINETUNE_OVERRIDES_HELP = "Any key of configs/finetune.py can be overridden with --config.group.key=value."
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1 (a step, a count of batches, of jobs)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One `python -m bigmodel` command."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, dict[str, str]], int]  # (arguments, --config.* overrides) → exit code
+    overrides_help: str | None = None  # takes --config.* overrides; this epilog says which keys
+    accelerator: bool = False  # GPU memory share and compilation cache, set before JAX loads
+    multi_host: bool = False  # --coordinator/--num_processes/--process_id, and the processes joined
+    stops_early: bool = False  # a signal before the trainer's own handler still stops it cleanly
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse with the project's error shape: one `error:` line naming the fix, exit 2."""
+def without_overrides(command: Callable[[argparse.Namespace], int]):
+    """`run` for a command that takes its arguments alone (main refuses overrides for it)."""
+    return lambda args, overrides: command(args)
 
-    def error(self, message: str):
-        self.exit(exit_codes.BAD_INPUT, f"error: {message}: see `{self.prog} --help`\n")
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="path/to/config.py[:arg]")
+    parser.add_argument("--workdir", required=True, help="run directory; an existing one is resumed")
+    parser.add_argument("--stop_at_step", type=positive_int, default=None, help="checkpoint and exit after this step (resume later)")
+
+
+def run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from bigmodel.train import train_command
+
+    return train_command(args.config, overrides, args.workdir, args.stop_at_step)
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True, help="a train run's directory; its newest readable checkpoint is evaluated")
+    parser.add_argument("--batches", type=positive_int, default=None, help="validation batches (default: the run's eval.batches)")
+    parser.add_argument("--all", action="store_true", dest="every_checkpoint",
+                        help="every kept checkpoint, oldest first: one JSON line each, DIR/eval_curve.json and eval_curve.png")
+
+
+def run_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from bigmodel.evaluate import eval_command
+
+    return eval_command(args.workdir, args.batches, args.every_checkpoint)
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="path/to/config.py[:arg]")
+    parser.add_argument("--steps", type=positive_int, default=10, help="timed steps after warm-up")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+    parser.add_argument("--peak_flops", type=float, default=None, help="peak FLOP/s per device (overrides the table)")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="record the timed steps with jax.profiler into DIR (open with xprof or TensorBoard)")
+
+
+def run_bench(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from bigmodel.bench import bench_command
+
+    return bench_command(args.config, overrides, args.steps, args.warmup, args.peak_flops, args.profile)
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="path/to/config.py[:arg]")
+    parser.add_argument("--devices", type=positive_int, default=None, help="plan for N fake CPU devices instead of the devices present")
+    parser.add_argument("--target", default=None, help="device to check the fit against: " + ", ".join(TARGETS) + "; also searches the largest batch that fits")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_plan(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from bigmodel.plan import plan_command
+
+    return plan_command(args.config, overrides, args.target, args.json)
+
+
+def add_presets_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vocab_size", type=int, default=256)
+    parser.add_argument("--seq_len", type=int, default=256)
+
+
+def run_presets(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from bigmodel.presets import presets_table
+
+    print("\n".join(presets_table(args.vocab_size, args.seq_len)))
+    return exit_codes.OK
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", help="path/to/experiment.py, or path/to/experiment.py:ARG for get_study(ARG)")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--dry-run", action="store_true", help="print the runs and write nothing")
+    parser.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run")
+    parser.add_argument("--jobs", type=positive_int, default=None,
+                        help="runs at once: local processes (default 1), or Slurm/Ray jobs queued (default all)")
+    parser.add_argument("--backend", choices=("local", "slurm", "ray"), default="local",
+                        help="where runs execute: subprocesses here, one Slurm job each (pip install -e '.[slurm]'), "
+                             "or one Ray job each (pip install -e '.[ray]')")
+    parser.add_argument("--retries", type=int, default=None, metavar="N",
+                        help="relaunch a failed run up to N times, resuming from its checkpoint (default: 0 local, 1 slurm and ray)")
+    cluster = parser.add_argument_group("resources of every run (override the study's resources; per host)")
+    cluster.add_argument("--gpus", type=int, default=None, help="GPUs per host (local: each run gets its own)")
+    cluster.add_argument("--hosts", type=int, default=None, help="hosts (Slurm nodes) per run, one process each")
+    cluster.add_argument("--cpus", type=int, default=None, help="CPUs per host (Slurm --cpus-per-task)")
+    cluster.add_argument("--memory-gb", type=float, default=None, help="memory per host (Slurm --mem)")
+    cluster.add_argument("--time-limit", type=float, default=None, metavar="MIN", help="minutes per launch (Slurm --time)")
+    slurm = parser.add_argument_group("Slurm (--backend slurm)")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--account", default=None)
+    slurm.add_argument("--slurm-option", action="append", default=[], metavar="KEY[=VALUE]",
+                       help="any other sbatch option, repeatable: --slurm-option qos=high --slurm-option exclusive")
+    ray = parser.add_argument_group("Ray (--backend ray)")
+    ray.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                     help="the cluster: auto (default: RAY_ADDRESS, else the one started on this machine), "
+                          "ray://HEAD:10001 or http://HEAD:8265 (its dashboard)")
+
+
+def run_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from bigmodel.scaling.runner import sweep_command
+
+    return sweep_command(args)
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workdir", help="the sweep's --workdir")
+    parser.add_argument("--watch", type=float, default=None, metavar="S", help="refresh every S seconds until Ctrl-C")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run")
+
+
+def run_status(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from bigmodel.scaling.status import status_command
+
+    return status_command(args.workdir, args.watch, args.json)
+
+
+def add_process_arguments(parser: argparse.ArgumentParser) -> None:
+    """Multi-host: every process runs the same command. Under Slurm (srun), Open MPI (mpirun) or on
+    a multi-host TPU VM the processes find each other; elsewhere name process 0 and each one's id."""
+    parser.add_argument("--coordinator", default=None, help="host:port of process 0 (jax.distributed); auto-detected under Slurm, Open MPI, TPU VMs")
+    parser.add_argument("--num_processes", type=positive_int, default=None)
+    parser.add_argument("--process_id", type=int, default=None)
+
+
+# The order of --help.
+COMMANDS = {
+    "train": Command("train (or resume) a model in --workdir", add_train_arguments, run_train,
+                     overrides_help=OVERRIDES_HELP, accelerator=True, multi_host=True, stops_early=True),
+    "eval": Command("evaluate the latest checkpoint of a run (--all: every kept one)", add_eval_arguments, run_eval,
+                    accelerator=True, multi_host=True),
+    "bench": Command("time training steps; print one JSON line", add_bench_arguments, run_bench,
+                     overrides_help=OVERRIDES_HELP, accelerator=True, multi_host=True),
+    "plan": Command("compile the train step on abstract state: per-device memory, FLOPs, what fits", add_plan_arguments, run_plan,
+                    overrides_help=OVERRIDES_HELP, accelerator=True),
+    "generate": Command(generate.GENERATE_HELP, generate.add_generate_arguments, without_overrides(generate.generate_command),
+                        accelerator=True),
+    "serve": Command(serve.SERVE_HELP, serve.add_serve_arguments, without_overrides(serve.serve_command), accelerator=True),
+    "export": Command(export.EXPORT_HELP, export.add_export_arguments, without_overrides(export.export_command), accelerator=True),
+    "presets": Command("list model size presets with params and FLOPs/token", add_presets_arguments, run_presets),
+    "sweep": Command("run a scaling study: experiments/<name>.py", add_sweep_arguments, run_sweep),
+    "status": Command("where each run of a sweep stands: step, loss, tokens/s, ETA", add_status_arguments, run_status),
+    "fit": Command(scaling_commands.FIT_HELP, scaling_commands.add_fit_arguments, without_overrides(scaling_commands.fit_command)),
+    "plot": Command(scaling_commands.PLOT_HELP, scaling_commands.add_plot_arguments, without_overrides(scaling_commands.plot_command)),
+    "compare": Command(compare.COMPARE_HELP, compare.add_compare_arguments, without_overrides(compare.compare_command)),
+    "finetune": Command(finetune.FINETUNE_HELP, finetune.add_finetune_arguments, finetune.finetune_command,
+                        overrides_help=FINETUNE_OVERRIDES_HELP, accelerator=True, stops_early=True),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(prog="bigmodel", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
+    for name, command in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=command.help, epilog=command.overrides_help)
+        command.add_arguments(subparser)
+        if command.multi_host:
+            add_process_arguments(subparser)
+    return parser
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -58,107 +220,20 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     return rest, overrides
 
 
-def _print_presets(args) -> int:
-    from bigmodel.presets import presets_table
+def prepare_runtime(command: Command, args: argparse.Namespace) -> None:
+    """What a command on an accelerator needs before JAX loads, in this order."""
+    if not command.accelerator:
+        return
+    from bigmodel import runtime
 
-    print("\n".join(presets_table(args.vocab_size, args.seq_len)))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(prog="bigmodel", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
-
-    train = commands.add_parser("train", help="train (or resume) a model in --workdir", epilog=OVERRIDES_HELP)
-    train.add_argument("--config", required=True, help="path/to/config.py[:arg]")
-    train.add_argument("--workdir", required=True, help="run directory; an existing one is resumed")
-    train.add_argument("--stop_at_step", type=positive_int, default=None, help="checkpoint and exit after this step (resume later)")
-
-    evaluate = commands.add_parser("eval", help="evaluate the latest checkpoint of a run (--all: every kept one)")
-    evaluate.add_argument("--workdir", required=True, help="a train run's directory; its newest readable checkpoint is evaluated")
-    evaluate.add_argument("--batches", type=positive_int, default=None, help="validation batches (default: the run's eval.batches)")
-    evaluate.add_argument("--all", action="store_true", dest="every_checkpoint",
-                          help="every kept checkpoint, oldest first: one JSON line each, DIR/eval_curve.json and eval_curve.png")
-
-    bench = commands.add_parser("bench", help="time training steps; print one JSON line", epilog=OVERRIDES_HELP)
-    bench.add_argument("--config", required=True, help="path/to/config.py[:arg]")
-    bench.add_argument("--steps", type=positive_int, default=10, help="timed steps after warm-up")
-    bench.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
-    bench.add_argument("--peak_flops", type=float, default=None, help="peak FLOP/s per device (overrides the table)")
-    bench.add_argument("--profile", default=None, metavar="DIR",
-                       help="record the timed steps with jax.profiler into DIR (open with xprof or TensorBoard)")
-
-    plan = commands.add_parser("plan", help="compile the train step on abstract state: per-device memory, FLOPs, what fits",
-                               epilog=OVERRIDES_HELP)
-    plan.add_argument("--config", required=True, help="path/to/config.py[:arg]")
-    plan.add_argument("--devices", type=positive_int, default=None, help="plan for N fake CPU devices instead of the devices present")
-    plan.add_argument("--target", default=None, help="device to check the fit against: " + ", ".join(PLAN_TARGETS) + "; also searches the largest batch that fits")
-    plan.add_argument("--json", action="store_true", help="print one JSON object")
-
-    from bigmodel import generate  # argparse only: JAX loads when the command runs
-
-    generate.add_generate_arguments(commands.add_parser("generate", help=generate.GENERATE_HELP))
-    from bigmodel import export, serve  # argparse only: JAX, FastAPI and safetensors load when the command runs
-
-    serve.add_serve_arguments(commands.add_parser("serve", help=serve.SERVE_HELP))
-    export.add_export_arguments(commands.add_parser("export", help=export.EXPORT_HELP))
-
-    presets = commands.add_parser("presets", help="list model size presets with params and FLOPs/token")
-    presets.add_argument("--vocab_size", type=int, default=256)
-    presets.add_argument("--seq_len", type=int, default=256)
-
-    # Multi-host: every process runs the same command. Under Slurm (srun), Open MPI (mpirun) or on a
-    # multi-host TPU VM the processes find each other; elsewhere name process 0 and each one's id.
-    for command in (train, evaluate, bench):
-        command.add_argument("--coordinator", default=None, help="host:port of process 0 (jax.distributed); auto-detected under Slurm, Open MPI, TPU VMs")
-        command.add_argument("--num_processes", type=positive_int, default=None)
-        command.add_argument("--process_id", type=int, default=None)
-
-    sweep = commands.add_parser("sweep", help="run a scaling study: experiments/<name>.py")
-    sweep.add_argument("experiment", help="path/to/experiment.py, or path/to/experiment.py:ARG for get_study(ARG)")
-    sweep.add_argument("--workdir", required=True)
-    sweep.add_argument("--dry-run", action="store_true", help="print the runs and write nothing")
-    sweep.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run")
-    sweep.add_argument("--jobs", type=positive_int, default=None,
-                       help="runs at once: local processes (default 1), or Slurm/Ray jobs queued (default all)")
-    sweep.add_argument("--backend", choices=("local", "slurm", "ray"), default="local",
-                       help="where runs execute: subprocesses here, one Slurm job each (pip install -e '.[slurm]'), "
-                            "or one Ray job each (pip install -e '.[ray]')")
-    sweep.add_argument("--retries", type=int, default=None, metavar="N",
-                       help="relaunch a failed run up to N times, resuming from its checkpoint (default: 0 local, 1 slurm and ray)")
-    cluster = sweep.add_argument_group("resources of every run (override the study's resources; per host)")
-    cluster.add_argument("--gpus", type=int, default=None, help="GPUs per host (local: each run gets its own)")
-    cluster.add_argument("--hosts", type=int, default=None, help="hosts (Slurm nodes) per run, one process each")
-    cluster.add_argument("--cpus", type=int, default=None, help="CPUs per host (Slurm --cpus-per-task)")
-    cluster.add_argument("--memory-gb", type=float, default=None, help="memory per host (Slurm --mem)")
-    cluster.add_argument("--time-limit", type=float, default=None, metavar="MIN", help="minutes per launch (Slurm --time)")
-    slurm = sweep.add_argument_group("Slurm (--backend slurm)")
-    slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--account", default=None)
-    slurm.add_argument("--slurm-option", action="append", default=[], metavar="KEY[=VALUE]",
-                       help="any other sbatch option, repeatable: --slurm-option qos=high --slurm-option exclusive")
-    ray = sweep.add_argument_group("Ray (--backend ray)")
-    ray.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                     help="the cluster: auto (default: RAY_ADDRESS, else the one started on this machine), "
-                          "ray://HEAD:10001 or http://HEAD:8265 (its dashboard)")
-
-    status = commands.add_parser("status", help="where each run of a sweep stands: step, loss, tokens/s, ETA")
-    status.add_argument("workdir", help="the sweep's --workdir")
-    status.add_argument("--watch", type=float, default=None, metavar="S", help="refresh every S seconds until Ctrl-C")
-    status.add_argument("--json", action="store_true", help="one JSON object per run")
-
-    from bigmodel.scaling import commands as scaling_commands  # argparse only: fitting and plotting load later
-
-    scaling_commands.add_fit_arguments(commands.add_parser("fit", help=scaling_commands.FIT_HELP))
-    scaling_commands.add_plot_arguments(commands.add_parser("plot", help=scaling_commands.PLOT_HELP))
-    from bigmodel.scaling import compare  # argparse only: statistics and checkpoints load later
-
-    compare.add_compare_arguments(commands.add_parser("compare", help=compare.COMPARE_HELP))
-    from bigmodel.finetune import command as finetune  # argparse only: JAX loads when the command runs
-
-    finetune.add_finetune_arguments(commands.add_parser("finetune", help=finetune.FINETUNE_HELP,
-                                                        epilog="Any key of configs/finetune.py can be overridden with --config.group.key=value."))
-    return parser
+    if command.stops_early:
+        runtime.note_early_stop_requests()  # until the trainer installs its own handler (train.StopRequest)
+    runtime.set_gpu_memory_fraction()
+    if getattr(args, "devices", None):  # plan --devices N
+        runtime.use_fake_cpu_devices(args.devices)
+    if command.multi_host:
+        runtime.join_processes(args.coordinator, args.num_processes, args.process_id)
+    runtime.enable_compilation_cache()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,91 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rest, overrides = _split_overrides(argv)
         args = build_parser().parse_args(rest)
-        if overrides and args.command not in COMMANDS_WITH_OVERRIDES:
-            raise ConfigError(f"--config.* overrides apply to {', '.join(COMMANDS_WITH_OVERRIDES)} only, not {args.command}: drop them")
-        if args.command == "presets":
-            return _print_presets(args)
-        if args.command == "train":
-            from bigmodel import runtime
-
-            runtime.note_early_stop_requests()  # until the trainer installs its own handler (train.StopRequest)
-        if args.command in ("train", "eval", "bench", "plan"):
-            from bigmodel import runtime
-
-            runtime.set_gpu_memory_fraction()
-            if args.command == "plan" and args.devices:  # fake CPU devices: set before jax is imported
-                os.environ["JAX_PLATFORMS"] = "cpu"
-                os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.devices}".strip()
-            if args.command != "plan":
-                runtime.join_processes(args.coordinator, args.num_processes, args.process_id)
-            runtime.enable_compilation_cache()
-        if args.command == "train":
-            from bigmodel.train import train_command
-
-            return train_command(args.config, overrides, args.workdir, args.stop_at_step)
-        if args.command == "eval":
-            from bigmodel.evaluate import eval_command
-
-            return eval_command(args.workdir, args.batches, args.every_checkpoint)
-        if args.command == "plan":
-            from bigmodel.plan import plan_command
-
-            return plan_command(args.config, overrides, args.target, args.json)
-        if args.command == "bench":
-            from bigmodel.bench import bench_command
-
-            return bench_command(args.config, overrides, args.steps, args.warmup, args.peak_flops, args.profile)
-        if args.command == "generate":
-            from bigmodel import runtime
-            from bigmodel.generate import generate_command
-
-            runtime.set_gpu_memory_fraction()
-            runtime.enable_compilation_cache()
-            return generate_command(args)
-        if args.command in ("serve", "export"):
-            from bigmodel import runtime
-
-            runtime.set_gpu_memory_fraction()
-            runtime.enable_compilation_cache()
-            if args.command == "serve":
-                from bigmodel.serve import serve_command
-
-                return serve_command(args)
-            from bigmodel.export import export_command
-
-            return export_command(args)
-        if args.command == "sweep":
-            from bigmodel.scaling.runner import sweep_command
-
-            return sweep_command(args)
-        if args.command == "status":
-            from bigmodel.scaling.status import status_command
-
-            return status_command(args.workdir, args.watch, args.json)
-        if args.command == "fit":
-            from bigmodel.scaling.commands import fit_command
-
-            return fit_command(args)
-        if args.command == "plot":
-            from bigmodel.scaling.commands import plot_command
-
-            return plot_command(args)
-        if args.command == "finetune":
-            from bigmodel import runtime
-            from bigmodel.finetune.command import finetune_command
-
-            runtime.note_early_stop_requests()  # until the loop installs train.StopRequest
-            runtime.set_gpu_memory_fraction()
-            runtime.enable_compilation_cache()
-            return finetune_command(args, overrides)
-        if args.command == "compare":
-            from bigmodel.scaling.compare import compare_command
-
-            return compare_command(args)
+        command = COMMANDS[args.command]
+        if overrides and command.overrides_help is None:
+            takers = ", ".join(name for name, each in COMMANDS.items() if each.overrides_help)
+            raise ConfigError(f"--config.* overrides apply to {takers} only, not {args.command}: drop them")
+        prepare_runtime(command, args)
+        return command.run(args, overrides)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.BAD_INPUT
     except BrokenPipeError:  # `bigmodel presets | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is silent too
         return exit_codes.OK
-    return exit_codes.BAD_INPUT

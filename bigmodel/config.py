@@ -15,12 +15,9 @@ from pathlib import Path
 
 import ml_collections
 
+from bigmodel.exit_codes import ConfigError  # re-exported: `from bigmodel.config import ConfigError` keeps working
 from bigmodel.model_config import ATTENTIONS, AUTO, DTYPES, REMAT_NAMES, compute_dtype, cudnn_problem, current_platform
 from bigmodel.mup import PARAMETRIZATIONS, implicit_base_head_dim_problem
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message is the one line the user sees."""
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
@@ -279,9 +276,23 @@ def check_branch_point(train) -> None:
         raise ConfigError(f"config.train.init_step={step} must be below train.steps={train.steps}: the branch trains the steps after it")
 
 
-def check_markov(data) -> None:
-    """`markov[/key=value,...]`: its options (bigmodel/data/markov_chain.py, imported only for a
-    markov corpus), and a tokenizer that can read its documents."""
+def check_data(data) -> None:
+    """A dataset name `bigmodel.data.names` knows (it owns the names: imported here, not at
+    the top, so that loading a config needs no numpy), a vocabulary the tokenizer can have, and
+    for a markov corpus documents the tokenizer can train on."""
+    from bigmodel.data.markov_chain import is_markov_name
+    from bigmodel.data.names import SYNTHETIC, check_dataset_name
+
+    # Synthetic tokens are drawn, not tokenized: any vocabulary goes with any tokenizer setting.
+    if data.tokenizer == "bytes" and data.vocab_size != 256 and data.dataset != SYNTHETIC:
+        raise ConfigError(f"config.data.vocab_size must be 256 with the bytes tokenizer, got {data.vocab_size}")
+    check_dataset_name(data.dataset)
+    if is_markov_name(data.dataset):
+        check_markov_documents(data)
+
+
+def check_markov_documents(data) -> None:
+    """A markov corpus's one-line documents must fit the line length sentencepiece trains on."""
     from bigmodel.data.markov_chain import markov_options
 
     options = markov_options(data.dataset)
@@ -319,13 +330,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
         raise ConfigError(f"config.model.loss_chunk_tokens must be 0 (off) or a positive number of tokens, got {model.loss_chunk_tokens!r}")
     check_attention(model, platform, device_kind)
     check_parametrization(model)
-    # Synthetic tokens are drawn, not tokenized: any vocabulary goes with any tokenizer setting.
-    if data.tokenizer == "bytes" and data.vocab_size != 256 and data.dataset != "synthetic":
-        raise ConfigError(f"config.data.vocab_size must be 256 with the bytes tokenizer, got {data.vocab_size}")
-    if data.dataset == "markov" or data.dataset.startswith("markov/"):
-        check_markov(data)
-    elif data.dataset not in ("kjv", "synthetic") and not (data.dataset.startswith("tfds:") and len(data.dataset) > 5):
-        raise ConfigError(f"config.data.dataset={data.dataset!r} is unknown: use kjv, synthetic or tfds:<name> of a prepared tfds text dataset, or markov[/key=value,...]")
+    check_data(data)
     check_optim(optim, train.steps)
     check_checkpoint(config.checkpoint, train.steps)
     check_branch_point(train)

@@ -9,6 +9,9 @@
 | 75   | stopped by SIGTERM/SIGINT after checkpointing        | rerun the same command: resumes |
 
 74 and 75 are sysexits' EX_IOERR and EX_TEMPFAIL; both mean "resumable".
+
+`ConfigError` is bad input's exception: raised at any layer, printed by the CLI as the one
+`error:` line, exit 2. It lives here, on the ground floor, so that every module may raise it.
 """
 
 OK = 0
@@ -16,3 +19,7 @@ FAILED = 1
 BAD_INPUT = 2
 STORAGE_ERROR = 74
 STOPPED = 75
+
+
+class ConfigError(ValueError):
+    """A config or an input that cannot run; the message is the one line the user sees."""

@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+from bigmodel.arguments import positive_int
 from bigmodel.config import ConfigError
 
 EXPORT_HELP = "write a run's parameters, model settings and tokenizer to one safetensors file"
@@ -33,8 +34,6 @@ SEPARATOR = "/"
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    from bigmodel.cli import positive_int
-
     parser.add_argument("--workdir", required=True, help="a train run's directory")
     parser.add_argument("--out", required=True, help="the .safetensors file to write (never replaced unless --force)")
     parser.add_argument("--step", type=positive_int, default=None, help="the checkpoint step (default: the newest readable)")

@@ -20,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+from bigmodel.arguments import positive_int
 from bigmodel.completions import completion, cut_at_stop, speeds
 from bigmodel.config import ConfigError
 
@@ -28,8 +29,6 @@ SEPARATOR = "---"  # between prompts in plain output
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    from bigmodel.cli import positive_int
-
     parser.add_argument("--workdir", required=True, help="a train run's directory; its newest readable checkpoint is used")
     parser.add_argument("--prompt", default=None, help="the text to continue")
     parser.add_argument("--prompts_file", default=None, metavar="F",

@@ -64,7 +64,8 @@ def run_tokenizer(config, workdir: Path):
     retrained one need not give the same ids the checkpoint learned."""
     from bigmodel.data import ByteTokenizer, SentencePieceTokenizer
     from bigmodel.data.pipeline import TOKENIZERS_DIR
-    from bigmodel.data.sources import SYNTHETIC, dataset_slug, resolve_data_dir
+    from bigmodel.data.names import SYNTHETIC, dataset_slug
+    from bigmodel.data.sources import resolve_data_dir
     from bigmodel.data.tokenizers import sentencepiece_path
 
     data = config.data

@@ -4,6 +4,7 @@
   JAX's own cluster detection runs when the process was started by Slurm (`srun`), Open MPI
   (`mpirun`) or on a multi-host TPU VM, so the same command works under each launcher.
 - `set_gpu_memory_fraction`: the share of each GPU XLA preallocates, 0.9 unless set.
+- `use_fake_cpu_devices`: N CPU devices standing in for a mesh this machine lacks (`plan --devices`).
 - `enable_compilation_cache`: XLA executables are cached on disk and reused by later processes
   with the same program (a resumed run, every process of a sweep, the next benchmark), which
   removes most of a restart's compile time. Under `$XDG_CACHE_HOME/bigmodel/jax` (~/.cache),
@@ -26,6 +27,12 @@ DEFAULT_GPU_MEMORY_FRACTION = "0.9"  # JAX's own default, 0.75, leaves a fifth o
 def set_gpu_memory_fraction(environment=os.environ) -> None:
     """Let XLA preallocate 90% of each GPU unless the user chose (must precede importing jax)."""
     environment.setdefault(MEMORY_FRACTION_VARIABLE, DEFAULT_GPU_MEMORY_FRACTION)
+
+
+def use_fake_cpu_devices(count: int, environment=os.environ) -> None:
+    """Run on `count` fake CPU devices (must precede importing jax)."""
+    environment["JAX_PLATFORMS"] = "cpu"
+    environment["XLA_FLAGS"] = f"{environment.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
 
 
 def gpu_memory_fraction(environment: Mapping[str, str] = os.environ) -> float:

@@ -15,7 +15,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from bigmodel.config import ConfigError
+from bigmodel.exit_codes import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,7 @@ import signal
 import socket
 from pathlib import Path
 
+from bigmodel.arguments import positive_int
 from bigmodel.config import ConfigError
 
 SERVE_HELP = "serve a run's newest checkpoint over HTTP: POST /generate, GET /health, GET /info"
@@ -30,8 +31,6 @@ DEFAULT_MAX_TOKENS = 100  # a request that names none (as generate's --max_token
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from bigmodel.cli import positive_int
-
     parser.add_argument("--workdir", required=True, help="a train run's directory; its newest readable checkpoint is served")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it to the network (no authentication)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (0: any free one, printed at startup)")

@@ -33,9 +33,9 @@ from jax.experimental import multihost_utils
 from bigmodel import branch, checkpoint, config as config_lib, exit_codes, files, metrics as metrics_lib, run_info, runtime, sharding
 from bigmodel import workdir as workdir_lib
 from bigmodel.flops import run_stats
+from bigmodel.memory import compiled_memory
 from bigmodel.model import Transformer, model_config
 from bigmodel.optim import make_optimizer
-from bigmodel.plan import compiled_memory
 from bigmodel.prefetch import Prefetcher
 
 # One validation order for every run, so eval losses compare across seeds and sizes.
@@ -314,7 +314,7 @@ def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
 
 def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | None = None, stop: StopRequest | None = None) -> int:
     """Train until config.train.steps (or stop_at_step), checkpointing; return an exit code."""
-    from bigmodel.data import load_dataset  # tensorflow-datasets is slow to import; only runs need it
+    from bigmodel.data import load_dataset  # grain and sentencepiece load for a run, not for plan's compile
 
     is_writer = jax.process_index() == 0
     stop = stop or StopRequest()

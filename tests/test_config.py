@@ -1,6 +1,8 @@
 """Config loading, overrides and validation: every mistake is one line, exit 2, nothing written."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -93,3 +95,16 @@ def test_presets_command_prints_every_preset(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "L1" in out and "L48" in out and "1,359,103,488" in out
+
+
+@pytest.mark.parametrize("dataset", ["kjv", "markov/order=1,seed=3", "synthetic", "tfds:lm1b/plain_text"])
+def test_validating_every_dataset_kind_imports_no_jax(dataset):
+    # validate runs before anything starts (train, sweep --dry-run): it must not wait for JAX.
+    script = (
+        "import sys; from bigmodel.config import load_config, validate; "
+        f"validate(load_config('configs/lm.py:L2', {{'data.dataset': {dataset!r}}}), 1); "
+        "print(sorted(name for name in ('jax', 'grain', 'tensorflow_datasets') if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -183,7 +183,7 @@ def test_markov_names_validate(dataset):
     ("markov/concentration=0", "concentration must be a positive number"),
     ("markov/order=5", "lower order or alphabet_size"),
     ("markov/document_bytes=2", "document_bytes must be above order=2"),
-    ("markovian", "is unknown: use kjv, synthetic or tfds:<name> of a prepared tfds text dataset, or markov"),
+    ("markovian", r"is unknown: use kjv, synthetic or tfds:<name>\[/<config>\] of a prepared tfds text dataset, or markov"),
 ])
 def test_bad_markov_names_are_one_line_errors(dataset, message):
     config = load_config(f"{CONFIG_FILE}:L1", {"data.dataset": dataset})

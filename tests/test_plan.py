@@ -139,7 +139,8 @@ def test_plan_of_every_gpt_preset_on_eight_devices(name, eight_device_plans):
 
 def test_planning_skips_cpu_code_optimisation_without_changing_a_byte():
     from bigmodel import checkpoint
-    from bigmodel.plan import compiled_memory, planning_compiler_options
+    from bigmodel.memory import compiled_memory
+    from bigmodel.plan import planning_compiler_options
     from bigmodel.train import build, make_train_step
 
     assert planning_compiler_options() == {"xla_backend_optimization_level": 0}  # these tests run on a CPU

@@ -54,3 +54,14 @@ def test_gpu_memory_fraction_defaults_to_ninety_percent_unless_the_user_chose():
     chosen = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5"}
     set_gpu_memory_fraction(chosen)
     assert gpu_memory_fraction(chosen) == 0.5
+
+
+def test_fake_cpu_devices_keep_the_users_other_xla_flags():
+    from bigmodel.runtime import use_fake_cpu_devices
+
+    environment = {"XLA_FLAGS": "--xla_dump_to=/tmp/hlo"}
+    use_fake_cpu_devices(8, environment)
+    assert environment == {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_dump_to=/tmp/hlo --xla_force_host_platform_device_count=8"}
+    bare = {}
+    use_fake_cpu_devices(2, bare)
+    assert bare["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"

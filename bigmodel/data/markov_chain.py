@@ -22,7 +22,7 @@ import string
 
 import numpy as np
 
-from bigmodel.config import ConfigError
+from bigmodel.exit_codes import ConfigError
 
 MARKOV = "markov"
 MARKOV_VERSION = "1.0.0"  # the sampling algorithm's version: a change of the text must bump it

@@ -24,9 +24,10 @@ from typing import Callable
 import grain
 import numpy as np
 
-from bigmodel.config import ConfigError
+from bigmodel.exit_codes import ConfigError
 from bigmodel.files import atomic_file, file_lock, write_atomically
-from bigmodel.data.sources import SYNTHETIC, check_dataset_name, dataset_slug, read_split_texts, resolve_data_dir
+from bigmodel.data.names import SYNTHETIC, check_dataset_name, dataset_slug
+from bigmodel.data.sources import read_split_texts, resolve_data_dir
 from bigmodel.data.synthetic import SyntheticDataset, synthetic_dataset
 from bigmodel.data.tokenizers import make_tokenizer
 

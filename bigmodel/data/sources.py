@@ -1,51 +1,28 @@
-"""Where documents come from: dataset names, the data dir, and reading a split's texts via tfds.
+"""Where documents come from: the data dir, and reading a split's texts via tfds.
 
-`config.data.dataset` is `kjv` (built here on first use, see kjv.py), `markov[/key=value,...]`
-(text of known entropy from a random Markov source, built on first use, see markov.py),
-`synthetic` (random tokens with no source, see synthetic.py) or `tfds:<name>[/<config>]` of a text dataset someone already
-prepared as array_record (`tfds build <name> --file_format=array_record`): bigmodel never downloads. tfds is imported only when a split must
-be read, so a run whose tokens are already cached starts without it.
+`kjv` and `markov` corpora are built on first use (kjv.py, markov.py); a `tfds:<name>` dataset
+must be prepared already as array_record (`tfds build <name> --file_format=array_record`):
+bigmodel never downloads. tfds is imported only when a split must be read, so a run whose
+tokens are already cached starts without it. Which names exist is names.py's business.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-from bigmodel.config import ConfigError
-from bigmodel.data.markov_chain import MARKOV_VERSION, is_markov_name, markov_options
+from bigmodel.exit_codes import ConfigError
+from bigmodel.data.markov_chain import is_markov_name
+from bigmodel.data.names import KJV, TFDS_PREFIX, check_dataset_name
 
 DEFAULT_DATA_DIR = "~/.cache/bigmodel/tfds"
-TFDS_PREFIX = "tfds:"
-SYNTHETIC = "synthetic"  # random tokens (synthetic.py): no source, no tokenizer
 TEXT_FEATURE = "text"
-KJV_VERSION = "1.0.0"  # the kjv builder's version; part of cache names so a new build re-tokenizes
 
 
 def resolve_data_dir(data_config) -> str:
     """`data_config.data_dir` if set, else `$TFDS_DATA_DIR`, else ~/.cache/bigmodel/tfds (absolute)."""
     chosen = data_config.get("data_dir", "") or os.environ.get("TFDS_DATA_DIR", "") or DEFAULT_DATA_DIR
     return str(Path(chosen).expanduser().absolute())
-
-
-def check_dataset_name(dataset: str) -> None:
-    if is_markov_name(dataset):
-        markov_options(dataset)  # raises on a bad option
-        return
-    if dataset not in ("kjv", SYNTHETIC) and not (dataset.startswith(TFDS_PREFIX) and len(dataset) > len(TFDS_PREFIX)):
-        raise ConfigError(f"config.data.dataset={dataset!r} is unknown: use kjv, synthetic or tfds:<name>[/<config>] of a prepared tfds text dataset, or markov[/key=value,...]")
-
-
-def dataset_slug(dataset: str) -> str:
-    """A file-name-safe name for caches: `kjv` → `kjv-1.0.0`, `tfds:lm1b/plain_text` → `lm1b_plain_text`,
-    `markov/seed=1` → `markov-1.0.0-order2-alphabet32-...-seed1-...` (every option, so two
-    spellings of one corpus share caches and two corpora never do)."""
-    if dataset == "kjv":
-        return f"kjv-{KJV_VERSION}"
-    if is_markov_name(dataset):
-        return f"markov-{MARKOV_VERSION}-{markov_options(dataset).config_name}"
-    return re.sub(r"[^A-Za-z0-9.]+", "_", dataset.removeprefix(TFDS_PREFIX)).strip("_")
 
 
 def as_text(value) -> str:
@@ -111,7 +88,7 @@ def tfds_split(dataset: str, split: str, data_dir: str):
 def open_split(dataset: str, split: str, data_dir: str):
     """The random-access source (len + getitem of feature dicts) of one split of `dataset`."""
     check_dataset_name(dataset)
-    if dataset == "kjv":
+    if dataset == KJV:
         return kjv_split(split, data_dir)
     if is_markov_name(dataset):
         return markov_split(dataset, split, data_dir)

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import sentencepiece
 
-from bigmodel.config import ConfigError
+from bigmodel.exit_codes import ConfigError
 from bigmodel.files import file_lock, write_atomically
 
 NEWLINE = "\n"

@@ -20,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+from bigmodel.arguments import positive_int
 from bigmodel.config import ConfigError
 
 FINETUNE_HELP = "fine-tune a train run as a text classifier (head + pooled features; early stopping; test metrics)"
@@ -27,8 +28,6 @@ TEST_METRICS = "test_metrics.json"
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    from bigmodel.cli import positive_int
-
     parser.add_argument("--from", dest="init_from", required=True, metavar="RUN",
                         help="a bigmodel train run's workdir: its architecture, tokenizer and checkpoint (only read)")
     parser.add_argument("--task", required=True, help="kjv_books (built in) or tfds:<name>[/<config>] of a prepared text-classification dataset")

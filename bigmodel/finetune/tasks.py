@@ -24,7 +24,8 @@ import dataclasses
 import numpy as np
 
 from bigmodel.config import ConfigError
-from bigmodel.data.sources import TFDS_PREFIX, as_text
+from bigmodel.data.names import TFDS_PREFIX
+from bigmodel.data.sources import as_text
 
 KJV_TASK = "kjv_books"
 # The conventional division of the Protestant canon, every book exactly once (a test checks it

@@ -13,10 +13,10 @@ command runs: `python -m bigmodel --help` stays fast.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from bigmodel import exit_codes, files
+from bigmodel.arguments import bad_input, tool_main
 
 INPUT_HELP = ("sweep directory (with runs.csv) or CSV with columns params,tokens,loss[,flops] "
               "(--law hyperparams: flops,learning_rate,batch_size,seq_len,loss)")
@@ -45,13 +45,6 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help=INPUT_HELP)
     parser.add_argument("--out", required=True, help="directory for the PNG and SVG files")
     parser.add_argument("--fit", default=None, help="fit.json to draw (default: the sweep's fit.json, else fit here)")
-
-
-def bad_input(error: Exception) -> int:
-    """The one `error:` line for a bad input, and its exit code."""
-    text = f"{error.strerror}: {error.filename}" if isinstance(error, OSError) and error.strerror else str(error)
-    print(f"error: {text}", file=sys.stderr)
-    return exit_codes.BAD_INPUT
 
 
 def fit_command(args: argparse.Namespace) -> int:
@@ -83,14 +76,6 @@ def plot_command(args: argparse.Namespace) -> int:
         if path.suffix == ".png":
             print(f"wrote {path} (+ .svg)")
     return exit_codes.OK
-
-
-def tool_main(prog: str, description: str, add_arguments, command, argv: list[str] | None) -> int:
-    from bigmodel.cli import OneLineErrorParser  # the project's one-line usage errors
-
-    parser = OneLineErrorParser(prog=prog, description=description)
-    add_arguments(parser)
-    return command(parser.parse_args(argv))
 
 
 def fit_main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ import statistics
 import sys
 
 from bigmodel import exit_codes
+from bigmodel.arguments import bad_input, positive_int, tool_main
 from bigmodel.scaling import run_groups
 
 COMPARE_HELP = "B − A in final eval loss: 95%% interval, p-value, minimal detectable difference (Welch over seeds, or a paired bootstrap over eval batches)"
@@ -35,8 +36,6 @@ GROUP_HELP = ("a run directory, a quoted glob of run directories ('runs/seeds/L2
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    from bigmodel.cli import positive_int
-
     parser.add_argument("a", metavar="A", help="the baseline: " + GROUP_HELP)
     parser.add_argument("b", metavar="B", help="the candidate, the same way; differences are B − A")
     parser.add_argument("--batches", type=positive_int, default=None,
@@ -47,8 +46,6 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from bigmodel.scaling.commands import bad_input
-
     try:
         runs_a, runs_b = run_groups.select_runs(args.a, "A"), run_groups.select_runs(args.b, "B")
         shared = {run_groups.identity(run) for run in runs_a} & {run_groups.identity(run) for run in runs_b}
@@ -230,6 +227,4 @@ def report(result: dict, spec_a: str, spec_b: str) -> list[str]:
 
 def compare_main(argv: list[str] | None = None) -> int:
     """tools/compare_runs.py: the `compare` command under a tool's name."""
-    from bigmodel.scaling.commands import tool_main
-
     return tool_main("tools/compare_runs.py", COMPARE_HELP.replace("%%", "%"), add_compare_arguments, compare_command, argv)
