@@ -16,10 +16,11 @@ import os
 import sys
 from typing import Callable
 
-from bigmodel import exit_codes, export, generate, serve
+from bigmodel import exit_codes
 from bigmodel.arguments import OneLineErrorParser, positive_int
 from bigmodel.config import ConfigError, parse_override
 from bigmodel.finetune import command as finetune
+from bigmodel.inference import export, generate, serve
 from bigmodel.memory import TARGETS
 from bigmodel.scaling import commands as scaling_commands, compare
 

@@ -5,7 +5,7 @@ compiled block at any depth, or unrolled with `scan_layers=False`), rotary or le
 positions, an untied or tied LM head. Parameters are float32; `dtype` is the compute dtype; the
 LM head runs in it with float32 accumulation; logits, softmax and the loss are float32.
 Given a `KVCache`, the same parameters decode: new tokens attend to the cached ones and to each
-other, and come back with their keys and values for the cache (`bigmodel.decoding` runs the loop).
+other, and come back with their keys and values for the cache (`bigmodel.inference.decoding` runs the loop).
 `config` is a `ModelConfig` (`bigmodel.model_config`); `model_config(run_config)` builds one.
 `bigmodel.flops.param_counts` states the exact parameter count (a test holds them equal).
 `config.parametrization="mup"` rescales hidden inits, the attention scale and the logits

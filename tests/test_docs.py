@@ -190,9 +190,6 @@ def test_the_study_guide_example_expands_to_the_runs_it_shows(tmp_path, monkeypa
 
 # Named by README's layout (the target layout of the 2026-12 restructure) before the branches that
 # create them are merged; empty this set once they are, so the layout is checked in full.
-PENDING_IN_LAYOUT = {"arguments.py", "memory.py", "restore.py", "inference/", "expand.py"}
-
-
 def layout_names() -> set[str]:
     block = re.search(r"## Layout\n\n```\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
     return set(re.findall(r"(?<![\w/.])([\w.]+\.py|[\w]+/)(?=[\s,)]|$)", block))
@@ -202,4 +199,4 @@ def test_the_layout_names_only_files_and_folders_that_exist():
     where = [REPO, REPO / "configs", REPO / "tools", REPO / "bigmodel", REPO / "bigmodel" / "scaling", REPO / "bigmodel" / "inference"]
     missing = {name for name in layout_names() if not any((folder / name).exists() for folder in where)}
     assert {"train.py", "sweep.py", "inference/", "backends/", "lm.py"} <= layout_names()
-    assert missing <= PENDING_IN_LAYOUT, f"README's layout names {sorted(missing - PENDING_IN_LAYOUT)}, which do not exist"
+    assert not missing, f"README's layout names {sorted(missing)}, which do not exist"

@@ -15,7 +15,7 @@ pytest.importorskip("safetensors")
 
 from bigmodel.cli import main  # noqa: E402
 from bigmodel.config import ConfigError  # noqa: E402
-from bigmodel.export import describe_tokenizer, load_exported, tokenizer_from  # noqa: E402
+from bigmodel.inference.export import describe_tokenizer, load_exported, tokenizer_from  # noqa: E402
 from bigmodel.restore import open_for_use, restore_params  # noqa: E402
 from bigmodel.model import Transformer  # noqa: E402
 

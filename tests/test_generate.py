@@ -22,12 +22,12 @@ import pytest
 
 from bigmodel.cli import main
 from bigmodel.config import ConfigError, load_config
-from bigmodel import decoding
+from bigmodel.inference import decoding
 from bigmodel.data import ByteTokenizer
-from bigmodel.decoding import BatchShape, generate_tokens, left_pad
-from bigmodel.generate import StreamPrinter, stable_text
+from bigmodel.inference.decoding import BatchShape, generate_tokens, left_pad
+from bigmodel.inference.generate import StreamPrinter, stable_text
 from bigmodel.model import Transformer, model_config
-from bigmodel.sampling import Sampling, check_sampling, sample, top_k_mask, top_p_mask
+from bigmodel.inference.sampling import Sampling, check_sampling, sample, top_k_mask, top_p_mask
 
 GREEDY = Sampling(temperature=0)
 PROMPT_LENGTHS = (3, 9, 5)
@@ -133,8 +133,8 @@ def test_a_padded_batch_shape_draws_the_same_greedy_tokens():
 SHARDED_ON_EIGHT_DEVICES = """
 import jax, numpy as np
 from bigmodel.config import load_config
-from bigmodel.decoding import generate_tokens
-from bigmodel.sampling import Sampling
+from bigmodel.inference.decoding import generate_tokens
+from bigmodel.inference.sampling import Sampling
 from bigmodel.train import build
 
 overrides = {"mesh.data": "2", "mesh.fsdp": "2", "mesh.tensor": "2", "model.n_heads": "4", "train.batch_size": "8"}

@@ -25,10 +25,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from bigmodel.cli import main  # noqa: E402
-from bigmodel.sampling import Sampling  # noqa: E402
-from bigmodel.serve_api import GenerateRequest, Invalid, check_request  # noqa: E402
-from bigmodel.serve_engine import Limits, batch_shape, power_of_two_at_least  # noqa: E402
-from bigmodel.serve_queue import Job, take_batch  # noqa: E402
+from bigmodel.inference.sampling import Sampling  # noqa: E402
+from bigmodel.inference.serve_api import GenerateRequest, Invalid, check_request  # noqa: E402
+from bigmodel.inference.serve_engine import Limits, batch_shape, power_of_two_at_least  # noqa: E402
+from bigmodel.inference.serve_queue import Job, take_batch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small limits: small shapes to compile, and every cap reachable in a test.

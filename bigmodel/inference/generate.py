@@ -2,7 +2,7 @@
 checkpoint, restored onto the devices present now (`bigmodel.restore`), with a KV cache.
 
 All prompts (--prompt, then each non-blank line of --prompts_file) run as one left-padded batch:
-one prefill, then a jitted loop of decode steps (`bigmodel.decoding`). Plain output is each
+one prefill, then a jitted loop of decode steps (`bigmodel.inference.decoding`). Plain output is each
 prompt followed by its continuation (prompts separated by a `---` line) with the speeds on
 stderr; `--json` prints one object per prompt instead. One prompt on a terminal is streamed: the
 loop runs STREAM_TOKENS steps per call (still inside jit, no host call per token) and each
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from bigmodel.arguments import positive_int
-from bigmodel.completions import completion, cut_at_stop, speeds
+from bigmodel.inference.completions import completion, cut_at_stop, speeds
 from bigmodel.config import ConfigError
 
 GENERATE_HELP = "sample text from a run's newest checkpoint (KV cache, batched prompts, top-k/top-p)"
@@ -154,7 +154,7 @@ def wants_streaming(mode: str, as_json: bool, n_prompts: int, is_terminal: bool)
 
 def generate_command(args: argparse.Namespace) -> int:
     """Check every input (no JAX work yet), restore the run, generate, print."""
-    from bigmodel.sampling import Sampling, check_sampling
+    from bigmodel.inference.sampling import Sampling, check_sampling
 
     sampling = Sampling(args.temperature, args.top_k, args.top_p)
     check_sampling(sampling)
@@ -163,7 +163,7 @@ def generate_command(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompt, args.prompts_file)
     stream = wants_streaming(args.stream, args.json, len(prompts), sys.stdout.isatty())
 
-    from bigmodel.decoding import generate_tokens
+    from bigmodel.inference.decoding import generate_tokens
     from bigmodel.restore import open_for_use, restore_params
 
     config, manager, tokenizer = open_for_use(Path(args.workdir))

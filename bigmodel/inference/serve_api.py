@@ -28,9 +28,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from bigmodel.sampling import Sampling
-from bigmodel.serve_engine import Limits
-from bigmodel.serve_queue import Job, QueueFull, Worker
+from bigmodel.inference.sampling import Sampling
+from bigmodel.inference.serve_engine import Limits
+from bigmodel.inference.serve_queue import Job, QueueFull, Worker
 
 LOG_NOTE = "bigmodel.log_note"  # a request's scope key: what the endpoint adds to its log line
 RETRY_AFTER_S = 1

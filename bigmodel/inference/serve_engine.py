@@ -4,7 +4,7 @@ Every distinct batch shape and setting compiles its own prefill and decode progr
 each on a CPU), so batches are padded to a few shapes (`batch_shape`): one prompt or a full
 batch of rows, and powers of two of prompt slots and token buffer. jit keeps each compiled
 program; startup compiles the shapes the default request uses (`warm_up`). Settings are part of
-a program (sampling and the stop sequence are static in `bigmodel.decoding`), so each new
+a program (sampling and the stop sequence are static in `bigmodel.inference.decoding`), so each new
 setting compiles once; past MAX_PROGRAMS distinct ones the caches are dropped, which bounds the
 memory a stream of odd settings can take (the compile time stays theirs to wait for).
 """
@@ -15,10 +15,10 @@ import dataclasses
 import sys
 import time
 
-from bigmodel.completions import completion, speeds
-from bigmodel.decoding import BatchShape, generate_tokens
-from bigmodel.sampling import Sampling
-from bigmodel.serve_queue import Job
+from bigmodel.inference.completions import completion, speeds
+from bigmodel.inference.decoding import BatchShape, generate_tokens
+from bigmodel.inference.sampling import Sampling
+from bigmodel.inference.serve_queue import Job
 
 MIN_SLOTS = 64  # prompt slots of the smallest shape: most prompts fit; a prefill of 64 costs little
 MAX_PROGRAMS = 64  # distinct (shape, sampling, stop) compiled before jax's caches are dropped

@@ -33,7 +33,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel.model import KVCache, Transformer, empty_cache
-from bigmodel.sampling import Sampling, sample
+from bigmodel.inference.sampling import Sampling, sample
 
 PAD = 0  # the id in padding slots and after a row stops: never attended to, never returned
 STREAM_TOKENS = 16  # tokens per decode call when streaming: a host round trip (and a cache copy) per 16 costs little

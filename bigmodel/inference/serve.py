@@ -1,8 +1,8 @@
 """`python -m bigmodel serve --workdir DIR [--host 127.0.0.1] [--port 8000]`: an HTTP JSON API
 over a run's newest checkpoint (FastAPI on uvicorn; `pip install -e '.[serve]'`).
 
-Endpoints and errors: `bigmodel.serve_api`. The queue and its one model thread:
-`bigmodel.serve_queue`. Shapes, batching and warm-up: `bigmodel.serve_engine`.
+Endpoints and errors: `bigmodel.inference.serve_api`. The queue and its one model thread:
+`bigmodel.inference.serve_queue`. Shapes, batching and warm-up: `bigmodel.inference.serve_engine`.
 
 Startup checks every flag and the run before any JAX work, then binds the port (so a port in
 use is one `error:` line, exit 2, in a second rather than after the warm-up), restores the
@@ -63,7 +63,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def limits_for(args: argparse.Namespace, max_seq_len: int):
     """The serve limits, with the prompt and token caps fitted to the model's max_seq_len."""
-    from bigmodel.serve_engine import Limits
+    from bigmodel.inference.serve_engine import Limits
 
     if args.max_tokens >= max_seq_len:
         raise ConfigError(f"--max_tokens {args.max_tokens} leaves no room for a prompt in the model's max_seq_len of {max_seq_len}: "
@@ -142,9 +142,9 @@ def serve_command(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from bigmodel.serve_api import make_app
-    from bigmodel.serve_engine import Engine, stderr_log
-    from bigmodel.serve_queue import Worker
+    from bigmodel.inference.serve_api import make_app
+    from bigmodel.inference.serve_engine import Engine, stderr_log
+    from bigmodel.inference.serve_queue import Worker
 
     if not is_loopback(args.host):
         stderr_log(f"warning: listening on {args.host}: anyone who can reach this machine can use the model (no authentication)")

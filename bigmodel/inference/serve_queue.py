@@ -21,7 +21,7 @@ import dataclasses
 import time
 from typing import Callable, Hashable
 
-from bigmodel.sampling import Sampling
+from bigmodel.inference.sampling import Sampling
 
 
 class QueueFull(Exception):
