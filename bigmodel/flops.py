@@ -1,6 +1,6 @@
 """Parameter counts, FLOPs per token and MFU: one formula for logs, sweeps and fits.
 
-Counting convention (README "Counting"):
+Counting convention (docs/configs.md, "Counting"):
 - `params`: every parameter, embeddings and LM head included.
 - `non_embedding_params`: Kaplan's N: no token/position embeddings, no untied LM head.
 - `flops_per_token`: PaLM App. B, 6·N + 12·L·d·T with N = non-embedding params plus the LM

@@ -77,7 +77,7 @@ def causal_query_blocks(seq_len: int) -> list[tuple[int, int]]:
     A block's queries attend to keys [0, end) only: the blocks of the causal mask's upper
     triangle, all -inf, are never multiplied, which saves 1/4 of the score and value matmuls and
     of the softmax at 2 blocks (seq 256), 3/8 at 4. Blocks of at least 128 queries, at most 4 of
-    them: smaller matmuls lose more to overheads than they skip (XLA:CPU, 2 cores, README "Measured").
+    them: smaller matmuls lose more to overheads than they skip (XLA:CPU, 2 cores, docs/benchmarks.md).
     """
     size = max(128, -(-seq_len // 4))
     return [(start, min(start + size, seq_len)) for start in range(0, seq_len, size)]
@@ -93,7 +93,7 @@ def heads_major_attention(query: jax.Array, key: jax.Array, value: jax.Array, sc
     scores), the mask added as a bias (its gradient is the identity; a select's is not), and
     queries taken in `causal_query_blocks` so that fully masked key blocks are skipped. On CPU the
     layout takes 25–35% off the XLA path's attention time (forward + backward), and the blocks a
-    further 22% at seq 256 and 46–50% at seq 512–1024 (README "Measured").
+    further 22% at seq 256 and 46–50% at seq 512–1024 (docs/benchmarks.md).
     """
     query = query * jnp.asarray(query.shape[-1] ** -0.5 if scale is None else scale, query.dtype)
     query, key, value = (array.swapaxes(1, 2) for array in (query, key, value))
@@ -266,7 +266,7 @@ class Mlp(nn.Module):
         # output and recomputes the GELU from it. Autodiff of tanh-GELU otherwise saves five or six more
         # [tokens, d_ff] intermediates per layer, which the layer scan stacks (320 of the benchmark
         # model's 705 MiB of residuals); on a 2-core CPU a step is 7-15% faster, with
-        # bitwise-identical gradients (README "Measured"). prevent_cse stays on for unrolled layers.
+        # bitwise-identical gradients (docs/benchmarks.md). prevent_cse stays on for unrolled layers.
         return nn.remat(_gelu_down)(down, up(_tokens_first(x))).reshape(x.shape)
 
 
@@ -309,7 +309,7 @@ def head_logits(hidden: jax.Array, head_weight: jax.Array, dtype) -> jax.Array:
 
     The backward casts the float32 logit gradient to the compute dtype before its two matmuls.
     Autodiff would multiply it as float32 (a float32 cotangent against a bf16 operand), which on
-    an H100 made those two matmuls TF32 kernels: 15% of a 124m step (README "Measured").
+    an H100 made those two matmuls TF32 kernels: 15% of a 124m step (docs/benchmarks.md).
     """
     return jnp.dot(hidden.astype(dtype), head_weight.astype(dtype), preferred_element_type=jnp.float32)
 

@@ -17,7 +17,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 HALF_DTYPES = ("bfloat16", "float16")
 # "xla": jax.nn.dot_product_attention's XLA path, any device, [batch, seq, heads, head_dim].
 # "heads_major": the same arithmetic written as [batch, heads, seq, head_dim] einsums, in query
-#   blocks that skip the fully masked keys; faster on XLA:CPU (README "Measured"), equal to "xla"
+#   blocks that skip the fully masked keys; faster on XLA:CPU (docs/benchmarks.md), equal to "xla"
 #   up to float rounding everywhere.
 # "cudnn": cuDNN flash attention on NVIDIA GPUs (bf16/fp16): never materialises the T×T scores.
 # TPUs use "xla": jax's Pallas splash kernel needs a shard_map around it per mesh, which the
@@ -28,7 +28,7 @@ HALF_DTYPES = ("bfloat16", "float16")
 ATTENTIONS = ("xla", "heads_major", "cudnn", "xla_recompute")
 ACCELERATOR_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")
 GPU_PLATFORMS = ("gpu", "cuda")
-# The fastest attention per platform when "auto" does not pick cuDNN (measured, README).
+# The fastest attention per platform when "auto" does not pick cuDNN (measured: docs/benchmarks.md).
 AUTO_ATTENTION = {"cpu": "heads_major"}
 # Recomputation policies (`bigmodel.model.REMAT_POLICIES` holds the functions; a test keeps the
 # names equal). The names after "dots" are MaxText's.

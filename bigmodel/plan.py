@@ -11,7 +11,7 @@ that fits.
 The compile happens on the devices present, or on N fake CPU devices (`--devices N`): the
 sharding arithmetic is exact either way, but the temporaries are those of the compiler that ran.
 On the target's own kind of device the config is compiled as it will run, and XLA's peak is
-the allocator's: within 0.01% of `memory_stats()` on an H100 (README "On an H100"). From another
+the allocator's: within 0.01% of `memory_stats()` on an H100 (docs/benchmarks.md, "On an H100"). From another
 platform, `--target` resolves `auto` as the accelerator would: bfloat16, and for a GPU target
 that would pick cuDNN, attention `xla_recompute` (flash's memory: only q, k, v and the output
 kept; only a GPU compiles cuDNN itself). XLA:CPU's buffer assignment is far less frugal than
@@ -154,6 +154,6 @@ def plan_command(spec: str, overrides: dict[str, str], target: str | None, as_js
               f"largest global batch that fits: {report['largest_batch_that_fits']}")
         if not is_target_platform(kind, jax.default_backend()):
             print(f"note: compiled on {jax.default_backend()}, not on a {kind}: an upper bound. On an H100 the measured "
-                  "peaks were 1.8-4x lower than CPU plans of the gpt presets (README \"On an H100\"), so a 'fits' "
+                  "peaks were 1.8-4x lower than CPU plans of the gpt presets (docs/benchmarks.md, \"On an H100\"), so a 'fits' "
                   "holds and a 'does NOT fit' may not; plan on one device of the target's kind for the exact number.")
     return 0
