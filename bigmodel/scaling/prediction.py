@@ -19,6 +19,7 @@ import numpy as np
 from bigmodel.scaling.laws import law_loss
 
 PREDICTION_SEED = 20_231  # the noise draws are part of the result: the same fit gives the same interval
+NOISE_DRAWS = 10_000  # noisy runs drawn in all, spread over the bootstrap laws
 
 
 def sample_predictions(result: dict, non_embedding_params, tokens, flops) -> np.ndarray | None:
@@ -41,9 +42,10 @@ def intervals_at(result: dict, non_embedding_params, tokens, flops) -> tuple[np.
     sigma = (result.get("noise") or {}).get("sigma_total")
     if sigma is None or not math.isfinite(sigma):
         return mean, None
-    noise = np.random.default_rng(PREDICTION_SEED).normal(0.0, sigma, size=predictions.shape)
+    draws = max(1, NOISE_DRAWS // len(predictions))  # several runs per bootstrap law: smooth tails at small K
+    noise = np.random.default_rng(PREDICTION_SEED).normal(0.0, sigma, size=(draws, *predictions.shape))
     with np.errstate(over="ignore", invalid="ignore"):
-        runs = predictions * np.exp(noise)
+        runs = (predictions[None] * np.exp(noise)).reshape(-1, predictions.shape[1])
     return mean, np.nanpercentile(runs, [2.5, 97.5], axis=0).T
 
 
