@@ -179,3 +179,16 @@ def test_a_replicate_budget_always_has_an_optimum_inside_its_sizes():
     assert isoflop.replicate_log_optimum(log_params, falling) == log_params[-1]
     centred = (log_params - log_params[2]) ** 2 + 1.0
     assert isoflop.replicate_log_optimum(log_params, centred) == pytest.approx(log_params[2])
+
+
+def test_hyperparameter_noise_replicates_keep_every_budget_where_resampling_runs_loses_them():
+    from bigmodel.scaling.hyperparams import fit_hyperparams_input
+
+    study = REPO / "experiments" / "hparams_results" / "fit.json"  # its runs, as the fit kept them
+    kept = fit_hyperparams_input(study, bootstrap=60, seed=0)
+    assert (kept["bootstrap_method"], kept["bootstrap_dropped"], len(kept["samples"])) == ("noise", 0, 60)
+    assert kept["intervals_reliable"] and kept["noise"]["residual_dof"] > 0
+    low, high = kept["ci"]["a_eta"]
+    assert low < kept["a_eta"] < high
+    resampled = fit_hyperparams_input(study, bootstrap=60, seed=0, bootstrap_method="points")
+    assert resampled["bootstrap_dropped"] > 30 and not resampled["intervals_reliable"]

@@ -306,7 +306,7 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     if law == "hyperparams":  # its points carry each run's lr and batch size, not N and D
         from bigmodel.scaling.hyperparams import fit_hyperparams_input
 
-        return fit_hyperparams_input(path, bootstrap=bootstrap, seed=seed)
+        return fit_hyperparams_input(path, bootstrap=bootstrap, seed=seed, bootstrap_method=bootstrap_method)
     x = X_AXES[x]
     points = load_points(path)
     if (law == "isoflop" or (law == "power" and x == "flops")) and not np.all(np.isfinite(points.flops)):
