@@ -192,3 +192,29 @@ def test_hyperparameter_noise_replicates_keep_every_budget_where_resampling_runs
     assert low < kept["a_eta"] < high
     resampled = fit_hyperparams_input(study, bootstrap=60, seed=0, bootstrap_method="points")
     assert resampled["bootstrap_dropped"] > 30 and not resampled["intervals_reliable"]
+
+
+# ----------------------------------------------------------------------------- the compute basis
+
+
+def test_the_numerical_allocation_on_6n_flops_per_token_is_chinchillas_closed_form():
+    from bigmodel.scaling.allocation import flops_per_token_line, numerical_optimum
+    from bigmodel.scaling.laws import compute_optimal
+
+    law = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+    closed = compute_optimal(law["A"], law["B"], law["alpha"], law["beta"], budget=1e21)
+    solved = numerical_optimum(law, 1e21, {"slope": 6.0, "intercept": 0.0}, centre=closed["n_opt"] * 3)
+    assert solved["n_opt"] == pytest.approx(closed["n_opt"], rel=0.005) and solved["d_opt"] == pytest.approx(closed["d_opt"], rel=0.005)
+    # A per-token cost that does not grow with N makes small models dearer: the optimum moves to larger N.
+    costly = numerical_optimum(law, 1e21, {"slope": 6.0, "intercept": 6.0 * 3e8}, centre=closed["n_opt"])
+    assert costly["n_opt"] > 1.1 * closed["n_opt"] and costly["tokens_per_param"] < closed["tokens_per_param"]
+    line = flops_per_token_line([1e6, 2e6, 4e6], [1e8, 1e8, 2e8], [1e8 * 7e6, 1e8 * 13e6, 2e8 * 25e6])
+    assert line == pytest.approx({"slope": 6.0, "intercept": 1e6})
+    assert flops_per_token_line([1e6, 2e6], [1e8, 1e8], [np.nan, 1e15]) is None
+
+
+def test_the_demo_allocation_names_its_basis(demo_fit):
+    assert demo_fit["compute_basis"].startswith("flops (the runs' FLOPs per token = 7.")
+    assert "(the runs' FLOPs/token)" in demo_fit["summary"]
+    low, high = demo_fit["ci"]["n_opt"]
+    assert low < demo_fit["n_opt"] < high

@@ -37,6 +37,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--budget", type=float, default=None, metavar="C",
                         help="chinchilla: N_opt, D_opt, D/N and the loss there at C = 6ND FLOPs (N non-embedding)")
+    parser.add_argument("--compute_basis", default="flops", help="chinchilla --budget: flops (allocate on the runs' own FLOPs per "
+                        "token, where every run has FLOPs) or 6ND (Chinchilla's C = 6·N·D)")
     parser.add_argument("--holdout", default=None,
                         help="'largest': fit without the largest runs (power: largest N; chinchilla: largest-compute N, D), then predict them")
     parser.add_argument("--predict", action="append", default=None, metavar="N,D",
@@ -68,7 +70,7 @@ def fit_command(args: argparse.Namespace) -> int:
 
         result = fit_input(args.input, args.law, x=args.x, bootstrap=args.bootstrap, seed=args.seed,
                            budget=args.budget, holdout=args.holdout, bootstrap_method=args.bootstrap_method,
-                           predict=args.predict or ())
+                           predict=args.predict or (), compute_basis=args.compute_basis)
         files.write_json_atomic(out, result)
     except (ValueError, OSError) as error:
         return bad_input(error)

@@ -31,6 +31,7 @@ import itertools
 import numpy as np
 
 from bigmodel.scaling import lbfgs
+from bigmodel.scaling.allocation import BASES, describe_basis, flops_per_token_line, numerical_optimum
 from bigmodel.scaling.intervals import describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval  # noqa: F401
 from bigmodel.scaling.noise import (BOOTSTRAP_METHODS, DEFAULT_METHOD, bootstrap_targets, estimate_noise, log_prediction,  # noqa: F401
                                     raw_residual_targets, seed_variance)
@@ -151,8 +152,9 @@ def fit_power(x, loss, *, bootstrap: int = 0, seed: int = 0, bootstrap_method: s
     return result
 
 
-def _chinchilla_parameters(theta, budget=None) -> dict:
-    """The law, its allocation exponents and, at `budget`, N_opt, D_opt, D/N and the loss there."""
+def _chinchilla_parameters(theta, budget=None, flops_line: dict | None = None) -> dict:
+    """The law, its allocation exponents and, at `budget`, N_opt, D_opt, D/N and the loss there
+    (under C = 6ND, or solved numerically on `flops_line`'s FLOPs per token: `allocation.py`)."""
     e, a, b, alpha, beta = (float(value) for value in theta)
     with np.errstate(over="ignore", invalid="ignore"):  # a degenerate bootstrap fit may put log A past float range:
         E, A, B = (float(np.exp(value)) for value in (e, a, b))  # A = inf (its interval unbounded), not a crash
@@ -160,17 +162,21 @@ def _chinchilla_parameters(theta, budget=None) -> dict:
         result = {**law, **compute_optimal(law["A"], law["B"], alpha, beta, budget)}
         if "n_opt" in result:
             result["loss_opt"] = float(chinchilla_loss(result["n_opt"], result["d_opt"], **law))
+        if "n_opt" in result and flops_line is not None:
+            result.update(numerical_optimum(law, budget, flops_line, result["n_opt"]))
     return result
 
 
 def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, seed: int = 0, budget: float | None = None,
-                   reduction: str = "sum", bootstrap_method: str = DEFAULT_METHOD, groups=None, seeds=None) -> dict:
+                   reduction: str = "sum", bootstrap_method: str = DEFAULT_METHOD, groups=None, seeds=None,
+                   flops_line: dict | None = None) -> dict:
     """Approach 3 (module docstring) plus the implied compute-optimal allocation.
 
     `bootstrap_method` (`noise.BOOTSTRAP_METHODS`): "noise" (default) or "wild" keep the design
     and redraw its noise, with one shared draw per group of `groups` (a label per point: the
     stable run a branch shares) and σ from `seeds` (`noise.seed_variance`) where given; "points"
     (Hoffmann et al.'s, resampling runs); "residuals" (raw residuals, the old design bootstrap).
+    `flops_line` (`allocation.flops_per_token_line`): allocate on the study's FLOPs per token, not 6ND.
 
     `reduction="mean"` averages the Huber terms instead of summing them: the optimum must not
     move (the test for the Besiroglu et al. 2024 early-stopping failure); keep "sum" otherwise.
@@ -181,14 +187,16 @@ def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, se
         raise ValueError("a Chinchilla fit needs at least 2 distinct non_embedding_params and 2 distinct token counts")
     features, log_loss = np.log(np.stack([params, tokens])), np.log(loss)
     theta, objective, starts = _fit_lse(features, log_loss, CHINCHILLA_GRID, reduction=reduction)
-    result = {"law": "chinchilla", **_chinchilla_parameters(theta, budget), "objective": objective, "n_points": int(loss.size),
+    result = {"law": "chinchilla", **_chinchilla_parameters(theta, budget, flops_line), "objective": objective, "n_points": int(loss.size),
               "n_definition": N_DEFINITION, "at_bound": lse_at_bound(theta, features, ("E", "A", "B", "alpha", "beta"))}
     if bootstrap > 0:
         thetas, model = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, reduction, bootstrap_method, theta, groups, seeds)
-        samples = [_chinchilla_parameters(t, budget) for t in thetas]
+        samples = [_chinchilla_parameters(t, budget, flops_line) for t in thetas]
         for sample in samples:
             sample.pop("budget", None)  # a constant, not an estimate
         _add_bootstrap(result, thetas, model, samples, bootstrap_method)
+    if budget is not None:
+        result["compute_basis"] = describe_basis(flops_line)
     return result
 
 
@@ -218,7 +226,8 @@ def _chinchilla_summary(result: dict) -> str:
             f" β {estimate(result, 'beta', '.3f')}, E {estimate(result, 'E', '.3g')}; N_opt ∝ C^{estimate(result, 'a', '.3f')},"
             f" D_opt ∝ C^{estimate(result, 'b', '.3f')}")
     if "n_opt" in result:
-        text += (f"; at C={result['budget']:.3g} (=6ND): N_opt={estimate(result, 'n_opt', '.3g')}, D_opt={estimate(result, 'd_opt', '.3g')}"
+        basis = "6ND" if result.get("compute_basis", "6ND").startswith("6ND") else "the runs' FLOPs/token"
+        text += (f"; at C={result['budget']:.3g} ({basis}): N_opt={estimate(result, 'n_opt', '.3g')}, D_opt={estimate(result, 'd_opt', '.3g')}"
                  f", {estimate(result, 'tokens_per_param', '.1f')} tokens/param")
     if "ci" in result:
         text += f" (95% intervals from {len(result['samples'])} bootstrap fits, {result['bootstrap_method']})"
@@ -279,21 +288,26 @@ def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdou
 
 
 def fit_points(points: Points, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
-               budget: float | None = None, bootstrap_method: str = DEFAULT_METHOD) -> dict:
+               budget: float | None = None, bootstrap_method: str = DEFAULT_METHOD, compute_basis: str = "flops") -> dict:
     """Fit `law` to every point; `x` (power only) is non_embedding_params or flops. The bootstrap's
-    noise model takes its groups from `points.groups` and its σ from their seed replicates."""
+    noise model takes its groups from `points.groups` and its σ from their seed replicates.
+    `compute_basis` "flops": a Chinchilla allocation on the points' FLOPs per token where they all
+    have FLOPs (else, and with "6ND", C = 6ND)."""
     noise = {"bootstrap_method": bootstrap_method, "groups": points.groups, "seeds": seed_variance(points)}
     if law == "power":
         result = fit_power(getattr(points, x), points.loss, bootstrap=bootstrap, seed=seed, **noise)
         result["x"] = x
         return result
     if law == "chinchilla":
-        return fit_chinchilla(points.non_embedding_params, points.tokens, points.loss, bootstrap=bootstrap, seed=seed, budget=budget, **noise)
+        line = flops_per_token_line(points.non_embedding_params, points.tokens, points.flops) if compute_basis == "flops" else None
+        return fit_chinchilla(points.non_embedding_params, points.tokens, points.loss, bootstrap=bootstrap, seed=seed, budget=budget,
+                              flops_line=line, **noise)
     return fit_isoflop(points.non_embedding_params, points.tokens, points.loss, points.flops, bootstrap=bootstrap, seed=seed, **noise)
 
 
 def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
-              budget: float | None = None, holdout: str | None = None, bootstrap_method: str = DEFAULT_METHOD, predict=()) -> dict:
+              budget: float | None = None, holdout: str | None = None, bootstrap_method: str = DEFAULT_METHOD, predict=(),
+              compute_basis: str = "flops") -> dict:
     """Load points from a CSV or sweep directory, fit `law`, return the JSON-ready result.
 
     `x` (power only): non_embedding_params (N; "params" is accepted for it) or flops.
@@ -303,6 +317,8 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     The result carries "summary", the line the CLI prints.
     """
     check_options(law, x, bootstrap, budget, holdout, bootstrap_method, predict)
+    if compute_basis not in BASES:
+        raise ValueError(f"unknown compute basis {compute_basis!r}: use flops (the runs' own FLOPs per token) or 6ND")
     if law == "hyperparams":  # its points carry each run's lr and batch size, not N and D
         from bigmodel.scaling.hyperparams import fit_hyperparams_input
 
@@ -315,7 +331,8 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     if held_out.all():
         raise ValueError(f"{path}: every row has {what_is_held_out(law)}, so nothing is left to fit: hold out nothing")
     fitted = points.select(~held_out)
-    result = fit_points(fitted, law, x=x, bootstrap=bootstrap, seed=seed, budget=budget, bootstrap_method=bootstrap_method)
+    result = fit_points(fitted, law, x=x, bootstrap=bootstrap, seed=seed, budget=budget, bootstrap_method=bootstrap_method,
+                        compute_basis=compute_basis)
     if holdout:
         result["holdout"] = holdout_rows(points, held_out, result)
     if predict:
