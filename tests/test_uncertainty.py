@@ -59,15 +59,24 @@ def test_the_noise_model_assumes_half_shared_without_seeds_and_measures_it_with_
 
 
 def test_each_group_shares_one_draw_and_runs_draw_their_own():
-    model = noise.NoiseModel(sigma_run=0.02, sigma_shared=0.01, groups=np.array([0, 0, 0, 1, 1, 2]), shared_source="assumed", dof=3)
+    # dof 0: σ taken as known (no σ draws), so the covariance is the model's own
+    model = noise.NoiseModel(sigma_run=0.02, sigma_shared=0.01, groups=np.array([0, 0, 0, 1, 1, 2]), shared_source="assumed", dof=0)
     draws = noise.draw_noise(model, 40_000, np.random.default_rng(0))
     covariance = np.cov(draws.T)
     assert np.diag(covariance) == pytest.approx(np.full(6, 0.02**2 + 0.01**2), rel=0.03)
     assert covariance[0, 1] == pytest.approx(0.01**2, rel=0.1) and covariance[3, 4] == pytest.approx(0.01**2, rel=0.1)
     assert abs(covariance[0, 3]) < 0.1 * 0.01**2 and abs(covariance[4, 5]) < 0.1 * 0.01**2
-    shared_only = noise.NoiseModel(0.0, 0.01, np.array([0, 0, 1]), "assumed", 1)
+    shared_only = noise.NoiseModel(0.0, 0.01, np.array([0, 0, 1]), "assumed", 8)
     draws = noise.draw_noise(shared_only, 5, np.random.default_rng(1))
     assert np.array_equal(draws[:, 0], draws[:, 1]) and not np.array_equal(draws[:, 0], draws[:, 2])
+
+
+def test_sigma_draws_give_replicate_noise_students_t_tails():
+    rng = np.random.default_rng(0)
+    drawn = noise.sigma_draws(8, 200_000, rng) * rng.normal(0.0, 1.0, 200_000)  # σ̂·√(dof/χ²)·z ~ σ̂·t₈
+    assert np.var(drawn) == pytest.approx(8 / 6, rel=0.03)
+    assert np.percentile(drawn, 97.5) == pytest.approx(2.306, rel=0.03)
+    assert noise.sigma_draws(0, 3, rng).tolist() == [1.0, 1.0, 1.0]
 
 
 def test_wild_replicates_flip_the_scaled_residuals_about_the_fit():

@@ -250,7 +250,8 @@ def summarize(result: dict) -> str:
     if "ci" in result and law != "chinchilla":
         shown = "alpha" if "alpha" in result["ci"] else "a"
         low, high = result["ci"][shown]
-        text += f"; 95% CI {shown} [{low:.3f}, {high:.3f}] ({len(result['samples'])} bootstrap fits)"
+        dropped = f", {result['bootstrap_dropped']} dropped" if "bootstrap_dropped" in result else ""
+        text += f"; 95% CI {shown} [{low:.3f}, {high:.3f}] ({len(result['samples'])} bootstrap fits, {result['bootstrap_method']}{dropped})"
     if result.get("at_bound"):
         text += "; " + describe_bounds(result)
     if result.get("holdout"):

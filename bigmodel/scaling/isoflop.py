@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from bigmodel.scaling.intervals import intervals
-from bigmodel.scaling.noise import ASSUMED_SHARED_SHARE, group_labels
+from bigmodel.scaling.noise import ASSUMED_SHARED_SHARE, group_labels, sigma_draws
 from bigmodel.scaling.points import check_points
 from bigmodel.scaling.registry import budget_flops, group_budgets
 
@@ -114,11 +114,12 @@ def parabola_noise(params, loss, labels, budgets: list[dict], groups, seeds) -> 
         curve[chosen] = np.polyval(budget["parabola"], np.log10(params[chosen]))
         dof += members.size - 1 - max(min(4, members.size - 2), 0)
     total, source = (seeds[0], "seeds") if seeds is not None else ((squares / dof, "residuals") if dof > 0 else (np.nan, "none"))
+    sigma_dof = seeds[1] if seeds is not None else dof
     grouped = np.bincount(group_labels(groups, len(loss))).max() >= 2
     shared = ASSUMED_SHARED_SHARE * total if grouped else 0.0  # a curve sees a group's shift as ordinary noise
     noise = {"model": "loss = budget curve × exp(shared (per group) + per run)", "sigma_run": float(np.sqrt(total - shared)),
              "sigma_shared": float(np.sqrt(shared)), "sigma_total": float(np.sqrt(total)), "total_source": source,
-             "shared_source": "assumed" if grouped else "none", "residual_dof": int(dof)}
+             "shared_source": "assumed" if grouped else "none", "residual_dof": int(dof), "dof": int(sigma_dof)}
     return noise, curve
 
 
@@ -137,8 +138,9 @@ def replicate_log_optimum(log_params, loss) -> float:
 def noise_replicates(params, tokens, curve, labels, budgets: list[dict], noise: dict, groups, replicates: int, rng) -> tuple[list[dict], int]:
     """Exponent samples from `replicates` redraws about every budget's curve, and how many were dropped (0)."""
     group = group_labels(groups, len(curve))
+    scale = sigma_draws(noise["dof"], replicates, rng)[:, None]
     shared = rng.normal(0.0, noise["sigma_shared"], size=(replicates, group.max() + 1))[:, group]
-    drawn = curve * np.exp(rng.normal(0.0, noise["sigma_run"], size=(replicates, len(curve))) + shared)
+    drawn = curve * np.exp((rng.normal(0.0, noise["sigma_run"], size=(replicates, len(curve))) + shared) * scale)
     lines = []
     for budget in budgets:
         members = labels == budget["label"]

@@ -158,16 +158,30 @@ def estimate_noise(theta, features, log_loss, groups=None, seeds: tuple[float, i
 # ----------------------------------------------------------------------------- replicates
 
 
+def sigma_draws(dof: int, replicates: int, rng) -> np.ndarray:
+    """Per replicate, a multiplier of σ̂ for σ's own uncertainty: √(dof/χ²_dof).
+
+    σ̂ comes from a handful of residual degrees of freedom (8 on the main job, 3 on the isoFLOP
+    study); a bootstrap that took it as known would give z-wide intervals where t-wide ones are
+    due (t₀.₉₇₅ = 2.31 at 8 dof, 3.18 at 3, against 1.96). Drawing σ per replicate from its
+    sampling distribution, as a parametric bootstrap of σ̂ would, restores the t tails."""
+    if dof <= 0:
+        return np.ones(replicates)
+    return np.sqrt(dof / rng.chisquare(dof, size=replicates))
+
+
 def draw_noise(model: NoiseModel, replicates: int, rng, residuals=None, rank: int = 0) -> np.ndarray:
     """(replicates, n) log-loss noise: per-run Gaussian (or, given `residuals`, wild: each run's
-    scaled residual × a Rademacher sign) plus one Gaussian draw per group and replicate."""
+    scaled residual × a Rademacher sign) plus one Gaussian draw per group and replicate; the
+    Gaussian parts' σ's drawn per replicate for their uncertainty (`sigma_draws`)."""
     n = model.groups.size
+    scale = sigma_draws(model.dof, replicates, rng)[:, None]
     if residuals is None:
-        per_run = rng.normal(0.0, model.sigma_run, size=(replicates, n))
+        per_run = rng.normal(0.0, model.sigma_run, size=(replicates, n)) * scale
     else:
         signs = rng.choice([-1.0, 1.0], size=(replicates, n))
         per_run = signs * scaled_residuals(residuals, rank)
-    shared = rng.normal(0.0, model.sigma_shared, size=(replicates, model.groups.max() + 1))
+    shared = rng.normal(0.0, model.sigma_shared, size=(replicates, model.groups.max() + 1)) * scale
     return per_run + shared[:, model.groups]
 
 
