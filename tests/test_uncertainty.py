@@ -66,17 +66,18 @@ def test_each_group_shares_one_draw_and_runs_draw_their_own():
     assert np.diag(covariance) == pytest.approx(np.full(6, 0.02**2 + 0.01**2), rel=0.03)
     assert covariance[0, 1] == pytest.approx(0.01**2, rel=0.1) and covariance[3, 4] == pytest.approx(0.01**2, rel=0.1)
     assert abs(covariance[0, 3]) < 0.1 * 0.01**2 and abs(covariance[4, 5]) < 0.1 * 0.01**2
-    shared_only = noise.NoiseModel(0.0, 0.01, np.array([0, 0, 1]), "assumed", 8)
+    shared_only = noise.NoiseModel(0.0, 0.01, np.array([0, 0, 1]), "assumed", 0)
     draws = noise.draw_noise(shared_only, 5, np.random.default_rng(1))
     assert np.array_equal(draws[:, 0], draws[:, 1]) and not np.array_equal(draws[:, 0], draws[:, 2])
 
 
-def test_sigma_draws_give_replicate_noise_students_t_tails():
-    rng = np.random.default_rng(0)
-    drawn = noise.sigma_draws(8, 200_000, rng) * rng.normal(0.0, 1.0, 200_000)  # σ̂·√(dof/χ²)·z ~ σ̂·t₈
-    assert np.var(drawn) == pytest.approx(8 / 6, rel=0.03)
-    assert np.percentile(drawn, 97.5) == pytest.approx(2.306, rel=0.03)
-    assert noise.sigma_draws(0, 3, rng).tolist() == [1.0, 1.0, 1.0]
+def test_sigma_is_widened_to_students_t_at_the_residual_degrees_of_freedom():
+    assert noise.sigma_inflation(8) * 1.96 == pytest.approx(2.306, rel=1e-3)
+    assert noise.sigma_inflation(3) * 1.96 == pytest.approx(3.182, rel=1e-3)
+    assert noise.sigma_inflation(0) == 1.0 and noise.sigma_inflation(10_000) == pytest.approx(1.0, abs=1e-3)
+    model = noise.NoiseModel(0.01, 0.0, np.arange(4), "none", dof=8)
+    drawn = noise.draw_noise(model, 50_000, np.random.default_rng(0))
+    assert drawn.std() == pytest.approx(0.01 * 2.306 / 1.96, rel=0.01)
 
 
 def test_wild_replicates_flip_the_scaled_residuals_about_the_fit():

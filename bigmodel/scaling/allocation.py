@@ -48,7 +48,7 @@ def numerical_optimum(law: dict, budget: float, line: dict, centre: float) -> di
         return {"n_opt": np.nan, "d_opt": np.nan, "tokens_per_param": np.nan, "loss_opt": np.nan}
     params = centre * np.logspace(-GRID_DECADES / 2, GRID_DECADES / 2, GRID_POINTS)
     tokens = budget / (line["slope"] * params + line["intercept"])
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         loss = chinchilla_loss(params, tokens, *(law[key] for key in ("E", "A", "B", "alpha", "beta")))
     best = int(np.nanargmin(loss)) if np.isfinite(loss).any() else 0
     return {"n_opt": float(params[best]), "d_opt": float(tokens[best]), "tokens_per_param": float(tokens[best] / params[best]),

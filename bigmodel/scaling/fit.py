@@ -156,7 +156,7 @@ def _chinchilla_parameters(theta, budget=None, flops_line: dict | None = None) -
     """The law, its allocation exponents and, at `budget`, N_opt, D_opt, D/N and the loss there
     (under C = 6ND, or solved numerically on `flops_line`'s FLOPs per token: `allocation.py`)."""
     e, a, b, alpha, beta = (float(value) for value in theta)
-    with np.errstate(over="ignore", invalid="ignore"):  # a degenerate bootstrap fit may put log A past float range:
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a degenerate bootstrap fit may put log A past float range:
         E, A, B = (float(np.exp(value)) for value in (e, a, b))  # A = inf (its interval unbounded), not a crash
         law = {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta}
         result = {**law, **compute_optimal(law["A"], law["B"], alpha, beta, budget)}

@@ -158,24 +158,27 @@ def estimate_noise(theta, features, log_loss, groups=None, seeds: tuple[float, i
 # ----------------------------------------------------------------------------- replicates
 
 
-def sigma_draws(dof: int, replicates: int, rng) -> np.ndarray:
-    """Per replicate, a multiplier of σ̂ for σ's own uncertainty: √(dof/χ²_dof).
+def sigma_inflation(dof: int) -> float:
+    """σ̂'s multiplier for its own uncertainty: t₀.₉₇₅(dof) / z₀.₉₇₅.
 
     σ̂ comes from a handful of residual degrees of freedom (8 on the main job, 3 on the isoFLOP
     study); a bootstrap that took it as known would give z-wide intervals where t-wide ones are
-    due (t₀.₉₇₅ = 2.31 at 8 dof, 3.18 at 3, against 1.96). Drawing σ per replicate from its
-    sampling distribution, as a parametric bootstrap of σ̂ would, restores the t tails."""
+    due (t₀.₉₇₅ = 2.31 at 8 dof, 3.18 at 3, against 1.96). Drawing σ per replicate from its χ²
+    distribution instead gave the same coverage with far wider intervals: its rare huge σ's
+    fling poorly identified parameters (α on the main job) decades away."""
     if dof <= 0:
-        return np.ones(replicates)
-    return np.sqrt(dof / rng.chisquare(dof, size=replicates))
+        return 1.0
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof) / 1.959963984540054)
 
 
 def draw_noise(model: NoiseModel, replicates: int, rng, residuals=None, rank: int = 0) -> np.ndarray:
     """(replicates, n) log-loss noise: per-run Gaussian (or, given `residuals`, wild: each run's
     scaled residual × a Rademacher sign) plus one Gaussian draw per group and replicate; the
-    Gaussian parts' σ's drawn per replicate for their uncertainty (`sigma_draws`)."""
+    Gaussian parts' σ's widened for their own uncertainty (`sigma_inflation`)."""
     n = model.groups.size
-    scale = sigma_draws(model.dof, replicates, rng)[:, None]
+    scale = sigma_inflation(model.dof)
     if residuals is None:
         per_run = rng.normal(0.0, model.sigma_run, size=(replicates, n)) * scale
     else:

@@ -27,7 +27,7 @@ def sample_predictions(result: dict, non_embedding_params, tokens, flops) -> np.
     samples = result.get("samples") or []
     if len(samples) < 2:
         return None
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return np.array([law_loss(result, non_embedding_params, tokens, flops, sample) for sample in samples])
 
 
@@ -44,7 +44,7 @@ def intervals_at(result: dict, non_embedding_params, tokens, flops) -> tuple[np.
         return mean, None
     draws = max(1, NOISE_DRAWS // len(predictions))  # several runs per bootstrap law: smooth tails at small K
     noise = np.random.default_rng(PREDICTION_SEED).normal(0.0, sigma, size=(draws, *predictions.shape))
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         runs = (predictions[None] * np.exp(noise)).reshape(-1, predictions.shape[1])
     return mean, np.nanpercentile(runs, [2.5, 97.5], axis=0).T
 
