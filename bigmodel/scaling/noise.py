@@ -23,7 +23,7 @@ Two facts shape the estimate of the two variances:
   bound fits nothing) and, for the wild bootstrap, residuals centred and scaled by √(n/(n−p)).
 
 Bootstrap methods (`BOOTSTRAP_METHODS`): "noise" (default: parametric, Gaussian ε and u from the
-model), "wild" (each run's scaled residual times a Rademacher sign, plus u per group), and the
+model, σ's widened to Student's t at the fit's residual degrees of freedom), "wild" (each run's scaled residual times a Rademacher sign, plus u per group), and the
 old ones: "residuals" (raw residuals drawn with replacement) and "points" (resample runs).
 """
 
@@ -37,9 +37,9 @@ from bigmodel.scaling.points import Points
 
 BOOTSTRAP_METHODS = ("noise", "wild", "residuals", "points")
 DEFAULT_METHOD = "noise"
-# The least share of the per-run variance assumed shared by a group of two or more runs when seed
-# replicates cannot measure it: σ_shared ≥ σ_run. Branches share ~80% of their training (a 20%
-# cooldown), so the stable run's luck is at least as large as the cooldown's.
+# The share of a grouped run's noise variance taken to be shared with its group where seed
+# replicates cannot measure it, and the least share where they can: σ_shared ≥ σ_run. Branches
+# share ~80% of their training (a 20% cooldown), so the stable run's luck is at least the cooldown's.
 ASSUMED_SHARED_SHARE = 0.5
 RANK_TOLERANCE = 1e-6  # singular values below this × the largest: a direction the fit cannot move (a parameter at a bound)
 
