@@ -75,9 +75,6 @@ def test_sigma_is_widened_to_students_t_at_the_residual_degrees_of_freedom():
     assert noise.sigma_inflation(8) * 1.96 == pytest.approx(2.306, rel=1e-3)
     assert noise.sigma_inflation(3) * 1.96 == pytest.approx(3.182, rel=1e-3)
     assert noise.sigma_inflation(0) == 1.0 and noise.sigma_inflation(10_000) == pytest.approx(1.0, abs=1e-3)
-    model = noise.NoiseModel(0.01, 0.0, np.arange(4), "none", dof=8)
-    drawn = noise.draw_noise(model, 50_000, np.random.default_rng(0))
-    assert drawn.std() == pytest.approx(0.01 * 2.306 / 1.96, rel=0.01)
 
 
 def test_wild_replicates_flip_the_scaled_residuals_about_the_fit():
@@ -142,12 +139,13 @@ def test_the_held_out_row_has_a_prediction_interval_and_baselines_that_can_win(d
 
 def test_a_prediction_interval_is_wider_than_the_mean_interval_by_one_runs_noise():
     rng = np.random.default_rng(0)
-    law = {"law": "power", "x": "non_embedding_params", "E": 2.0, "A": 1e3, "alpha": 0.5, "noise": {"sigma_total": 0.02},
+    law = {"law": "power", "x": "non_embedding_params", "E": 2.0, "A": 1e3, "alpha": 0.5, "noise": {"sigma_total": 0.02, "residual_dof": 8},
            "samples": [{"E": E, "A": 1e3, "alpha": 0.5} for E in rng.normal(2.0, 0.01, 4000)]}
     mean, run = prediction.intervals_at(law, np.array([1e6]), np.array([1e8]), np.array([np.nan]))
     loss = 2.0 + 1e3 / 1e3
     assert mean[0][1] - mean[0][0] == pytest.approx(2 * 1.96 * 0.01, rel=0.05)
-    assert run[0][1] - run[0][0] == pytest.approx(2 * 1.96 * math.hypot(0.01, 0.02 * loss), rel=0.05)
+    one_run = 0.02 * loss * 2.306 / 1.96  # σ_total widened to Student's t at 8 residual dof
+    assert run[0][1] - run[0][0] == pytest.approx(2 * 1.96 * math.hypot(0.01, one_run), rel=0.05)
 
 
 def test_predict_values_parse_or_fail_in_one_line():

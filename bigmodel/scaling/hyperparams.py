@@ -44,7 +44,6 @@ from bigmodel.config import ConfigError
 from bigmodel.scaling import registry
 from bigmodel.scaling.fit import estimate  # `0.340 [0.331, 0.354]`, as every fit summary writes it
 from bigmodel.scaling.hyperparam_points import LAW, HyperparamPoints, load_hyperparam_points
-from bigmodel.scaling.noise import sigma_inflation
 
 DEEPSEEK = {"k_eta": 0.3118, "a_eta": -0.125, "k_batch": 0.2920, "a_batch": 0.3271,
             "source": "DeepSeek LLM (2024) §3.1; C = non-embedding FLOPs/token × tokens, B in tokens"}
@@ -258,8 +257,7 @@ def bootstrap_intervals(points: HyperparamPoints, groups: list[np.ndarray], with
         return {"bootstrap_dropped": 0, "bootstrap_method": method, "noise": noise}
     for _ in range(replicates):
         if noise is not None:
-            sigma = noise["sigma_run"] * sigma_inflation(noise["residual_dof"])
-            drawn = dataclasses.replace(points, loss=mean * np.exp(rng.normal(0.0, sigma, size=mean.size)))
+            drawn = dataclasses.replace(points, loss=mean * np.exp(rng.normal(0.0, noise["sigma_run"], size=mean.size)))
             laws = fit_laws(drawn, groups, with_batch, hold_to_grid=True)
         else:
             counts = np.zeros(len(points.loss))

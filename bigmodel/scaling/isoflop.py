@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from bigmodel.scaling.intervals import intervals
-from bigmodel.scaling.noise import ASSUMED_SHARED_SHARE, group_labels, sigma_inflation
+from bigmodel.scaling.noise import ASSUMED_SHARED_SHARE, group_labels
 from bigmodel.scaling.points import check_points
 from bigmodel.scaling.registry import budget_flops, group_budgets
 
@@ -138,9 +138,8 @@ def replicate_log_optimum(log_params, loss) -> float:
 def noise_replicates(params, tokens, curve, labels, budgets: list[dict], noise: dict, groups, replicates: int, rng) -> tuple[list[dict], int]:
     """Exponent samples from `replicates` redraws about every budget's curve, and how many were dropped (0)."""
     group = group_labels(groups, len(curve))
-    scale = sigma_inflation(noise["dof"])
     shared = rng.normal(0.0, noise["sigma_shared"], size=(replicates, group.max() + 1))[:, group]
-    drawn = curve * np.exp((rng.normal(0.0, noise["sigma_run"], size=(replicates, len(curve))) + shared) * scale)
+    drawn = curve * np.exp(rng.normal(0.0, noise["sigma_run"], size=(replicates, len(curve))) + shared)
     lines = []
     for budget in budgets:
         members = labels == budget["label"]

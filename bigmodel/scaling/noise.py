@@ -23,7 +23,7 @@ Two facts shape the estimate of the two variances:
   bound fits nothing) and, for the wild bootstrap, residuals centred and scaled by √(n/(n−p)).
 
 Bootstrap methods (`BOOTSTRAP_METHODS`): "noise" (default: parametric, Gaussian ε and u from the
-model, σ's widened to Student's t at the fit's residual degrees of freedom), "wild" (each run's scaled residual times a Rademacher sign, plus u per group), and the
+model), "wild" (each run's scaled residual times a Rademacher sign, plus u per group), and the
 old ones: "residuals" (raw residuals drawn with replacement) and "points" (resample runs).
 """
 
@@ -159,12 +159,13 @@ def estimate_noise(theta, features, log_loss, groups=None, seeds: tuple[float, i
 
 
 def sigma_inflation(dof: int) -> float:
-    """σ̂'s multiplier for its own uncertainty: t₀.₉₇₅(dof) / z₀.₉₇₅.
+    """σ̂'s multiplier for its own uncertainty in one new run's noise: t₀.₉₇₅(dof) / z₀.₉₇₅.
 
-    σ̂ comes from a handful of residual degrees of freedom (8 on the main job, 3 on the isoFLOP
-    study); a bootstrap that took it as known would give z-wide intervals where t-wide ones are
-    due (t₀.₉₇₅ = 2.31 at 8 dof, 3.18 at 3, against 1.96). Drawing σ per replicate from its χ²
-    distribution instead gave the same coverage with far wider intervals: its rare huge σ's
+    σ̂ comes from a handful of residual degrees of freedom (8 on the main job), so a new run's
+    noise is t-distributed, not Gaussian (t₀.₉₇₅ = 2.31 at 8 dof against 1.96), as in a textbook
+    prediction interval. The bootstrap replicates are not widened: the near-L1 fit's RSS/(n−p)
+    already runs ~10% above σ², and widening them too covered β in 100 of 100 simulated main-job
+    studies. Drawing σ per replicate from its χ² distribution was worse still: its rare huge σ's
     fling poorly identified parameters (α on the main job) decades away."""
     if dof <= 0:
         return 1.0
@@ -175,16 +176,14 @@ def sigma_inflation(dof: int) -> float:
 
 def draw_noise(model: NoiseModel, replicates: int, rng, residuals=None, rank: int = 0) -> np.ndarray:
     """(replicates, n) log-loss noise: per-run Gaussian (or, given `residuals`, wild: each run's
-    scaled residual × a Rademacher sign) plus one Gaussian draw per group and replicate; the
-    Gaussian parts' σ's widened for their own uncertainty (`sigma_inflation`)."""
+    scaled residual × a Rademacher sign) plus one Gaussian draw per group and replicate."""
     n = model.groups.size
-    scale = sigma_inflation(model.dof)
     if residuals is None:
-        per_run = rng.normal(0.0, model.sigma_run, size=(replicates, n)) * scale
+        per_run = rng.normal(0.0, model.sigma_run, size=(replicates, n))
     else:
         signs = rng.choice([-1.0, 1.0], size=(replicates, n))
         per_run = signs * scaled_residuals(residuals, rank)
-    shared = rng.normal(0.0, model.sigma_shared, size=(replicates, model.groups.max() + 1)) * scale
+    shared = rng.normal(0.0, model.sigma_shared, size=(replicates, model.groups.max() + 1))
     return per_run + shared[:, model.groups]
 
 

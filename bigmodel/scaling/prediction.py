@@ -4,7 +4,8 @@
 The mean interval is the 2.5/97.5 percentiles of the bootstrap laws' predictions. The prediction
 interval adds one run's noise to each of them: a draw of log-normal noise with σ_total of the
 fit's noise model (`noise.py`: a new run has its own per-run part and its own stable run's shared
-part), as OLMo-core's `predict_loss_distribution(include_observation_noise=True)` does. A measured
+part), widened to Student's t at the fit's residual degrees of freedom (`noise.sigma_inflation`),
+as OLMo-core's `predict_loss_distribution(include_observation_noise=True)` adds the noise. A measured
 run is judged against the prediction interval: even a perfect law misses one run by its noise.
 
 `--predict N,D` (`parse_predict`) asks for both at any point.
@@ -17,6 +18,7 @@ import math
 import numpy as np
 
 from bigmodel.scaling.laws import law_loss
+from bigmodel.scaling.noise import sigma_inflation
 
 PREDICTION_SEED = 20_231  # the noise draws are part of the result: the same fit gives the same interval
 NOISE_DRAWS = 10_000  # noisy runs drawn in all, spread over the bootstrap laws
@@ -42,6 +44,7 @@ def intervals_at(result: dict, non_embedding_params, tokens, flops) -> tuple[np.
     sigma = (result.get("noise") or {}).get("sigma_total")
     if sigma is None or not math.isfinite(sigma):
         return mean, None
+    sigma *= sigma_inflation(result["noise"].get("residual_dof", 0))
     draws = max(1, NOISE_DRAWS // len(predictions))  # several runs per bootstrap law: smooth tails at small K
     noise = np.random.default_rng(PREDICTION_SEED).normal(0.0, sigma, size=(draws, *predictions.shape))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
