@@ -4,8 +4,10 @@ Three widths of a 2-layer Transformer (d_model 32, 64, 96: 25K → 222K non-embe
 parameters) each train one warmup-stable run and four WSD cooldown branches off it (Hägele et
 al. 2024; `BranchGrid`), which give each size its loss at 0.2M, 0.4M, 0.8M and 1.6M bytes for
 about the cost of its longest run. Chinchilla's Approach 3, L(N, D) = E + A/N^α + B/D^β, is
-fitted to those 12 points (bootstrap over the fit's residuals: the grid is a design, not a
-sample) and checked against a held-out run with 4.4× the compute of the largest fitted one:
+fitted to those 12 points (the default noise bootstrap: the grid is a design, not a sample, and
+a size's four branches share one stable run's noise; docs/scaling/uncertainty.md) and checked
+against a held-out run with 4.4× the compute of the largest fitted one (its prediction interval,
+and three baselines it must beat):
 886K parameters (4× the largest fitted) on 2M bytes, itself a stable run plus one branch:
 
   python -m bigmodel sweep experiments/demo.py --workdir runs/demo            # about 10 min, 2 CPU cores
@@ -46,5 +48,5 @@ def get_study() -> Study:
         overrides={"train.batch_size": 16, "data.seq_len": 128, "eval.batches": 16, "train.log_every": 20},
         grid=[BranchGrid(FITTED, tokens=TOKENS, cooldown=0.2), BranchGrid([HELD_OUT], tokens=[HELD_OUT_TOKENS], cooldown=0.2)],
         rules=rules,
-        analysis={"law": "chinchilla", "holdout": "largest", "bootstrap": 200, "bootstrap_method": "residuals", "budget": BUDGET},
+        analysis={"law": "chinchilla", "holdout": "largest", "bootstrap": 200, "budget": BUDGET},
     )

@@ -39,5 +39,5 @@ def get_study() -> Study:
                    "train.log_every": 20},
         grid=BranchGrid(FITTED, tokens=TOKENS, cooldown=0.2),
         rules=rules,
-        analysis={"law": "chinchilla", "bootstrap": 200, "bootstrap_method": "residuals"},
+        analysis={"law": "chinchilla", "bootstrap": 200},
     )

@@ -132,6 +132,8 @@ ROWS = [
     Row("fit: a single point", "need at least 3 points", lambda t, d: ["fit", _points(t, "params,tokens,loss\n1e5,2e6,3.2\n"), "--law", "power", "--out", str(t / "fit.json")]),
     Row("fit: isoflop law without a flops column", "every row needs a flops value", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "isoflop", "--out", str(t / "fit.json")]),
     Row("fit: unknown law", "unknown law 'kaplan'", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "kaplan", "--out", str(t / "fit.json")]),
+    Row("fit: --predict that is not N,D", "--predict '1e9' is not N,D", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "chinchilla", "--predict", "1e9", "--out", str(t / "fit.json")]),
+    Row("fit: unknown compute basis", "unknown compute basis 'kaplan'", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "chinchilla", "--budget", "1e15", "--compute_basis", "kaplan", "--out", str(t / "fit.json")]),
     Row("fit: --out is a directory", "is a directory: pass the path of the JSON file to write", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "power", "--out", str(t)]),
     Row("plot: sweep directory without runs.csv", "has no runs.csv", lambda t, d: ["plot", str(_write(t / "sweep" / "x.txt", "").parent), "--out", str(t / "plots")]),
     Row("status: directory without runs.csv", "has no runs.csv: pass the --workdir of a sweep", lambda t, d: ["status", str(_write(t / "sweep" / "x.txt", "").parent)]),

@@ -410,8 +410,8 @@ def test_the_residual_bootstrap_keeps_every_design_point_and_its_intervals_cover
     for name in ("alpha", "beta"):
         low, high = result["ci"][name]
         assert low <= CHINCHILLA_TRUTH[name] <= high, (name, low, high)
-    with pytest.raises(ValueError, match="--bootstrap_method residuals applies to --law chinchilla"):
-        fit.fit_input("unused.csv", "power", bootstrap=10, bootstrap_method="residuals")
+    with pytest.raises(ValueError, match="--bootstrap_method residuals applies to --law chinchilla or power only"):
+        fit.fit_input("unused.csv", "isoflop", bootstrap=10, bootstrap_method="residuals")
 
 
 def test_fit_input_rejects_options_that_cannot_apply(tmp_path):

@@ -31,13 +31,19 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x", default="non_embedding_params",
                         help="power law's variable: non_embedding_params (N; 'params' means the same) or flops")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="K", help="refit K resamples: 95%% intervals and standard errors")
-    parser.add_argument("--bootstrap_method", default="points", help="chinchilla: points (resample runs, Hoffmann et al.) or "
-                        "residuals (keep the N × D grid, redraw the fit's residuals: for designed grids)")
+    parser.add_argument("--bootstrap_method", default="noise", help="noise (default: keep the design, redraw each run's noise and "
+                        "one shared draw per stable run from the noise model), wild (Rademacher signs on the scaled residuals; "
+                        "chinchilla, power), points (resample runs, Hoffmann et al.) or residuals (raw residuals, the old default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--budget", type=float, default=None, metavar="C",
                         help="chinchilla: N_opt, D_opt, D/N and the loss there at C = 6ND FLOPs (N non-embedding)")
+    parser.add_argument("--compute_basis", default="flops", help="chinchilla --budget: flops (allocate on the runs' own FLOPs per "
+                        "token, where every run has FLOPs) or 6ND (Chinchilla's C = 6·N·D)")
     parser.add_argument("--holdout", default=None,
                         help="'largest': fit without the largest runs (power: largest N; chinchilla: largest-compute N, D), then predict them")
+    parser.add_argument("--predict", action="append", default=None, metavar="N,D",
+                        help="chinchilla or power: the law's loss at N non-embedding params and D tokens, with its mean and "
+                        "prediction (one new run) intervals (repeatable)")
     parser.add_argument("--out", required=True, help="path of the JSON to write")
 
 
@@ -56,7 +62,8 @@ def fit_command(args: argparse.Namespace) -> int:
         from bigmodel.scaling.fit import fit_input
 
         result = fit_input(args.input, args.law, x=args.x, bootstrap=args.bootstrap, seed=args.seed,
-                           budget=args.budget, holdout=args.holdout, bootstrap_method=args.bootstrap_method)
+                           budget=args.budget, holdout=args.holdout, bootstrap_method=args.bootstrap_method,
+                           predict=args.predict or (), compute_basis=args.compute_basis)
         files.write_json_atomic(out, result)
     except (ValueError, OSError) as error:
         return bad_input(error)

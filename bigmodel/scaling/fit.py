@@ -5,16 +5,19 @@
   summed Huber loss (δ = 1e-3) of the log residual, L-BFGS from the full grid α, β ∈ {0, 0.5,
   …, 2}, e ∈ {−1, −0.5, …, 1}, a, b ∈ {0, 5, …, 25} (4,500 starts), best one kept. The power
   law uses the same objective and optimiser (`lbfgs.py`) from its own 270-start grid.
-- `isoflop` (Approach 2): per budget a parabola of loss in log10 N through the points nearest
-  the minimum; its vertex is N_opt(C); power laws through the vertices give N_opt ∝ Cᵃ and
-  D_opt ∝ Cᵇ.
+- `isoflop` (Approach 2, `isoflop.py`): per budget a parabola of loss in log10 N through the
+  points nearest the minimum; its vertex is N_opt(C); power laws through the vertices give
+  N_opt ∝ Cᵃ and D_opt ∝ Cᵇ.
 
 Every start runs a fixed number of L-BFGS iterations (no tolerance test: see `lbfgs.py`) in
 float32 (2× faster on CPU; enough to find the basins), then the 16 best distinct end points are
-polished in float64 with more iterations and the best is kept. Bootstrap replicates resample the
-points with replacement and start from the full fit's distinct best end points (not the whole
-grid: a replicate is a small perturbation of the data, so its optimum lies near one of them).
-E is poorly identified by frontier data: read it with its interval, never alone.
+polished in float64 with more iterations and the best is kept. Bootstrap replicates keep the design
+and redraw its noise from the study's noise model (`noise.py`: a per-run part and a part shared by
+the branches of one stable run; or resample the points, `--bootstrap_method points`) and start
+from the full fit's distinct best end points (not the whole grid: a replicate is a small
+perturbation of the data, so its optimum lies near one of them). E is poorly identified by
+frontier data: read it with its interval, never alone; at its bound it gets a one-sided interval
+(`intervals.py`).
 
 A Chinchilla fit reports E, A, B, α, β, a = β/(α+β), b = α/(α+β) and, at `--budget C`, N_opt,
 D_opt, D_opt/N_opt and the loss there, all with bootstrap intervals (`ci`, `se`). What a law
@@ -24,16 +27,21 @@ predicts and the allocation are in `laws.py`; the held-out check (`--holdout`) i
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 
 from bigmodel.scaling import lbfgs
+from bigmodel.scaling.allocation import BASES, describe_basis, flops_per_token_line, numerical_optimum
+from bigmodel.scaling.intervals import describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval  # noqa: F401
+from bigmodel.scaling.noise import (BOOTSTRAP_METHODS, DEFAULT_METHOD, bootstrap_targets, estimate_noise, log_prediction,  # noqa: F401
+                                    raw_residual_targets, seed_variance)
+from bigmodel.scaling.prediction import describe_predictions, parse_predict, predictions
 from bigmodel.scaling.holdout import CHOICES as HOLDOUT_CHOICES, describe_holdout, held_out_mask, holdout_rows, what_is_held_out
 from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, estimate, law_loss, law_text, power_law  # noqa: F401 — fit.power_law etc. stay importable
-from bigmodel.scaling.points import Points
+from bigmodel.scaling.isoflop import ISOFLOP_POINTS_PER_PARABOLA, budget_vertex, fit_isoflop  # noqa: F401 — Approach 2, importable here as before
+from bigmodel.scaling.points import Points, check_points
 from bigmodel.scaling.floor import compare_with_floor, describe_floor, known_floor
-from bigmodel.scaling.registry import budget_flops, group_budgets, load_points
+from bigmodel.scaling.registry import load_points
 from bigmodel.scaling.seeds import describe_spread, seed_spread
 
 CHINCHILLA_GRID = {  # order = the optimiser's layout [e, a, b, alpha, beta]
@@ -51,17 +59,9 @@ BOOTSTRAP_STARTS, BOOTSTRAP_ITERATIONS = 8, 200
 # records; a CSV's params column is read as it. Written into fit.json so nobody compares it
 # with a total-parameter ratio such as Hoffmann et al.'s ~20 tokens/param unawares.
 N_DEFINITION = "non_embedding_params"
-ISOFLOP_POINTS_PER_PARABOLA = 5  # the lowest-loss points of a budget; far points bend away from a parabola
 
 
 # ----------------------------------------------------------------------------- the LSE fits
-
-
-def log_prediction(theta, features) -> np.ndarray:
-    """log L at every point: LSE(e, a − α log N, b − β log D) (one term per feature row)."""
-    n_terms = features.shape[0]
-    terms = np.vstack([np.full(features.shape[1], theta[0]), theta[1 : 1 + n_terms, None] - theta[1 + n_terms :, None] * features])
-    return np.logaddexp.reduce(terms, axis=0)
 
 
 def summed_objective(theta, features, log_loss) -> float:
@@ -100,67 +100,35 @@ def _fit_lse(features, log_loss, grid, *, reduction: str = "sum") -> tuple[np.nd
     return best, summed_objective(best, features, log_loss), _distinct_best(polished, values, BOOTSTRAP_STARTS)
 
 
-BOOTSTRAP_METHODS = ("points", "residuals")
-
-
 def residual_targets(theta, features, log_loss, replicates: int, rng) -> np.ndarray:
-    """(replicates, n) log-losses: the fit's predictions plus its residuals drawn with replacement.
-
-    The residual bootstrap of a designed experiment: the sizes and token counts are the
-    experimenter's choice, not a sample, so every replicate keeps them all and only the noise is
-    redrawn. Resampling points instead can drop a whole size from a small grid (3 sizes × 4 token
-    counts: 2.3% of replicates), whose refits then fly off and set the interval's tail."""
-    fitted = log_prediction(theta, features)
-    residuals = log_loss - fitted
-    return fitted + residuals[rng.integers(0, log_loss.size, size=(replicates, log_loss.size))]
+    """(replicates, n): the old "residuals" method's targets (raw residuals with replacement)."""
+    return raw_residual_targets(log_prediction(theta, features), log_loss, replicates, rng)
 
 
-def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, reduction: str,
-                      method: str = "points", theta=None) -> np.ndarray:
-    """One best parameter vector per replicate: each resamples the points with replacement
-    ("points"), or keeps them and redraws the fit's residuals ("residuals", needs `theta`)."""
+def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, reduction: str, method: str = DEFAULT_METHOD,
+                      theta=None, groups=None, seeds=None) -> tuple[np.ndarray, dict | None]:
+    """One best parameter vector per replicate, and the noise model of the fit at `theta` (for the
+    prediction intervals): each replicate resamples the points ("points") or keeps them and
+    redraws their noise (`noise.bootstrap_targets`; `groups` and `seeds` shape the noise model)."""
     rng = np.random.default_rng(seed)
     n_points = log_loss.size
-    if method == "residuals":
-        counts, targets = np.ones((replicates, n_points)), residual_targets(theta, features, log_loss, replicates, rng)
+    if method != "points":
+        targets, model = bootstrap_targets(method, theta, features, log_loss, replicates, rng, groups, seeds)
+        counts = np.ones((replicates, n_points))
     else:
         counts, targets = rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=replicates).astype(float), None
+        model = estimate_noise(theta, features, log_loss, groups, seeds)
     all_starts = np.tile(starts, (replicates, 1))
     all_weights = np.repeat(counts, len(starts), axis=0)
     all_targets = log_loss if targets is None else np.repeat(targets, len(starts), axis=0)
     thetas, values = lbfgs.minimise(all_starts, all_weights, features, all_targets, reduction=reduction, iterations=BOOTSTRAP_ITERATIONS)
     thetas, values = thetas.reshape(replicates, len(starts), -1), values.reshape(replicates, len(starts))
-    return thetas[np.arange(replicates), np.argmin(values, axis=1)]
+    return thetas[np.arange(replicates), np.argmin(values, axis=1)], model.to_json()
 
 
-def percentile_interval(values: np.ndarray) -> list[float]:
-    """The 2.5th and 97.5th percentiles; with infinite replicates, the nearest samples (linear
-    interpolation towards inf gives NaN), so an unbounded side reads inf."""
-    method = "linear" if np.isfinite(values[~np.isnan(values)]).all() else "nearest"
-    return [float(v) for v in np.nanpercentile(values, [2.5, 97.5], method=method)]
-
-
-def _intervals(samples: list[dict]) -> dict:
-    """2.5/97.5 percentiles and standard errors of every key the samples share."""
-    names = samples[0].keys()
-    table = {name: np.array([sample[name] for sample in samples], dtype=float) for name in names}
-    with np.errstate(over="ignore", invalid="ignore"):  # an unbounded replicate (A = inf) leaves the SE inf or NaN
-        return {
-            "ci": {name: percentile_interval(values) for name, values in table.items()},
-            "se": {name: float(np.nanstd(values, ddof=1)) for name, values in table.items()},
-            "samples": samples,
-        }
-
-
-def _check_points(name_to_values: dict[str, np.ndarray], minimum: int) -> None:
-    lengths = sorted({len(values) for values in name_to_values.values()})
-    if len(lengths) != 1:
-        raise ValueError(f"{', '.join(name_to_values)} must have the same length, got lengths {lengths}")
-    for name, values in name_to_values.items():
-        if not np.all(np.isfinite(values) & (values > 0)):
-            raise ValueError(f"{name} must be positive and finite everywhere: drop runs without a value")
-    if lengths[0] < minimum:
-        raise ValueError(f"need at least {minimum} points for this fit, got {lengths[0]}: run more sizes or budgets")
+def _add_bootstrap(result: dict, thetas, model: dict, samples: list[dict], method: str) -> None:
+    """The replicates' intervals (one-sided for a parameter at its bound), method and noise model."""
+    result.update(_intervals(samples, result.get("at_bound")), bootstrap_method=method, noise=model)
 
 
 def _power_parameters(theta) -> dict:
@@ -168,149 +136,67 @@ def _power_parameters(theta) -> dict:
     return {"E": float(np.exp(e)), "A": float(np.exp(a)), "alpha": float(alpha)}
 
 
-def fit_power(x, loss, *, bootstrap: int = 0, seed: int = 0) -> dict:
-    """L = E + A·x^(−α) by the Huber/L-BFGS method; `bootstrap` K adds ci, se and samples."""
+def fit_power(x, loss, *, bootstrap: int = 0, seed: int = 0, bootstrap_method: str = DEFAULT_METHOD, groups=None, seeds=None) -> dict:
+    """L = E + A·x^(−α) by the Huber/L-BFGS method; `bootstrap` K adds ci, se and samples (as fit_chinchilla)."""
     x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
-    _check_points({"x": x, "loss": loss}, minimum=3)
+    check_points({"x": x, "loss": loss}, minimum=3)
     if np.unique(x).size < 3:
         raise ValueError(f"a power law needs at least 3 distinct x values, got {np.unique(x).size}")
     features, log_loss = np.log(x)[None, :], np.log(loss)
     theta, objective, starts = _fit_lse(features, log_loss, POWER_GRID)
     result = {"law": "power", **_power_parameters(theta), "objective": objective, "n_points": int(x.size)}
+    result["at_bound"] = lse_at_bound(theta, features, ("E", "A", "alpha"))
     if bootstrap > 0:
-        thetas = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, "sum")
-        result.update(_intervals([_power_parameters(t) for t in thetas]))
+        thetas, model = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, "sum", bootstrap_method, theta, groups, seeds)
+        _add_bootstrap(result, thetas, model, [_power_parameters(t) for t in thetas], bootstrap_method)
     return result
 
 
-def _chinchilla_parameters(theta, budget=None) -> dict:
-    """The law, its allocation exponents and, at `budget`, N_opt, D_opt, D/N and the loss there."""
+def _chinchilla_parameters(theta, budget=None, flops_line: dict | None = None) -> dict:
+    """The law, its allocation exponents and, at `budget`, N_opt, D_opt, D/N and the loss there
+    (under C = 6ND, or solved numerically on `flops_line`'s FLOPs per token: `allocation.py`)."""
     e, a, b, alpha, beta = (float(value) for value in theta)
-    with np.errstate(over="ignore", invalid="ignore"):  # a degenerate bootstrap fit may put log A past float range:
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a degenerate bootstrap fit may put log A past float range:
         E, A, B = (float(np.exp(value)) for value in (e, a, b))  # A = inf (its interval unbounded), not a crash
         law = {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta}
         result = {**law, **compute_optimal(law["A"], law["B"], alpha, beta, budget)}
         if "n_opt" in result:
             result["loss_opt"] = float(chinchilla_loss(result["n_opt"], result["d_opt"], **law))
+        if "n_opt" in result and flops_line is not None:
+            result.update(numerical_optimum(law, budget, flops_line, result["n_opt"]))
     return result
 
 
 def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, seed: int = 0, budget: float | None = None,
-                   reduction: str = "sum", bootstrap_method: str = "points") -> dict:
+                   reduction: str = "sum", bootstrap_method: str = DEFAULT_METHOD, groups=None, seeds=None,
+                   flops_line: dict | None = None) -> dict:
     """Approach 3 (module docstring) plus the implied compute-optimal allocation.
 
-    `bootstrap_method`: "points" (Hoffmann et al.'s, resampling runs) or "residuals" (a designed
-    N × D grid: see `residual_targets`).
+    `bootstrap_method` (`noise.BOOTSTRAP_METHODS`): "noise" (default) or "wild" keep the design
+    and redraw its noise, with one shared draw per group of `groups` (a label per point: the
+    stable run a branch shares) and σ from `seeds` (`noise.seed_variance`) where given; "points"
+    (Hoffmann et al.'s, resampling runs); "residuals" (raw residuals, the old design bootstrap).
+    `flops_line` (`allocation.flops_per_token_line`): allocate on the study's FLOPs per token, not 6ND.
 
     `reduction="mean"` averages the Huber terms instead of summing them: the optimum must not
     move (the test for the Besiroglu et al. 2024 early-stopping failure); keep "sum" otherwise.
     """
     params, tokens, loss = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens, loss))
-    _check_points({"non_embedding_params": params, "tokens": tokens, "loss": loss}, minimum=6)
+    check_points({"non_embedding_params": params, "tokens": tokens, "loss": loss}, minimum=6)
     if np.unique(params).size < 2 or np.unique(tokens).size < 2:
         raise ValueError("a Chinchilla fit needs at least 2 distinct non_embedding_params and 2 distinct token counts")
     features, log_loss = np.log(np.stack([params, tokens])), np.log(loss)
     theta, objective, starts = _fit_lse(features, log_loss, CHINCHILLA_GRID, reduction=reduction)
-    result = {"law": "chinchilla", **_chinchilla_parameters(theta, budget), "objective": objective, "n_points": int(loss.size),
-              "n_definition": N_DEFINITION}
+    result = {"law": "chinchilla", **_chinchilla_parameters(theta, budget, flops_line), "objective": objective, "n_points": int(loss.size),
+              "n_definition": N_DEFINITION, "at_bound": lse_at_bound(theta, features, ("E", "A", "B", "alpha", "beta"))}
     if bootstrap > 0:
-        result["bootstrap_method"] = bootstrap_method
-    if bootstrap > 0:
-        thetas = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, reduction, bootstrap_method, theta)
-        samples = [_chinchilla_parameters(t, budget) for t in thetas]
+        thetas, model = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, reduction, bootstrap_method, theta, groups, seeds)
+        samples = [_chinchilla_parameters(t, budget, flops_line) for t in thetas]
         for sample in samples:
             sample.pop("budget", None)  # a constant, not an estimate
-        result.update(_intervals(samples))
-    return result
-
-
-# ----------------------------------------------------------------------------- isoFLOP (Approach 2)
-
-
-def budget_vertex(params, tokens, loss, counts=None, points_per_parabola: int = ISOFLOP_POINTS_PER_PARABOLA) -> dict | str:
-    """The parabola vertex of one isoFLOP curve, or the reason there is none.
-
-    The parabola goes through the `points_per_parabola` lowest-loss distinct sizes (weighted by
-    `counts` in a bootstrap). A curve whose lowest loss sits at its smallest or largest size is
-    skipped: its vertex would be an extrapolation. D_opt comes from the curve's own tokens:
-    log D is linear in log N along a budget (D = C/(k·N)), evaluated at N_opt, so it agrees
-    with whatever FLOPs formula made the budget (exactly C/(6 N_opt) for 6ND data).
-    """
-    counts = np.ones(len(params)) if counts is None else np.asarray(counts, dtype=float)
-    keep = counts > 0
-    params, tokens, loss, counts = params[keep], tokens[keep], loss[keep], counts[keep]
-    if np.unique(params).size < 3:
-        return f"{np.unique(params).size} model sizes (a parabola needs 3)"
-    order = np.argsort(params)
-    lowest = int(np.argmin(loss[order]))
-    if lowest in (0, len(order) - 1):
-        return f"lowest loss at the {'smallest' if lowest == 0 else 'largest'} model: the optimum is not bracketed"
-    chosen = np.sort(np.argsort(loss)[:points_per_parabola])
-    if np.unique(params[chosen]).size < 3:
-        return "fewer than 3 distinct sizes near the minimum"
-    log_params = np.log10(params)
-    parabola = np.polyfit(log_params[chosen], loss[chosen], 2, w=np.sqrt(counts[chosen]))
-    if parabola[0] <= 0:
-        return "the parabola through the lowest points opens downward"
-    log_n_opt = -parabola[1] / (2 * parabola[0])
-    slope, intercept = np.polyfit(log_params, np.log10(tokens), 1)
-    return {
-        "n_opt": float(10**log_n_opt),
-        "d_opt": float(10 ** (intercept + slope * log_n_opt)),
-        "loss_opt": float(np.polyval(parabola, log_n_opt)),
-        "parabola": [float(c) for c in parabola],
-        "n_points": int(chosen.size),
-    }
-
-
-def _isoflop_exponents(budgets: list[dict]) -> dict:
-    """Least squares in log space: N_opt = n_coefficient·Cᵃ, D_opt = d_coefficient·Cᵇ."""
-    log_flops = np.log10([b["flops"] for b in budgets])
-    a, log_n = np.polyfit(log_flops, np.log10([b["n_opt"] for b in budgets]), 1)
-    b, log_d = np.polyfit(log_flops, np.log10([b["d_opt"] for b in budgets]), 1)
-    return {"a": float(a), "b": float(b), "n_coefficient": float(10**log_n), "d_coefficient": float(10**log_d)}
-
-
-def _isoflop_budgets(params, tokens, loss, flops, labels, counts=None) -> tuple[list[dict], list[dict]]:
-    budgets, skipped = [], []
-    for label in np.unique(labels):
-        members = labels == label
-        budget = budget_flops(flops[members])
-        vertex = budget_vertex(params[members], tokens[members], loss[members], None if counts is None else counts[members])
-        if isinstance(vertex, str):
-            skipped.append({"flops": budget, "reason": vertex})
-        else:
-            budgets.append({"flops": budget, **vertex})
-    return budgets, skipped
-
-
-def fit_isoflop(non_embedding_params, tokens, loss, flops, *, bootstrap: int = 0, seed: int = 0) -> dict:
-    """Approach 2 (module docstring); runs share a budget by `registry.group_budgets`.
-
-    Budgets without a bracketed minimum are listed under "skipped" with the reason. `bootstrap`
-    K resamples the points of each budget with replacement and refits: ci/se for a and b.
-    """
-    params, tokens, loss, flops = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens, loss, flops))
-    _check_points({"non_embedding_params": params, "tokens": tokens, "loss": loss, "flops": flops}, minimum=6)
-    labels = group_budgets(flops)
-    budgets, skipped = _isoflop_budgets(params, tokens, loss, flops, labels)
-    if len(budgets) < 2:
-        reasons = "; ".join(f"C={s['flops']:.3g}: {s['reason']}" for s in skipped)
-        raise ValueError(f"an isoflop fit needs 2 budgets with a bracketed minimum, found {len(budgets)} ({reasons}): add sizes on both sides of each optimum")
-    result = {"law": "isoflop", **_isoflop_exponents(budgets), "n_points": int(loss.size), "budgets": budgets, "skipped": skipped}
-    if bootstrap > 0:
-        rng, samples = np.random.default_rng(seed), []
-        for _ in range(bootstrap):
-            counts = np.zeros(len(loss))
-            for label in np.unique(labels):
-                members = np.flatnonzero(labels == label)
-                np.add.at(counts, rng.choice(members, size=members.size), 1.0)
-            replicate, _ = _isoflop_budgets(params, tokens, loss, flops, labels, counts)
-            if len(replicate) >= 2:
-                exponents = _isoflop_exponents(replicate)
-                samples.append({"a": exponents["a"], "b": exponents["b"]})
-        if len(samples) >= 2:
-            result.update(_intervals(samples))
+        _add_bootstrap(result, thetas, model, samples, bootstrap_method)
+    if budget is not None:
+        result["compute_basis"] = describe_basis(flops_line)
     return result
 
 
@@ -328,10 +214,11 @@ def _chinchilla_summary(result: dict) -> str:
             f" β {estimate(result, 'beta', '.3f')}, E {estimate(result, 'E', '.3g')}; N_opt ∝ C^{estimate(result, 'a', '.3f')},"
             f" D_opt ∝ C^{estimate(result, 'b', '.3f')}")
     if "n_opt" in result:
-        text += (f"; at C={result['budget']:.3g} (=6ND): N_opt={estimate(result, 'n_opt', '.3g')}, D_opt={estimate(result, 'd_opt', '.3g')}"
+        basis = "6ND" if result.get("compute_basis", "6ND").startswith("6ND") else "the runs' FLOPs/token"
+        text += (f"; at C={result['budget']:.3g} ({basis}): N_opt={estimate(result, 'n_opt', '.3g')}, D_opt={estimate(result, 'd_opt', '.3g')}"
                  f", {estimate(result, 'tokens_per_param', '.1f')} tokens/param")
     if "ci" in result:
-        text += f" (95% intervals from {len(result['samples'])} bootstrap fits)"
+        text += f" (95% intervals from {len(result['samples'])} bootstrap fits, {result['bootstrap_method']})"
     return text
 
 
@@ -351,23 +238,28 @@ def summarize(result: dict) -> str:
     if "ci" in result and law != "chinchilla":
         shown = "alpha" if "alpha" in result["ci"] else "a"
         low, high = result["ci"][shown]
-        text += f"; 95% CI {shown} [{low:.3f}, {high:.3f}] ({len(result['samples'])} bootstrap fits)"
+        dropped = f", {result['bootstrap_dropped']} dropped" if "bootstrap_dropped" in result else ""
+        text += f"; 95% CI {shown} [{low:.3f}, {high:.3f}] ({len(result['samples'])} bootstrap fits, {result['bootstrap_method']}{dropped})"
+    if result.get("at_bound"):
+        text += "; " + describe_bounds(result)
     if result.get("holdout"):
         text += "; " + describe_holdout(result["holdout"])
     if result.get("seed_spread"):
         text += "; " + describe_spread(result["seed_spread"])
     if result.get("known_floor"):
         text += "; " + describe_floor(result["known_floor"])
+    if result.get("predictions"):
+        text += "; " + describe_predictions(result["predictions"])
     return text
 
 
 def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdout: str | None,
-                  bootstrap_method: str = "points") -> None:
+                  bootstrap_method: str = DEFAULT_METHOD, predict=()) -> None:
     """Refuse option combinations that cannot apply, before any file is read."""
     if bootstrap_method not in BOOTSTRAP_METHODS:
-        raise ValueError(f"unknown bootstrap method {bootstrap_method!r}: use {' or '.join(BOOTSTRAP_METHODS)}")
-    if bootstrap_method != "points" and law != "chinchilla":
-        raise ValueError("--bootstrap_method residuals applies to --law chinchilla (a designed N × D grid) only")
+        raise ValueError(f"unknown bootstrap method {bootstrap_method!r}: use one of {', '.join(BOOTSTRAP_METHODS)}")
+    if bootstrap_method in ("wild", "residuals") and law not in ("chinchilla", "power"):
+        raise ValueError(f"--bootstrap_method {bootstrap_method} applies to --law chinchilla or power only: use noise or points")
     if law not in LAWS:
         raise ValueError(f"unknown law {law!r}: use one of {', '.join(LAWS)}")
     if x not in X_AXES:
@@ -376,6 +268,8 @@ def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdou
         raise ValueError(f"unknown holdout {holdout!r}: the only choice is 'largest'")
     if holdout and law in ("isoflop", "hyperparams"):
         raise ValueError("holdout needs a law that predicts a loss: use --law power or chinchilla")
+    if parse_predict(predict) and (law not in ("power", "chinchilla") or x != "non_embedding_params" and law == "power"):
+        raise ValueError("--predict N,D needs a law of N and D: use --law chinchilla, or power with --x non_embedding_params")
     if budget is not None and law != "chinchilla":
         raise ValueError("--budget gives the Chinchilla compute-optimal allocation: use it with --law chinchilla")
     if bootstrap < 0:
@@ -383,32 +277,41 @@ def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdou
 
 
 def fit_points(points: Points, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
-               budget: float | None = None, bootstrap_method: str = "points") -> dict:
-    """Fit `law` to every point; `x` (power only) is non_embedding_params or flops."""
+               budget: float | None = None, bootstrap_method: str = DEFAULT_METHOD, compute_basis: str = "flops") -> dict:
+    """Fit `law` to every point; `x` (power only) is non_embedding_params or flops. The bootstrap's
+    noise model takes its groups from `points.groups` and its σ from their seed replicates.
+    `compute_basis` "flops": a Chinchilla allocation on the points' FLOPs per token where they all
+    have FLOPs (else, and with "6ND", C = 6ND)."""
+    noise = {"bootstrap_method": bootstrap_method, "groups": points.groups, "seeds": seed_variance(points)}
     if law == "power":
-        result = fit_power(getattr(points, x), points.loss, bootstrap=bootstrap, seed=seed)
+        result = fit_power(getattr(points, x), points.loss, bootstrap=bootstrap, seed=seed, **noise)
         result["x"] = x
         return result
     if law == "chinchilla":
+        line = flops_per_token_line(points.non_embedding_params, points.tokens, points.flops) if compute_basis == "flops" else None
         return fit_chinchilla(points.non_embedding_params, points.tokens, points.loss, bootstrap=bootstrap, seed=seed, budget=budget,
-                              bootstrap_method=bootstrap_method)
-    return fit_isoflop(points.non_embedding_params, points.tokens, points.loss, points.flops, bootstrap=bootstrap, seed=seed)
+                              flops_line=line, **noise)
+    return fit_isoflop(points.non_embedding_params, points.tokens, points.loss, points.flops, bootstrap=bootstrap, seed=seed, **noise)
 
 
 def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
-              budget: float | None = None, holdout: str | None = None, bootstrap_method: str = "points") -> dict:
+              budget: float | None = None, holdout: str | None = None, bootstrap_method: str = DEFAULT_METHOD, predict=(),
+              compute_basis: str = "flops") -> dict:
     """Load points from a CSV or sweep directory, fit `law`, return the JSON-ready result.
 
     `x` (power only): non_embedding_params (N; "params" is accepted for it) or flops.
     `holdout="largest"`: fit without the largest runs and report how well the law predicts them
     (`holdout.py`: the largest N for a power law, the largest-compute (N, D) for chinchilla).
+    `predict`: "N,D" texts; fit.json's `predictions` gives the law's loss and intervals there.
     The result carries "summary", the line the CLI prints.
     """
-    check_options(law, x, bootstrap, budget, holdout, bootstrap_method)
+    check_options(law, x, bootstrap, budget, holdout, bootstrap_method, predict)
+    if compute_basis not in BASES:
+        raise ValueError(f"unknown compute basis {compute_basis!r}: use flops (the runs' own FLOPs per token) or 6ND")
     if law == "hyperparams":  # its points carry each run's lr and batch size, not N and D
         from bigmodel.scaling.hyperparams import fit_hyperparams_input
 
-        return fit_hyperparams_input(path, bootstrap=bootstrap, seed=seed)
+        return fit_hyperparams_input(path, bootstrap=bootstrap, seed=seed, bootstrap_method=bootstrap_method)
     x = X_AXES[x]
     points = load_points(path)
     if (law == "isoflop" or (law == "power" and x == "flops")) and not np.all(np.isfinite(points.flops)):
@@ -417,9 +320,12 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     if held_out.all():
         raise ValueError(f"{path}: every row has {what_is_held_out(law)}, so nothing is left to fit: hold out nothing")
     fitted = points.select(~held_out)
-    result = fit_points(fitted, law, x=x, bootstrap=bootstrap, seed=seed, budget=budget, bootstrap_method=bootstrap_method)
+    result = fit_points(fitted, law, x=x, bootstrap=bootstrap, seed=seed, budget=budget, bootstrap_method=bootstrap_method,
+                        compute_basis=compute_basis)
     if holdout:
         result["holdout"] = holdout_rows(points, held_out, result)
+    if predict:
+        result["predictions"] = predictions(result, parse_predict(predict))
     spread = seed_spread(fitted)
     if spread:
         result["seed_spread"] = spread

@@ -10,19 +10,25 @@ Which runs "largest" holds out depends on what the law extrapolates in:
 Compute C is the input's flops, or 6·N·D where it has none (`Points.compute`). Each held-out row
 reports, beside the law's prediction and its relative error:
 - `flops` and `compute_ratio`: its C, and C ÷ the largest fitted run's C (how far out it is);
-- `interval`: [low, high], the 2.5/97.5 percentiles of the bootstrap laws' predictions
-  (only with `--bootstrap K`);
-- `naive_loss`, `naive_relative_error`: the prediction "no better than the largest-compute
-  fitted run" (the mean loss of the fitted runs at the largest C) and its error. A law that
-  does not beat it shows no predictive power.
+- `mean_interval` (also under its old name `interval`): the 2.5/97.5 percentiles of the bootstrap
+  laws' predictions, where the law's mean lies; `prediction_interval`: where one run there lands
+  (the same plus one run's noise, `prediction.py`), and `inside_prediction_interval`, the verdict
+  on the measured run (only with `--bootstrap K`);
+- `baselines`: the loss and relative error of each baseline fitted to the same points
+  (`baselines.py`: log-linear in (log N, log D), a power law through the compute frontier, the
+  largest fitted run); `naive_loss`, `naive_relative_error` are the last one under its old name.
+  `verdict` (`baselines.judge`) says which baseline predicted best and whether the law beat it:
+  a law that does not shows no predictive power.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from bigmodel.scaling.baselines import baseline_predictions, judge
 from bigmodel.scaling.laws import law_loss
 from bigmodel.scaling.points import Points
+from bigmodel.scaling.prediction import intervals_at
 
 CHOICES = ("largest",)
 
@@ -42,21 +48,6 @@ def what_is_held_out(law: str) -> str:
     return "the largest-compute (N, D)" if law == "chinchilla" else "the largest non_embedding_params"
 
 
-def prediction_interval(result: dict, points: Points) -> np.ndarray | None:
-    """(n, 2): the 2.5/97.5 percentiles of each bootstrap law's loss at the points; None without samples."""
-    samples = result.get("samples") or []
-    if len(samples) < 2:
-        return None
-    with np.errstate(over="ignore", invalid="ignore"):
-        predictions = np.array([law_loss(result, points.non_embedding_params, points.tokens, points.flops, sample) for sample in samples])
-    return np.nanpercentile(predictions, [2.5, 97.5], axis=0).T
-
-
-def naive_loss(fitted: Points, fitted_compute: np.ndarray) -> float:
-    """The naive prediction: the mean loss of the fitted runs with the largest compute (seeds)."""
-    return float(np.mean(fitted.loss[fitted_compute == fitted_compute.max()]))
-
-
 def holdout_rows(points: Points, held_out: np.ndarray, result: dict) -> dict | list[dict]:
     """Measured vs predicted (and naive) loss of the held-out points; one dict, or a list for several.
 
@@ -65,30 +56,50 @@ def holdout_rows(points: Points, held_out: np.ndarray, result: dict) -> dict | l
     compute = points.compute()  # over all points, so held-out and fitted share one basis
     held, fitted = points.select(held_out), points.select(~held_out)
     largest_fitted = float(compute[~held_out].max())
-    naive = naive_loss(fitted, compute[~held_out])
+    baselines = baseline_predictions(fitted, compute[~held_out], held, compute[held_out])
     predicted = law_loss(result, held.non_embedding_params, held.tokens, held.flops)
-    intervals = prediction_interval(result, held)
+    mean_intervals, run_intervals = intervals_at(result, held.non_embedding_params, held.tokens, held.flops)
     rows = []
     for index, (n, d, c, measured, guess) in enumerate(zip(held.non_embedding_params, held.tokens, compute[held_out], held.loss, predicted)):
+        naive = float(baselines["largest_run"][index])
         row = {"non_embedding_params": float(n), "tokens": float(d), "flops": float(c),
                "measured_loss": float(measured), "predicted_loss": float(guess),
                "relative_error": float((guess - measured) / measured), "compute_ratio": float(c / largest_fitted),
-               "naive_loss": naive, "naive_relative_error": float((naive - measured) / measured)}
-        if intervals is not None:
-            row["interval"] = [float(value) for value in intervals[index]]
+               "naive_loss": naive, "naive_relative_error": float((naive - measured) / measured),
+               "baselines": {name: {"loss": float(values[index]), "relative_error": float((values[index] - measured) / measured)}
+                             for name, values in baselines.items()}}
+        if mean_intervals is not None:
+            row["interval"] = row["mean_interval"] = [float(value) for value in mean_intervals[index]]
+        if run_intervals is not None:
+            row["prediction_interval"] = [float(value) for value in run_intervals[index]]
+            row["inside_prediction_interval"] = bool(run_intervals[index][0] <= measured <= run_intervals[index][1])
         rows.append(row)
+    verdict = judge(rows)
+    for row in rows:
+        row["verdict"] = verdict
     return rows[0] if len(rows) == 1 else rows
+
+
+def describe_verdict(verdict: dict | None) -> str:
+    """`; beats the best baseline (log_linear 1.40%)` or `; does NOT beat ...`."""
+    if not verdict:
+        return ""
+    beats = "predicts: beats" if verdict["law_beats_baselines"] else "does NOT predict: no better than"
+    return f"; {beats} the best baseline ({verdict['best_baseline']} {100 * verdict['best_baseline_mean_abs_error']:.2f}%)"
 
 
 def describe_holdout(holdout: dict | list[dict]) -> str:
     """The held-out part of a fit's summary line."""
     if isinstance(holdout, dict):
-        interval = holdout.get("interval")
-        band = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+        interval = holdout.get("prediction_interval") or holdout.get("interval")
+        which = "a run" if "prediction_interval" in holdout else "mean"
+        band = f" ({which} [{interval[0]:.4f}, {interval[1]:.4f}])" if interval else ""
+        inside = "" if "inside_prediction_interval" not in holdout else (
+            " inside" if holdout["inside_prediction_interval"] else " OUTSIDE")
         return (f"held out N={holdout['non_embedding_params']:.3g}, D={holdout['tokens']:.3g} "
                 f"({holdout['compute_ratio']:.2g}× the largest fitted compute): predicted {holdout['predicted_loss']:.4f}{band}"
-                f" vs measured {holdout['measured_loss']:.4f} ({100 * holdout['relative_error']:+.2f}%;"
-                f" naive {100 * holdout['naive_relative_error']:+.2f}%)")
+                f" vs measured {holdout['measured_loss']:.4f}{inside} ({100 * holdout['relative_error']:+.2f}%;"
+                f" naive {100 * holdout['naive_relative_error']:+.2f}%){describe_verdict(holdout.get('verdict'))}")
     errors = np.array([row["relative_error"] for row in holdout])
     naive = np.array([row["naive_relative_error"] for row in holdout])
     sizes = sorted({row["non_embedding_params"] for row in holdout})
@@ -97,4 +108,4 @@ def describe_holdout(holdout: dict | list[dict]) -> str:
     ratio = ratios[0] if len(ratios) == 1 else f"{ratios[0]}–{ratios[-1]}"
     return (f"held out N={size} ({len(holdout)} runs) at {ratio}× the largest fitted compute: mean |error| "
             f"{100 * np.mean(np.abs(errors)):.2f}%, worst {100 * errors[np.argmax(np.abs(errors))]:+.2f}%"
-            f" (naive mean |error| {100 * np.mean(np.abs(naive)):.2f}%)")
+            f" (naive mean |error| {100 * np.mean(np.abs(naive)):.2f}%){describe_verdict(holdout[0].get('verdict'))}")

@@ -20,9 +20,14 @@ that is not convex is no optimum: that budget is skipped with the reason. An lr-
 parabola in log η and no batch law.
 
 The laws are least-squares lines in (log10 C, log10 optimum); 95% intervals come from a bootstrap
-that resamples runs within each budget and refits everything. Replicates in which a budget loses
-its optimum are dropped and counted; past 5% dropped the intervals are conditional on the rest,
-and `intervals_reliable` is false. `fitted_rule` turns a fit.json into a Study's lr rule and
+that keeps every run and budget and redraws each run's loss about its budget's quadratic (the
+surface at the runs it goes through, the measured loss elsewhere) with relative noise σ from the
+surfaces' pooled residuals, then refits everything (`bootstrap_method="noise"`, the default); a
+replicate's optimum is held to the grid swept (the lowest run where its surface is not convex),
+so no replicate loses a budget. σ from the chosen runs' residuals is low by their selection for
+low loss. The old method resamples runs within each budget ("points"): replicates in which a
+budget loses its optimum are dropped and counted; past 5% dropped the intervals are conditional
+on the rest, and `intervals_reliable` is false. `fitted_rule` turns a fit.json into a Study's lr rule and
 batch size. Plots: `plot_hyperparams.py`.
 """
 
@@ -79,11 +84,12 @@ def surface_value(surface: dict, coordinates: np.ndarray) -> np.ndarray:
     return quadratic_terms(z) @ np.asarray(surface["coefficients"])
 
 
-def budget_optimum(coordinates: np.ndarray, loss: np.ndarray, counts: np.ndarray | None = None) -> dict | str:
+def budget_optimum(coordinates: np.ndarray, loss: np.ndarray, counts: np.ndarray | None = None, hold_to_grid: bool = False) -> dict | str:
     """The vertex of one budget's quadratic surface, or the reason there is none.
 
     coordinates: (runs, 1 or 2) log10 η and, when batch sizes were swept, log10 B (tokens).
-    counts: bootstrap multiplicities (weights; 0 drops a run)."""
+    counts: bootstrap multiplicities (weights; 0 drops a run). `hold_to_grid` (a noise replicate):
+    a vertex beyond the grid is clipped to it and a surface that is not convex gives its lowest run."""
     counts = np.ones(len(loss)) if counts is None else counts
     dims = coordinates.shape[1]
     keep = counts > 0
@@ -101,6 +107,12 @@ def budget_optimum(coordinates: np.ndarray, loss: np.ndarray, counts: np.ndarray
     hessian = np.diag(2 * coefficients[1 + dims : 1 + 2 * dims])
     if dims == 2:
         hessian[0, 1] = hessian[1, 0] = coefficients[-1]
+    surface = {"center": center.tolist(), "coefficients": coefficients.tolist()}
+    if hold_to_grid:
+        convex = np.all(np.linalg.eigvalsh(hessian) > 0)
+        vertex = center - np.linalg.solve(hessian, gradient) if convex else coordinates[chosen[np.argmin(loss[chosen])]]
+        vertex = np.clip(vertex, coordinates.min(axis=0), coordinates.max(axis=0))
+        return {"log_optimum": vertex.tolist(), "loss_opt": float(surface_value(surface, vertex)[0]), "n_points": int(chosen.size), "surface": surface}
     if np.any(np.linalg.eigvalsh(hessian) <= 0):
         return "the quadratic through the lowest runs is not convex: no minimum inside the grid"
     vertex = center - np.linalg.solve(hessian, gradient)
@@ -109,7 +121,6 @@ def budget_optimum(coordinates: np.ndarray, loss: np.ndarray, counts: np.ndarray
         if not low <= vertex[d] <= high:
             side = "smallest" if vertex[d] < low else "largest"
             return f"the optimum lies beyond the {side} {what} swept (extrapolated {10 ** vertex[d]:.3g}): extend the grid"
-    surface = {"center": center.tolist(), "coefficients": coefficients.tolist()}
     return {"log_optimum": vertex.tolist(), "loss_opt": float(surface_value(surface, vertex)[0]),
             "n_points": int(chosen.size), "surface": surface}
 
@@ -141,11 +152,12 @@ def near_optimal(points: HyperparamPoints, members: np.ndarray, counts: np.ndarr
     return present[points.loss[present] <= best * (1 + NEAR_OPTIMAL_TOLERANCE)]
 
 
-def fit_laws(points: HyperparamPoints, groups: list[np.ndarray], with_batch: bool, counts: np.ndarray | None = None) -> dict | None:
+def fit_laws(points: HyperparamPoints, groups: list[np.ndarray], with_batch: bool, counts: np.ndarray | None = None,
+             hold_to_grid: bool = False) -> dict | None:
     """Optimum per budget, then the laws; None when a budget has no optimum (a bootstrap replicate)."""
     coordinates, optima, flops = coordinates_of(points, with_batch), [], []
     for members in groups:
-        optimum = budget_optimum(coordinates[members], points.loss[members], None if counts is None else counts[members])
+        optimum = budget_optimum(coordinates[members], points.loss[members], None if counts is None else counts[members], hold_to_grid)
         if isinstance(optimum, str):
             return None
         optima.append(optimum["log_optimum"])
@@ -180,7 +192,7 @@ def check_design(points: HyperparamPoints, groups: list[np.ndarray]) -> bool:
     return all(swept)
 
 
-def fit_hyperparams(points: HyperparamPoints, *, bootstrap: int = 0, seed: int = 0) -> dict:
+def fit_hyperparams(points: HyperparamPoints, *, bootstrap: int = 0, seed: int = 0, bootstrap_method: str = "noise") -> dict:
     """The JSON-ready result: per-budget optima, the laws, and with `bootstrap` K their 95% intervals."""
     groups = budget_groups(points)
     with_batch = check_design(points, groups)
@@ -209,7 +221,7 @@ def fit_hyperparams(points: HyperparamPoints, *, bootstrap: int = 0, seed: int =
                           "learning_rate": float(points.learning_rate[i]), "batch_size": int(points.batch_size[i]),
                           "seq_len": int(points.seq_len[i]), "loss": float(points.loss[i])} for i in range(len(points.loss))]}
     if bootstrap > 0:
-        result.update(bootstrap_intervals(points, fitted_groups, with_batch, bootstrap, seed))
+        result.update(bootstrap_intervals(points, fitted_groups, with_batch, bootstrap, seed, bootstrap_method))
         result["intervals_reliable"] = "ci" in result and result["bootstrap_dropped"] <= RELIABLE_DROPPED_SHARE * bootstrap
     for index, budget in enumerate(budgets if "ci" in result else []):
         budget["ci"] = {"learning_rate": result["ci"][f"eta_{index}"]}
@@ -218,25 +230,51 @@ def fit_hyperparams(points: HyperparamPoints, *, bootstrap: int = 0, seed: int =
     return result
 
 
-def bootstrap_intervals(points: HyperparamPoints, groups: list[np.ndarray], with_batch: bool, replicates: int, seed: int) -> dict:
-    """Resample runs with replacement within each budget, refit every budget and law: 2.5/97.5
-    percentiles, standard errors, the samples, and how many replicates lost a budget's optimum."""
+def surface_noise(points: HyperparamPoints, groups: list[np.ndarray], with_batch: bool) -> tuple[dict, np.ndarray]:
+    """Relative σ of the runs about their budgets' quadratics, and the loss each replicate redraws
+    about: the surface at the runs it goes through, the measured loss elsewhere."""
+    coordinates, mean, squares, dof = coordinates_of(points, with_batch), points.loss.copy(), 0.0, 0
+    for members in groups:
+        chosen = members[surface_points(coordinates[members], points.loss[members], np.ones(members.size, dtype=bool))]
+        optimum = budget_optimum(coordinates[members], points.loss[members], hold_to_grid=True)
+        mean[chosen] = surface_value(optimum["surface"], coordinates[chosen])
+        squares += float(np.sum((points.loss[chosen] / mean[chosen] - 1.0) ** 2))
+        dof += chosen.size - n_coefficients(coordinates.shape[1])
+    sigma = math.sqrt(squares / dof) if dof > 0 else math.nan
+    return {"model": "loss = budget quadratic × exp(per run)", "sigma_run": sigma, "residual_dof": int(dof)}, mean
+
+
+def bootstrap_intervals(points: HyperparamPoints, groups: list[np.ndarray], with_batch: bool, replicates: int, seed: int,
+                        method: str = "noise") -> dict:
+    """Refit every budget and law per replicate (module docstring: "noise" redraws each run's loss,
+    "points" resamples runs within each budget): 2.5/97.5 percentiles, standard errors, the
+    samples, and how many replicates lost a budget's optimum (0 for "noise")."""
+    if method not in ("noise", "points"):
+        raise ValueError(f"unknown hyperparams bootstrap method {method!r}: use noise or points")
     rng, samples, dropped = np.random.default_rng(seed), [], 0
+    noise, mean = surface_noise(points, groups, with_batch) if method == "noise" else (None, None)
+    if noise is not None and not math.isfinite(noise["sigma_run"]):
+        return {"bootstrap_dropped": 0, "bootstrap_method": method, "noise": noise}
     for _ in range(replicates):
-        counts = np.zeros(len(points.loss))
-        for members in groups:
-            np.add.at(counts, rng.choice(members, size=members.size), 1.0)
-        laws = fit_laws(points, groups, with_batch, counts)
+        if noise is not None:
+            drawn = dataclasses.replace(points, loss=mean * np.exp(rng.normal(0.0, noise["sigma_run"], size=mean.size)))
+            laws = fit_laws(drawn, groups, with_batch, hold_to_grid=True)
+        else:
+            counts = np.zeros(len(points.loss))
+            for members in groups:
+                np.add.at(counts, rng.choice(members, size=members.size), 1.0)
+            laws = fit_laws(points, groups, with_batch, counts)
         if laws is None:
             dropped += 1
         else:
             samples.append(laws)
+    extra = {"bootstrap_dropped": dropped, "bootstrap_method": method, **({"noise": noise} if noise else {})}
     if len(samples) < 2:
-        return {"bootstrap_dropped": dropped}
+        return extra
     table = {key: np.array([sample[key] for sample in samples]) for key in samples[0]}
     return {"ci": {key: [float(v) for v in np.percentile(values, [2.5, 97.5])] for key, values in table.items()},
             "se": {key: float(np.std(values, ddof=1)) for key, values in table.items()},
-            "samples": samples, "bootstrap_dropped": dropped}
+            "samples": samples, **extra}
 
 
 # ----------------------------------------------------------------------------- summary, CLI entry
@@ -266,11 +304,11 @@ def summarize(result: dict) -> str:
     return text
 
 
-def fit_hyperparams_input(path, *, bootstrap: int = 0, seed: int = 0) -> dict:
+def fit_hyperparams_input(path, *, bootstrap: int = 0, seed: int = 0, bootstrap_method: str = "noise") -> dict:
     """`python -m bigmodel fit PATH --law hyperparams`: load, fit, add input and summary."""
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be 0 or a positive number of replicates, got {bootstrap}")
-    result = fit_hyperparams(load_hyperparam_points(path), bootstrap=bootstrap, seed=seed)
+    result = fit_hyperparams(load_hyperparam_points(path), bootstrap=bootstrap, seed=seed, bootstrap_method=bootstrap_method)
     result["input"] = str(path)
     result["summary"] = summarize(result)
     return result

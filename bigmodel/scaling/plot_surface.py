@@ -88,8 +88,9 @@ def _draw_holdout(axes, fit: dict, x_of_row) -> list[tuple]:
         x, measured, predicted = x_of_row(row), float(row["measured_loss"]), float(row["predicted_loss"])
         axes.plot([x, x], [measured, predicted], color="tab:red", linestyle="--", linewidth=1, gid="holdout-gap")
         star = axes.scatter([x], [measured], marker="*", s=240, color="tab:red", edgecolor="black", zorder=5, gid="holdout")
-        if row.get("interval"):
-            low, high = row["interval"]
+        band = row.get("prediction_interval") or row.get("interval")  # where a run lands; older fits: the mean's interval
+        if band:
+            low, high = band
             # From its middle: a percentile interval need not contain the point estimate.
             axes.errorbar([x], [(low + high) / 2], yerr=[(high - low) / 2], fmt="none", ecolor="tab:red",
                           capsize=4, linewidth=1.5, zorder=4, gid="holdout-interval")
@@ -98,7 +99,8 @@ def _draw_holdout(axes, fit: dict, x_of_row) -> list[tuple]:
         if annotate:
             axes.annotate(f"{100 * error:+.1f}%", (x, (measured * predicted) ** 0.5), xytext=(10, 0),
                           textcoords="offset points", color="tab:red", fontsize=11, va="center")
-    label = "held out: measured, predicted" + (" (95% interval)" if rows[0].get("interval") else "")
+    kind = "95% prediction interval" if rows[0].get("prediction_interval") else "95% interval"
+    label = "held out: measured, predicted" + (f" ({kind})" if rows[0].get("prediction_interval") or rows[0].get("interval") else "")
     if not annotate:
         label += f"\nmean |error| {100 * np.mean(np.abs(errors)):.1f}% over {len(rows)} runs"
     return [((star, diamond), label)]

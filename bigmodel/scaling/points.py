@@ -3,7 +3,7 @@
 A point is one run: N (`non_embedding_params`, Kaplan's count, the one name for N everywhere
 in bigmodel.scaling), D (`tokens`), C (`flops`, NaN where unknown) and its final `loss`.
 Points come from a sweep's registry (`registry.load_points`) or from a CSV of the user's own
-runs with columns `params,tokens,loss[,flops]`: `csv_columns` is the one place that says
+runs with columns `params,tokens,loss[,flops][,group]`: `csv_columns` is the one place that says
 which CSV column gives which field. Lines starting with `#` are comments, so a file can carry
 its attribution. Every problem is one `ValueError` line naming the file, line or column, and
 the fix.
@@ -29,7 +29,8 @@ CSV_COLUMN_CHOICES = {
     "loss": ("loss",),
 }
 OPTIONAL_FIELDS = ("flops",)
-CSV_HINT = "a points CSV needs columns params,tokens,loss and optionally flops"
+GROUP_COLUMN = "group"  # optional: runs with the same non-empty value share training (one stable run)
+CSV_HINT = "a points CSV needs columns params,tokens,loss and optionally flops and group"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,10 @@ class Points:
     loss: np.ndarray
     loss_name: str  # what `loss` is: "validation loss", "training loss", or "loss" (a CSV does not say)
     names: tuple[str, ...] = ()  # run folders of a sweep; empty for a CSV
+    # Per run, what it shares training with (the stable run a branch cooled down from; a CSV's
+    # `group` column), "" for none; empty: every run on its own. The bootstrap draws one shared
+    # noise term per group (`noise.py`).
+    groups: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -57,10 +62,23 @@ class Points:
         return 6.0 * self.non_embedding_params * self.tokens
 
     def select(self, mask: np.ndarray) -> Points:
-        """The points where `mask` is true (names too, where there are names)."""
+        """The points where `mask` is true (names and groups too, where there are any)."""
         names = tuple(name for name, keep in zip(self.names, mask) if keep)
+        groups = tuple(group for group, keep in zip(self.groups, mask) if keep)
         arrays = {name: getattr(self, name)[mask] for name in FIELDS}
-        return dataclasses.replace(self, **arrays, names=names)
+        return dataclasses.replace(self, **arrays, names=names, groups=groups)
+
+
+def check_points(name_to_values: dict[str, np.ndarray], minimum: int) -> None:
+    """Equal lengths, positive finite values and at least `minimum` points, or one ValueError line."""
+    lengths = sorted({len(values) for values in name_to_values.values()})
+    if len(lengths) != 1:
+        raise ValueError(f"{', '.join(name_to_values)} must have the same length, got lengths {lengths}")
+    for name, values in name_to_values.items():
+        if not np.all(np.isfinite(values) & (values > 0)):
+            raise ValueError(f"{name} must be positive and finite everywhere: drop runs without a value")
+    if lengths[0] < minimum:
+        raise ValueError(f"need at least {minimum} points for this fit, got {lengths[0]}: run more sizes or budgets")
 
 
 def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
@@ -119,4 +137,5 @@ def points_from_csv(path: Path) -> Points:
             values[field].append(parse(path, line, column, row.get(column)) if column else math.nan)
     if not rows:
         raise ValueError(f"{path} has a header but no rows: add one row per run")
-    return Points(**{field: np.asarray(column, dtype=float) for field, column in values.items()}, loss_name="loss")
+    groups = tuple(row.get(GROUP_COLUMN, "") for _, row in rows) if GROUP_COLUMN in header else ()
+    return Points(**{field: np.asarray(column, dtype=float) for field, column in values.items()}, loss_name="loss", groups=groups)

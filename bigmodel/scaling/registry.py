@@ -129,10 +129,11 @@ def loss_name(uses_validation: np.ndarray) -> str:
 
 def sweep_points(directory: str | Path) -> Points:
     """One point per `done` row but stable runs (their loss is not cooled down: a branch of
-    theirs is the point): N = non_embedding_params, loss = final_eval_loss, else final_loss."""
+    theirs is the point): N = non_embedding_params, loss = final_eval_loss, else final_loss.
+    A branch's group is its parent (the branches of one stable run share its noise)."""
     path = Path(directory) / REGISTRY_FILE
     values = {"non_embedding_params": [], "tokens": [], "flops": [], "loss": []}
-    names, uses_validation = [], []
+    names, groups, uses_validation = [], [], []
     for line, row in read_registry(directory):
         if row["status"] != DONE or row["role"] == STABLE:
             continue
@@ -142,11 +143,12 @@ def sweep_points(directory: str | Path) -> Points:
         loss_column = "final_eval_loss" if validation else "final_loss"
         values["loss"].append(parse_number(path, line, loss_column, row[loss_column]))
         names.append(row["name"])
+        groups.append(row["parent"])
         uses_validation.append(validation)
     if not names:
         raise ValueError(f"{path} has no finished runs (status {DONE!r}): run or resume the sweep first")
     arrays = {field: np.asarray(column, dtype=float) for field, column in values.items()}
-    return Points(**arrays, loss_name=loss_name(np.array(uses_validation)), names=tuple(names))
+    return Points(**arrays, loss_name=loss_name(np.array(uses_validation)), names=tuple(names), groups=tuple(groups))
 
 
 def load_points(path: str | Path) -> Points:

@@ -1,0 +1,68 @@
+"""Bootstrap samples → 95% intervals, and the parameters a fit left at a bound.
+
+A parameter at its bound is not estimated, only bounded: the demo's E sits at ~1e-15, where the
+term E contributes nothing to any fitted loss and the data say only "E is below about x". Its
+two-sided percentile interval ("E = 0.00 [0.00, 0.00]") would read as a measurement, so such a
+parameter's `ci` is one-sided, [bound, 95th percentile], and fit.json's `at_bound` names it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bigmodel.scaling.noise import log_prediction_jacobian
+
+# E's term is at its bound 0 where it is under this share of every fitted loss (e⁻³⁴ in the demo).
+BOUND_SHARE = 1e-4
+EXPONENT_FLOOR = 1e-3  # an exponent this close to 0 (or below): the term is flat, its exponent at the bound 0
+
+
+def percentile_interval(values: np.ndarray) -> list[float]:
+    """The 2.5th and 97.5th percentiles; with infinite replicates, the nearest samples (linear
+    interpolation towards inf gives NaN), so an unbounded side reads inf."""
+    method = "linear" if np.isfinite(values[~np.isnan(values)]).all() else "nearest"
+    return [float(v) for v in np.nanpercentile(values, [2.5, 97.5], method=method)]
+
+
+def one_sided_interval(values: np.ndarray, bound: float) -> list[float]:
+    """[bound, 95th percentile]: a one-sided 95% interval for a parameter that sits at `bound`."""
+    method = "linear" if np.isfinite(values[~np.isnan(values)]).all() else "nearest"
+    return [float(bound), float(np.nanpercentile(values, 95.0, method=method))]
+
+
+def intervals(samples: list[dict], at_bound: dict | None = None) -> dict:
+    """2.5/97.5 percentiles (one-sided for `at_bound` names) and standard errors of every key the samples share."""
+    names, at_bound = samples[0].keys(), at_bound or {}
+    table = {name: np.array([sample[name] for sample in samples], dtype=float) for name in names}
+    with np.errstate(over="ignore", invalid="ignore"):  # an unbounded replicate (A = inf) leaves the SE inf or NaN
+        return {
+            "ci": {name: one_sided_interval(values, at_bound[name]["bound"]) if name in at_bound else percentile_interval(values)
+                   for name, values in table.items()},
+            "se": {name: float(np.nanstd(values, ddof=1)) for name, values in table.items()},
+            "samples": samples,
+        }
+
+
+def lse_at_bound(theta, features, names: tuple[str, ...]) -> dict:
+    """Parameters of an LSE law fit at a bound: E (the constant term, `names[0]`) where its share
+    of every fitted loss is under BOUND_SHARE; an exponent (the last K names) at or below ~0."""
+    theta, n_terms = np.asarray(theta, dtype=float), np.shape(features)[0]
+    share = log_prediction_jacobian(theta, features)[:, 0]  # ∂ log L/∂e: E's share of each fitted loss
+    flagged = {}
+    if np.max(share) < BOUND_SHARE:
+        flagged[names[0]] = {"bound": 0.0, "why": f"its term is under {BOUND_SHARE:.0e} of every fitted loss: only an upper bound is measured"}
+    for name, exponent in zip(names[-n_terms:], theta[1 + n_terms :]):
+        if exponent < EXPONENT_FLOOR:
+            flagged[name] = {"bound": 0.0, "why": "the fitted term is flat (exponent ≤ 0): no scaling measured"}
+    return flagged
+
+
+def describe_bounds(result: dict) -> str:
+    """`E at its bound 0 (one-sided 95% interval [0, 0.35])` for each flagged parameter, or ''."""
+    parts = []
+    for name, entry in result.get("at_bound", {}).items():
+        text = f"{name} at its bound {entry['bound']:g}"
+        if name in result.get("ci", {}):
+            text += f" (one-sided 95% interval [{entry['bound']:g}, {result['ci'][name][1]:.3g}])"
+        parts.append(text)
+    return "; ".join(parts)
