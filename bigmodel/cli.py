@@ -1,4 +1,4 @@
-"""`python -m bigmodel <command>`: train, eval, generate, serve, export, finetune, bench, plan, presets, sweep, status, fit, plot, compare.
+"""`python -m bigmodel <command>`: train, eval, generate, serve, export, finetune, bench, plan, presets, sweep, status, fit, plot, calibrate, compare.
 
 Commands import their modules lazily so `presets` and `--help` answer without loading JAX.
 Any `--config.group.key=value` argument overrides the config file (big_vision style).
@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     scaling_commands.add_fit_arguments(commands.add_parser("fit", help=scaling_commands.FIT_HELP))
     scaling_commands.add_plot_arguments(commands.add_parser("plot", help=scaling_commands.PLOT_HELP))
+    from bigmodel.scaling import calibrate_command  # argparse only: the simulation loads later
+
+    calibrate_command.add_calibrate_arguments(commands.add_parser("calibrate", help=calibrate_command.CALIBRATE_HELP))
     from bigmodel.scaling import compare  # argparse only: statistics and checkpoints load later
 
     compare.add_compare_arguments(commands.add_parser("compare", help=compare.COMPARE_HELP))
@@ -235,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             from bigmodel.scaling.commands import plot_command
 
             return plot_command(args)
+        if args.command == "calibrate":
+            from bigmodel.scaling.calibrate_command import calibrate_command
+
+            return calibrate_command(args)
         if args.command == "finetune":
             from bigmodel import runtime
             from bigmodel.finetune.command import finetune_command
