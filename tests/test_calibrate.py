@@ -14,15 +14,17 @@ from bigmodel.scaling.calibrate_design import load_design, synthetic_design
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "experiments" / "demo_results"
 QUICK = calibrate.Settings(bootstrap=8, bootstrap_method="residuals", budget=1e15, holdout="largest", noise_sd=0.012)
+LAW = {"E": 0.5, "A": 6.0, "B": 27.0, "alpha": 0.25, "beta": 0.22}  # near the demo's own fit
 
 
 def test_a_report_is_a_function_of_its_seed_however_the_studies_are_spread():
     design = load_design(DEMO)
-    serial = calibrate.calibrate(design, QUICK, 2, seed=3, processes=1, progress=False)
-    pooled = calibrate.calibrate(design, QUICK, 2, seed=3, processes=2, progress=False)
-    other = calibrate.calibrate(design, QUICK, 2, seed=4, processes=1, progress=False)
+    serial = calibrate.calibrate(design, QUICK, 2, seed=3, law=LAW, processes=1, progress=False)
+    pooled = calibrate.calibrate(design, QUICK, 2, seed=3, law=LAW, processes=2, progress=False)
     assert serial["coverage"] == pooled["coverage"]
-    assert serial["coverage"] != other["coverage"]
+    plan = calibrate.prepare(design, QUICK, LAW)
+    study = [calibrate.simulated_points(plan, np.random.default_rng([seed, 0])).loss for seed in (3, 3, 4)]
+    assert np.array_equal(study[0], study[1]) and not np.allclose(study[0], study[2])
     names = [row["interval"] for row in serial["coverage"]]
     assert {"alpha", "beta", "E", "A", "B", "a", "b", "n_opt", "d_opt", "loss_opt"} <= set(names)
     assert {"held-out mean: interval", "held-out run: interval"} <= set(names)
@@ -57,6 +59,14 @@ def test_every_interval_of_a_held_out_row_is_measured_against_the_mean_and_the_r
     table = {r["interval"]: r["coverage"] for r in calibrate.coverage_table([{"intervals": found}])}
     assert table == {"held-out mean: interval": 1.0, "held-out run: interval": 0.0,
                      "held-out mean: prediction_interval": 1.0, "held-out run: prediction_interval": 1.0}
+
+
+def test_an_entry_the_law_does_not_define_is_compared_with_the_noise_free_fit():
+    plan = calibrate.prepare(load_design(DEMO), QUICK, LAW)
+    records = [{"intervals": {"n_points": (10.0, 14.0, math.nan), "unknown": (0.0, 1.0, math.nan), "alpha": (0.2, 0.3, 0.25)}}]
+    plan, filled = calibrate.fill_stand_in_truth(plan, records)
+    assert filled[0]["intervals"] == {"n_points": (10.0, 14.0, 12.0), "alpha": (0.2, 0.3, 0.25)}  # unknown: no truth, dropped
+    assert plan.truth_source["n_points"] == "noise-free fit" and plan.truth_source["alpha"] == "law"
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 0.8])

@@ -112,7 +112,7 @@ class Plan:
     design: Design
     fitted: np.ndarray  # runs each study fits; the rest are held out
     law: dict  # E, A, B, alpha, beta
-    truth: dict  # interval name → true value
+    truth: dict  # interval name → true value (`true_values`; stand-ins added by `fill_stand_in_truth`)
     truth_source: dict  # interval name → "law" or "noise-free fit"
     labels: np.ndarray
     noise: dict  # sd, source, model, shared_fraction
@@ -159,11 +159,8 @@ def prepare(design: Design, settings: Settings, law: dict | None = None, noise: 
     plan = Plan(design=design, fitted=fitted, law=law, truth={}, truth_source={}, labels=noise_labels(design, settings.noise_model),
                 noise={}, settings=settings)
     noise = noise or _noise(design, settings, law, plan.true_loss())
-    stand_in = _noise_free_values(plan)
-    exact = true_values(law, settings.budget)
-    truth = {**stand_in, **exact}
-    sources = {key: "law" if key in exact else "noise-free fit" for key in truth}
-    return dataclasses.replace(plan, truth=truth, truth_source=sources, noise=noise)
+    truth = true_values(law, settings.budget)
+    return dataclasses.replace(plan, truth=truth, truth_source=dict.fromkeys(truth, "law"), noise=noise)
 
 
 # ----------------------------------------------------------------------------- one study
@@ -187,26 +184,50 @@ def holdout_intervals(rows: dict | list[dict], true_mean: np.ndarray) -> dict:
     return found
 
 
+def simulated_points(plan: Plan, rng: np.random.Generator):
+    """Every run of the design with a simulated loss: the true law's times exp(ε)."""
+    design = plan.design
+    loss = plan.true_loss() * np.exp(shared_noise(rng, plan.labels, plan.noise["sd"], plan.noise["shared_fraction"]))
+    arrays = {name: getattr(design.points, name) for name in ("non_embedding_params", "tokens", "flops")}
+    return build_points({**arrays, "loss": loss}, design.points.loss_name, design.points.names, design.groups)
+
+
 def run_study(plan: Plan, seed: int, index: int) -> dict:
     """Simulate study `index` and fit it as `fit` would: {"intervals": name → (low, high, truth),
-    "cpu_s": its CPU time}, or {"error": why} where the fit refused the simulated data."""
+    "cpu_s": its CPU time}, or {"error": why} where the fit refused the simulated data. The truth
+    of an entry the true law does not define is NaN here (`fill_stand_in_truth`)."""
     started = time.process_time()
     rng = np.random.default_rng([seed, index])
-    design, settings = plan.design, plan.settings
-    true_loss = plan.true_loss()
-    loss = true_loss * np.exp(shared_noise(rng, plan.labels, plan.noise["sd"], plan.noise["shared_fraction"]))
-    arrays = {name: getattr(design.points, name) for name in ("non_embedding_params", "tokens", "flops")}
-    points = build_points({**arrays, "loss": loss}, design.points.loss_name, design.points.names, design.groups)
+    settings = plan.settings
+    points = simulated_points(plan, rng)
     try:
         result = fit_points(points.select(plan.fitted), settings.law, bootstrap=settings.bootstrap, seed=int(rng.integers(2**31)),
                             budget=settings.budget, bootstrap_method=settings.bootstrap_method)
     except ValueError as error:
         return {"error": str(error)}
-    intervals = {name: (*bounds, plan.truth[name]) for name, bounds in result.get("ci", {}).items() if name in plan.truth}
+    intervals = {name: (*bounds, plan.truth.get(name, math.nan)) for name, bounds in result.get("ci", {}).items()}
     if not plan.fitted.all():
-        intervals.update(holdout_intervals(holdout_rows(points, ~plan.fitted, result), true_loss[~plan.fitted]))
+        intervals.update(holdout_intervals(holdout_rows(points, ~plan.fitted, result), plan.true_loss()[~plan.fitted]))
     return {"intervals": {name: tuple(float(v) for v in value) for name, value in intervals.items()},
             "cpu_s": time.process_time() - started}
+
+
+def fill_stand_in_truth(plan: Plan, records: list[dict]) -> tuple[Plan, list[dict]]:
+    """Give entries without a true value the noise-free fit's (`_noise_free_values`); entries
+    that has not either are dropped. Fits only where some entry needs it."""
+    missing = {name for record in records for name, value in record.get("intervals", {}).items() if math.isnan(value[2])}
+    if not missing:
+        return plan, records
+    stand_in = {name: value for name, value in _noise_free_values(plan).items() if name in missing}
+    plan = dataclasses.replace(plan, truth={**plan.truth, **stand_in},
+                               truth_source={**plan.truth_source, **dict.fromkeys(stand_in, "noise-free fit")})
+    filled = []
+    for record in records:
+        intervals = {name: (low, high, stand_in.get(name, math.nan) if math.isnan(truth) else truth)
+                     for name, (low, high, truth) in record.get("intervals", {}).items()}
+        filled.append({**record, "intervals": {name: value for name, value in intervals.items() if not math.isnan(value[2])}}
+                      if "intervals" in record else record)
+    return plan, filled
 
 
 def _single_threaded() -> None:
@@ -267,7 +288,7 @@ def calibrate(design: Design, settings: Settings, studies: int, *, seed: int = 0
     check_settings(settings, studies)
     plan = prepare(design, settings, law)
     records = simulate(plan, studies, seed, processes=processes, progress=progress)
-    return report(plan, records, seed)
+    return report(*fill_stand_in_truth(plan, records), seed)
 
 
 def report(plan: Plan, records: list[dict], seed: int) -> dict:
@@ -316,7 +337,8 @@ def design_question(design: Design, settings: Settings, vary: str, values: list[
     for value in values:
         changed, fitted = calibrate_design.synthetic_design(design, base.fitted, **{vary: value})
         plan = prepare(changed, settings, base.law, base.noise, fitted)
-        table = {row["interval"]: row for row in coverage_table(simulate(plan, studies, seed, processes=processes, progress=progress))}
+        records = simulate(plan, studies, seed, processes=processes, progress=progress)
+        table = {row["interval"]: row for row in coverage_table(fill_stand_in_truth(plan, records)[1])}
         row = table.get(parameter, {"studies": 0, "coverage": math.nan, "se": math.nan, "median_width": math.nan})
         rows.append({vary: value, "runs": int(fitted.sum()), **{key: row[key] for key in ("studies", "coverage", "se", "median_width")}})
     answer = next((row[vary] for row in rows if row["median_width"] <= target_width), None)
