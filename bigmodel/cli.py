@@ -1,4 +1,4 @@
-"""`python -m bigmodel <command>`: train, eval, generate, serve, export, finetune, bench, plan, presets, sweep, status, fit, plot, compare.
+"""`python -m bigmodel <command>`: train, eval, generate, serve, export, finetune, bench, plan, presets, sweep, status, fit, plot, calibrate, compare.
 
 Every command is one row of `COMMANDS`: its --help line, its arguments, what runs it and the
 runtime it needs. Argument declarations load no JAX (the modules that declare their own import
@@ -22,7 +22,7 @@ from bigmodel.config import ConfigError, parse_override
 from bigmodel.finetune import command as finetune
 from bigmodel.inference import export, generate, serve
 from bigmodel.memory import TARGETS
-from bigmodel.scaling import commands as scaling_commands, compare
+from bigmodel.scaling import calibrate_command, commands as scaling_commands, compare
 
 OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
                   "(e.g. --config.train.steps=200 --config.model.d_model=128); configs/lm.py lists the keys.")
@@ -186,6 +186,8 @@ COMMANDS = {
     "status": Command("where each run of a sweep stands: step, loss, tokens/s, ETA", add_status_arguments, run_status),
     "fit": Command(scaling_commands.FIT_HELP, scaling_commands.add_fit_arguments, without_overrides(scaling_commands.fit_command)),
     "plot": Command(scaling_commands.PLOT_HELP, scaling_commands.add_plot_arguments, without_overrides(scaling_commands.plot_command)),
+    "calibrate": Command(calibrate_command.CALIBRATE_HELP, calibrate_command.add_calibrate_arguments,
+                         without_overrides(calibrate_command.calibrate_command)),
     "compare": Command(compare.COMPARE_HELP, compare.add_compare_arguments, without_overrides(compare.compare_command)),
     "finetune": Command(finetune.FINETUNE_HELP, finetune.add_finetune_arguments, finetune.finetune_command,
                         overrides_help=FINETUNE_OVERRIDES_HELP, accelerator=True, stops_early=True),
