@@ -187,6 +187,7 @@ def test_test_metrics_agree_with_their_own_confusion_matrix(finetuned):
     assert results["best_step"] == best["step"] and results["validation_macro_f1"] == pytest.approx(best["eval_macro_f1"])
 
 
+@pytest.mark.slow  # two more fine-tunes, one stopped and resumed
 def test_a_stopped_run_resumes_to_the_same_parameters_and_metrics(tiny_run, finetuned, tmp_path, capsys):
     workdir = tmp_path / "books"
     assert finetune(tiny_run, workdir, "--stop_at_step", "6") == 0
@@ -234,6 +235,7 @@ def test_a_frozen_backbone_stays_bit_identical_to_the_pretrained_parameters(tiny
     assert sum(leaf.size for leaf in adam_moments if leaf.ndim) == 2 * head_size  # no moments for a frozen backbone
 
 
+@pytest.mark.slow  # another fine-tune, evaluated every 2 steps
 def test_early_stopping_ends_a_run_that_stops_improving_and_keeps_its_best_step(tiny_run, tmp_path):
     # A learning rate too small to move the validation loss in float32: every evaluation after
     # the first ties it, and only a strictly better one counts.

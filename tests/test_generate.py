@@ -70,7 +70,7 @@ def right_padded(rows):
 
 
 # Both position kinds and both compute dtypes in two cases (each compiles prefill, decode and the full forward).
-@pytest.mark.parametrize("positions,dtype", [("rope", "float32"), ("learned", "bfloat16")])
+@pytest.mark.parametrize("positions,dtype", [("rope", "float32"), pytest.param("learned", "bfloat16", marks=pytest.mark.slow)])
 def test_greedy_decoding_with_the_cache_is_the_full_forward_argmax_at_every_position(positions, dtype):
     model, params = random_model(positions, dtype)
     prompts = random_prompts()
@@ -101,6 +101,7 @@ def test_a_stop_sequence_ends_its_row_and_leaves_the_others_alone():
     assert stopped.stopped[0] and len(stopped.tokens[0]) <= 5
 
 
+@pytest.mark.slow  # compiles sampling, whole and streamed
 def test_the_same_seed_gives_the_same_tokens_and_another_seed_others():
     model, params = random_model("rope", "float32")
     prompts = random_prompts()
@@ -150,6 +151,7 @@ print(jax.device_count(), sharded.tokens == one_device.tokens, sharded.tokens[0]
 """
 
 
+@pytest.mark.slow  # 8 devices in a subprocess
 def test_generation_sharded_over_eight_devices_equals_one_device():
     # Three prompts on a batch axis of data×fsdp = 4 devices: one padding row; heads split over tensor.
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}

@@ -195,6 +195,7 @@ def test_twenty_concurrent_requests_are_all_answered_right(server):
     assert [response.json()["completions"][0]["prompt"] for response in responses] == PROMPTS
 
 
+@pytest.mark.slow  # starts a second server
 def test_a_full_queue_answers_503_and_every_200_is_right(server, tiny_run, tmp_path):
     bodies = [{"prompt": prompt, "max_tokens": 32, "temperature": 1.0, "seed": seed} for seed, prompt in enumerate(PROMPTS)]
     expected = [server.generate(**body).json()["completions"][0]["tokens"] for body in bodies]  # sampled: each runs alone
