@@ -1,5 +1,6 @@
 """Shared fixtures."""
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -43,3 +44,38 @@ def compilation_cache(tmp_path_factory):
         os.environ.pop("BIGMODEL_COMPILATION_CACHE", None)
     else:
         os.environ["BIGMODEL_COMPILATION_CACHE"] = previous
+
+
+def directory_fingerprint(directory: Path) -> list:
+    """Every path under `directory`, each file's size, mtime and content hash: what "never modified"
+    means in a test (a new empty folder counts too)."""
+    return sorted((str(path), path.stat().st_size, path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+                  if path.is_file() else (str(path), "folder", 0, "") for path in Path(directory).rglob("*"))
+
+
+@pytest.fixture(scope="session")
+def fingerprint():
+    """`fingerprint(directory)`: compare one taken before and after to prove a command wrote nothing."""
+    return directory_fingerprint
+
+
+# What every tiny_run user needs: checkpoints at steps 4 and 8 (export restores an earlier step),
+# an eval at the last step (summary.json's eval loss), seq_len 64 (generate's and serve's prompts).
+TINY_RUN = {"train.steps": 8, "train.batch_size": 8, "data.seq_len": 64, "optim.warmup_steps": 2, "optim.lr": 1e-2,
+            "eval.every_steps": 8, "eval.batches": 1, "checkpoint.every_steps": 4}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, kjv_data_dir):
+    """A finished 8-step L1 run on kjv, trained once per test session (once per xdist worker) and
+    shared by export, finetune, generate and serve. Read it, never write it: a test that needs to
+    change a run copies this one first (the session fails at teardown if the run changed)."""
+    from bigmodel.cli import main
+
+    workdir = tmp_path_factory.mktemp("tiny_run") / "run"
+    settings = {**TINY_RUN, "data.data_dir": kjv_data_dir}
+    assert main(["train", "--config", "configs/lm.py:L1", "--workdir", str(workdir),
+                 *[f"--config.{key}={value}" for key, value in settings.items()]]) == 0
+    before = directory_fingerprint(workdir)
+    yield workdir
+    assert directory_fingerprint(workdir) == before, "a test wrote into the shared tiny_run: copy it first"

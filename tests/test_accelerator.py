@@ -148,8 +148,8 @@ def _assert_same(expected, actual, rtol=1e-6, grad_rtol=1e-5, grad_atol=1e-7):
 
 
 @pytest.mark.parametrize(
-    "chunk_tokens,tie_embeddings",
-    [(16, False), (12, True), (1000, False)],  # whole positions per chunk; a padded last chunk; one chunk
+    "chunk_tokens,tie_embeddings",  # whole positions per chunk; a padded last chunk; one chunk (the fast tier's: cheapest)
+    [pytest.param(16, False, marks=pytest.mark.slow), pytest.param(12, True, marks=pytest.mark.slow), (1000, False)],
 )
 def test_chunked_loss_equals_the_full_loss_and_its_gradients(chunk_tokens, tie_embeddings):
     model = dataclasses.replace(BASE, tie_embeddings=tie_embeddings)
@@ -163,13 +163,16 @@ def test_chunked_loss_equals_the_full_loss_and_its_gradients(chunk_tokens, tie_e
     _assert_same(full, chunked)
 
 
-@pytest.mark.parametrize("remat", [name for name in REMAT_NAMES if name != "none"])
+# The fast tier keeps the cheapest policy to compile; the others are marked slow.
+@pytest.mark.parametrize("remat", [name if name == "save_dot_with_context_except_mlp" else pytest.param(name, marks=pytest.mark.slow)
+                                   for name in REMAT_NAMES if name != "none"])
 def test_remat_policies_give_the_loss_and_gradients_of_none(remat):
     tokens = _batch()
     params = _params(BASE, tokens)
     _assert_same(_loss_and_grads(BASE, params, tokens), _loss_and_grads(dataclasses.replace(BASE, remat=remat), params, tokens))
 
 
+@pytest.mark.slow  # trains on 8 devices in a subprocess
 def test_chunked_loss_on_a_sharded_mesh_trains_as_one_device_unchunked(tmp_path):
     """Chunks keep the batch sharding and the vocabulary split over `tensor`: same losses."""
     from bigmodel import sharding
@@ -228,6 +231,7 @@ def test_heads_major_attention_equals_the_xla_path():
     _assert_same(_loss_and_grads(xla, params, tokens), _loss_and_grads(heads_major, params, tokens))
 
 
+@pytest.mark.slow  # compiles both attention paths' gradients
 def test_xla_recompute_attention_equals_the_xla_path_and_keeps_less_alive():
     tokens = _batch()
     params = _params(BASE, tokens)
@@ -261,6 +265,7 @@ def test_the_head_backward_multiplies_in_the_compute_dtype():
     assert (hidden_grad.dtype, weight_grad.dtype) == (jnp.bfloat16, jnp.float32)
 
 
+@pytest.mark.slow  # trains twice, in two dtypes
 def test_bfloat16_trains_on_cpu_close_to_float32():
     from bigmodel.train import build, make_train_step
 

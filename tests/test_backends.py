@@ -290,6 +290,7 @@ class KillFirstLaunch(LocalBackend):
         return super().poll(handle)
 
 
+@pytest.mark.slow  # a real training killed with SIGKILL and retried
 def test_a_killed_local_run_is_retried_and_resumes_from_its_checkpoint(tmp_path, kjv_data_dir, monkeypatch, capsys):
     monkeypatch.chdir(REPO_ROOT)
     run = expand(Study("configs/lm.py:L1", SizeGrid(["L1"], tokens=200 * 4 * 32),

@@ -53,6 +53,7 @@ def test_1_sqrt_cooldown_follows_its_formula_and_linear_is_unchanged():
     assert float(sqrt(100)) == pytest.approx(final) == pytest.approx(float(linear(100)))
 
 
+@pytest.mark.slow  # trains a WSD run from scratch, a branch, and reruns it
 def test_a_branch_ends_exactly_where_a_wsd_run_of_its_length_ends_and_reruns_to_the_same_loss(tmp_path, stable, kjv_data_dir, capsys):
     scratch = tmp_path / "scratch"
     assert train(scratch, kjv_data_dir, **COOLDOWN) == 0

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # kill -9 and full-disk scenarios against real trainers: minutes of CPU
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("chaos", REPO_ROOT / "tools" / "chaos.py")
 chaos = importlib.util.module_from_spec(_spec)

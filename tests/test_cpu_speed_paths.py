@@ -72,6 +72,7 @@ def _qkv(seq_len):
     return [jax.random.normal(jax.random.key(i), (2, seq_len, 2, 16)) for i in range(3)]
 
 
+@pytest.mark.slow  # the gradients of both attention paths at seq 300
 def test_block_causal_attention_equals_the_xla_path():
     query, key, value = _qkv(300)  # three query blocks, the last one ragged
     loss = lambda attention: lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v)))  # noqa: E731
@@ -88,7 +89,7 @@ def test_block_causal_attention_skips_the_masked_blocks():
     assert 0.70 < flops[heads_major_attention] / flops[_xla_attention] < 0.80
 
 
-@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("full", [pytest.param(False, marks=pytest.mark.slow), True])  # the fast tier compiles one form
 def test_the_matmul_floor_benchmark_differentiates_every_weight(full, load_tool):
     """tools/cpu_matmul_floor.py (docs/benchmarks.md): both forms give every weight a finite,
     nonzero gradient, so the timed step is the whole forward and backward pass."""

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # three L2 trainings in subprocesses, one on 8 devices
+
 SETTINGS = {"train.steps": 12, "train.batch_size": 8, "data.seq_len": 64, "optim.warmup_steps": 2, "eval.every_steps": 12,
             "eval.batches": 2, "checkpoint.every_steps": 12, "train.log_every": 1}
 

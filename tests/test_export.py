@@ -1,5 +1,5 @@
-"""`bigmodel export` and `load_exported`: a tiny L1 run trained in this process (checkpoints at
-steps 4 and 8), exported to safetensors and rebuilt without its run directory; the rebuilt
+"""`bigmodel export` and `load_exported`: the session's tiny L1 run (conftest's `tiny_run`, checkpoints
+at steps 4 and 8), exported to safetensors and rebuilt without its run directory; the rebuilt
 model's logits against the restored checkpoint's.
 """
 
@@ -20,16 +20,6 @@ from bigmodel.restore import open_for_use, restore_params  # noqa: E402
 from bigmodel.model import Transformer  # noqa: E402
 
 TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 40)), jnp.int32)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, kjv_data_dir):
-    workdir = tmp_path_factory.mktemp("export") / "run"
-    settings = {"train.steps": 8, "train.batch_size": 8, "data.seq_len": 64, "optim.warmup_steps": 2, "optim.lr": 1e-2,
-                "eval.every_steps": 8, "eval.batches": 1, "checkpoint.every_steps": 4, "data.data_dir": kjv_data_dir}
-    assert main(["train", "--config", "configs/lm.py:L1", "--workdir", str(workdir),
-                 *[f"--config.{key}={value}" for key, value in settings.items()]]) == 0
-    return workdir
 
 
 def run_logits(workdir, step=None):

@@ -1,11 +1,10 @@
 """`bigmodel finetune`: the metrics against values worked out by hand, the kjv_books task and its
-splits, pooling under padding, and the command end to end on a tiny L1 run trained in this module:
+splits, pooling under padding, and the command end to end on the session's tiny L1 run (conftest):
 test metrics consistent with their confusion matrix, the parent run never written, a stopped run
 resuming to the same parameters and metrics, a frozen backbone left bit-identical, early stopping,
 a tfds dataset through `tfds.testing.mock_data`, and bad inputs refused with one line.
 """
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -136,25 +135,9 @@ FINETUNE = {"train.steps": 12, "train.batch_size": 8, "train.log_every": 4, "tas
             "optim.warmup_steps": 2, "optim.lr": 3e-3}
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, kjv_data_dir):
-    workdir = tmp_path_factory.mktemp("finetune") / "pretrained"
-    settings = {"train.steps": 8, "train.batch_size": 8, "data.seq_len": 64, "optim.warmup_steps": 2, "optim.lr": 1e-2,
-                "eval.every_steps": 8, "eval.batches": 1, "checkpoint.every_steps": 8, "data.data_dir": kjv_data_dir}
-    assert main(["train", "--config", "configs/lm.py:L1", "--workdir", str(workdir),
-                 *[f"--config.{key}={value}" for key, value in settings.items()]]) == 0
-    return workdir
-
-
 def finetune(run, workdir, *arguments, task="kjv_books", **settings):
     overrides = [f"--config.{key}={value}" for key, value in {**FINETUNE, **settings}.items()]
     return main(["finetune", "--from", str(run), "--task", task, "--workdir", str(workdir), *overrides, *arguments])
-
-
-def fingerprint(directory: Path) -> list:
-    """Every file's path, size, mtime and content hash: what "never modified" means here."""
-    return sorted((str(path), path.stat().st_size, path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
-                  for path in directory.rglob("*") if path.is_file())
 
 
 def saved_tree(workdir: Path) -> dict:
@@ -174,7 +157,7 @@ def leaves_equal(first, second) -> bool:
 
 
 @pytest.fixture(scope="module")
-def finetuned(tiny_run, tmp_path_factory):
+def finetuned(tiny_run, tmp_path_factory, fingerprint):
     before = fingerprint(tiny_run)
     workdir = tmp_path_factory.mktemp("finetune") / "books"
     assert finetune(tiny_run, workdir) == 0
@@ -204,6 +187,7 @@ def test_test_metrics_agree_with_their_own_confusion_matrix(finetuned):
     assert results["best_step"] == best["step"] and results["validation_macro_f1"] == pytest.approx(best["eval_macro_f1"])
 
 
+@pytest.mark.slow  # two more fine-tunes, one stopped and resumed
 def test_a_stopped_run_resumes_to_the_same_parameters_and_metrics(tiny_run, finetuned, tmp_path, capsys):
     workdir = tmp_path / "books"
     assert finetune(tiny_run, workdir, "--stop_at_step", "6") == 0
@@ -251,6 +235,7 @@ def test_a_frozen_backbone_stays_bit_identical_to_the_pretrained_parameters(tiny
     assert sum(leaf.size for leaf in adam_moments if leaf.ndim) == 2 * head_size  # no moments for a frozen backbone
 
 
+@pytest.mark.slow  # another fine-tune, evaluated every 2 steps
 def test_early_stopping_ends_a_run_that_stops_improving_and_keeps_its_best_step(tiny_run, tmp_path):
     # A learning rate too small to move the validation loss in float32: every evaluation after
     # the first ties it, and only a strictly better one counts.
@@ -282,7 +267,7 @@ def _config_only_run(directory: Path) -> Path:
     ("unknown_key", "unknown config key config.train.epochs"),
     ("flag_key", "config.task.name is set by --task"),
 ])
-def test_bad_inputs_are_one_error_line_exit_2_and_write_nothing(tiny_run, tmp_path, capsys, case, message):
+def test_bad_inputs_are_one_error_line_exit_2_and_write_nothing(tiny_run, tmp_path, capsys, fingerprint, case, message):
     workdir, run, task, extra = tmp_path / "out", tiny_run, "kjv_books", []
     if case == "missing_from":
         run = tmp_path / "no_such_run"
@@ -309,7 +294,7 @@ def test_bad_inputs_are_one_error_line_exit_2_and_write_nothing(tiny_run, tmp_pa
     assert (fingerprint(tmp_path), fingerprint(tiny_run)) == before
 
 
-def test_downstream_vs_size_reads_finished_fine_tunes_into_a_table_and_a_figure(tiny_run, finetuned, tmp_path, load_tool):
+def test_downstream_vs_size_reads_finished_fine_tunes_into_a_table_and_a_figure(tiny_run, finetuned, tmp_path, load_tool, fingerprint):
     """tools/downstream_vs_size.py over a one-run sweep whose fine-tune is already done: it reads
     the result rather than training again, and its table holds the run's own test metrics."""
     import csv

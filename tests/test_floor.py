@@ -75,6 +75,7 @@ def test_the_loss_vs_size_plot_draws_the_floor(tmp_path, data_dir, entropy):
     assert low < entropy < high
 
 
+@pytest.mark.slow  # trains L1 for 200 steps
 def test_a_trained_model_approaches_the_entropy_rate_and_never_beats_it(tmp_path, data_dir, entropy):
     workdir = tmp_path / "run"
     settings = {"data.dataset": CORPUS, "data.data_dir": data_dir, "train.steps": 200, "train.batch_size": 16,

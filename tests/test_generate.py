@@ -1,5 +1,5 @@
 """`bigmodel generate`: the KV cache against the full forward pass, the sampling masks, stop
-sequences, seeds, and the command end to end on a tiny L1 run trained in this process.
+sequences, seeds, and the command end to end on the session's tiny L1 run (conftest's `tiny_run`).
 
 Model-level tests use random-init parameters (no checkpoint needed); prompts of different lengths
 share one left-padded batch, so each row's positions and padding mask are exercised.
@@ -70,7 +70,7 @@ def right_padded(rows):
 
 
 # Both position kinds and both compute dtypes in two cases (each compiles prefill, decode and the full forward).
-@pytest.mark.parametrize("positions,dtype", [("rope", "float32"), ("learned", "bfloat16")])
+@pytest.mark.parametrize("positions,dtype", [("rope", "float32"), pytest.param("learned", "bfloat16", marks=pytest.mark.slow)])
 def test_greedy_decoding_with_the_cache_is_the_full_forward_argmax_at_every_position(positions, dtype):
     model, params = random_model(positions, dtype)
     prompts = random_prompts()
@@ -101,6 +101,7 @@ def test_a_stop_sequence_ends_its_row_and_leaves_the_others_alone():
     assert stopped.stopped[0] and len(stopped.tokens[0]) <= 5
 
 
+@pytest.mark.slow  # compiles sampling, whole and streamed
 def test_the_same_seed_gives_the_same_tokens_and_another_seed_others():
     model, params = random_model("rope", "float32")
     prompts = random_prompts()
@@ -150,6 +151,7 @@ print(jax.device_count(), sharded.tokens == one_device.tokens, sharded.tokens[0]
 """
 
 
+@pytest.mark.slow  # 8 devices in a subprocess
 def test_generation_sharded_over_eight_devices_equals_one_device():
     # Three prompts on a batch axis of data×fsdp = 4 devices: one padding row; heads split over tensor.
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
@@ -235,20 +237,6 @@ def test_the_stream_printer_writes_the_final_text_once_without_partial_character
 # ----------------------------------------------------------------------------- the command
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, kjv_data_dir):
-    workdir = tmp_path_factory.mktemp("generate") / "run"
-    settings = {"train.steps": 8, "train.batch_size": 8, "data.seq_len": 64, "optim.warmup_steps": 2, "optim.lr": 1e-2,
-                "eval.every_steps": 8, "eval.batches": 1, "checkpoint.every_steps": 8, "data.data_dir": kjv_data_dir}
-    assert main(["train", "--config", "configs/lm.py:L1", "--workdir", str(workdir),
-                 *[f"--config.{key}={value}" for key, value in settings.items()]]) == 0
-    return workdir
-
-
-def snapshot(directory):
-    return sorted((str(path), path.stat().st_mtime_ns) for path in directory.rglob("*"))
-
-
 def run_generate(capsys, workdir, *arguments):
     try:
         code = main(["generate", "--workdir", str(workdir), *arguments])
@@ -258,13 +246,13 @@ def run_generate(capsys, workdir, *arguments):
     return code, out, err
 
 
-def test_generate_prints_one_json_object_per_prompt_and_writes_nothing(tiny_run, tmp_path, capsys):
+def test_generate_prints_one_json_object_per_prompt_and_writes_nothing(tiny_run, tmp_path, capsys, fingerprint):
     prompts_file = tmp_path / "prompts.txt"
     prompts_file.write_text("And God said\n\nIn the beginning\n")
-    before = snapshot(tiny_run)
+    before = fingerprint(tiny_run)
     code, out, _ = run_generate(capsys, tiny_run, "--prompt", "Jesus wept", "--prompts_file", str(prompts_file),
                                 "--max_tokens", "12", "--temperature", "0", "--json")
-    assert code == 0 and snapshot(tiny_run) == before
+    assert code == 0 and fingerprint(tiny_run) == before
     records = [json.loads(line) for line in out.splitlines()]
     assert [record["prompt"] for record in records] == ["Jesus wept", "And God said", "In the beginning"]
     for record in records:
@@ -307,12 +295,12 @@ def test_streamed_output_is_the_printed_output(tiny_run, capsys):
     (["--prompt", "a", "--stream", "on", "--json"], "--stream on prints one prompt's plain text"),
 ], ids=["empty-prompt", "no-prompt", "max-tokens-0", "beyond-max-seq-len", "top-p-0", "top-p-1.5", "top-k", "temperature",
         "empty-stop", "blank-file", "missing-file", "stream-json"])
-def test_bad_inputs_are_one_error_line_exit_2_and_write_nothing(tiny_run, tmp_path, capsys, arguments, message):
+def test_bad_inputs_are_one_error_line_exit_2_and_write_nothing(tiny_run, tmp_path, capsys, fingerprint, arguments, message):
     (tmp_path / "BLANK").write_text("\n  \n")
     arguments = [str(tmp_path / a) if a in ("BLANK", "MISSING") else a for a in arguments]
-    before = snapshot(tiny_run)
+    before = fingerprint(tiny_run)
     code, out, err = run_generate(capsys, tiny_run, *arguments)
-    assert code == 2 and out == "" and snapshot(tiny_run) == before
+    assert code == 2 and out == "" and fingerprint(tiny_run) == before
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
 
 

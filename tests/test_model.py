@@ -176,6 +176,7 @@ def test_hidden_states_times_the_head_are_the_logits():
     np.testing.assert_allclose(hidden @ head, jax.jit(model.apply)(params, tokens), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # compiles gradients twice per policy (test_accelerator keeps one policy in the fast tier)
 @pytest.mark.parametrize("remat", ["full", "dots"])
 def test_remat_policies_do_not_change_gradients(remat):
     tokens = jax.random.randint(jax.random.key(2), (2, 17), 0, 256)

@@ -48,6 +48,7 @@ def coord_check(tmp_path_factory, kjv_data_dir) -> dict:
     return json.loads((out / "coord_check.json").read_text())
 
 
+@pytest.mark.slow  # tools/coord_check.py: six models trained in a subprocess
 def test_mup_activations_do_not_grow_with_width(coord_check):
     slopes = coord_check["slopes"]["mup"]
     after = {name: values[-1] for name, values in slopes.items()}
@@ -56,6 +57,7 @@ def test_mup_activations_do_not_grow_with_width(coord_check):
     assert slopes["logits"][0] == pytest.approx(-0.5, abs=0.1)
 
 
+@pytest.mark.slow  # tools/coord_check.py: six models trained in a subprocess
 def test_sp_logits_and_residual_branches_grow_with_width(coord_check):
     after = {name: values[-1] for name, values in coord_check["slopes"]["sp"].items()}
     assert after["logits"] > 0.5, after
@@ -63,6 +65,7 @@ def test_sp_logits_and_residual_branches_grow_with_width(coord_check):
     assert abs(after["embedding"]) < MUP_SLOPE_TOLERANCE  # the embedding is width-stable in both
 
 
+@pytest.mark.slow  # tools/coord_check.py: six models trained in a subprocess
 def test_coord_check_records_every_step_and_width(coord_check):
     rms = coord_check["rms"]["mup"]["logits"]
     assert len(rms) == 3 and all(len(per_step) == 6 for per_step in rms)
@@ -106,6 +109,7 @@ def sp_and_base_mup():
     return three_steps(_config(**base)), three_steps(_config(**base, **{"model.parametrization": "mup", "model.mup_base_width": 64}))
 
 
+@pytest.mark.slow  # three L2 steps in SP and in muP
 def test_sp_is_what_it_was_before_mup(sp_and_base_mup):
     sp, _ = sp_and_base_mup
     np.testing.assert_allclose(sp["losses"][0], SP_LOSSES_BEFORE_MUP[0], rtol=1e-6)
@@ -133,6 +137,7 @@ def test_a_config_saved_before_mup_is_sp_with_the_same_optimizer():
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow  # three L2 steps in SP and in muP
 def test_mup_at_the_base_width_is_sp(sp_and_base_mup):
     sp, base_mup = sp_and_base_mup
     for name in ("init", "grads", "updates"):

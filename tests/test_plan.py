@@ -25,6 +25,7 @@ def test_parameter_and_optimizer_bytes_are_the_float32_state_on_one_device():
     assert plan.peak_bytes >= plan.params_bytes + plan.optimizer_bytes
 
 
+@pytest.mark.slow  # compiles the step for each batch the search tries
 def test_memory_grows_with_the_batch_and_the_search_finds_the_edge():
     config = load_config("configs/lm.py:L2", SMALL)
     small, large = plan_batch(config, 8), plan_batch(config, 32)
@@ -36,6 +37,7 @@ def test_memory_grows_with_the_batch_and_the_search_finds_the_edge():
     assert largest_batch_that_fits(config, small.params_bytes, quantum=1, first=small) is None
 
 
+@pytest.mark.slow  # 8 devices in a subprocess
 def test_plan_on_eight_fake_devices_shards_the_state():
     command = [sys.executable, "-m", "bigmodel", "plan", "--config", "configs/lm.py:L2", "--devices", "8", "--json",
                "--config.mesh.data=1", "--config.mesh.fsdp=8", "--config.data.seq_len=64", "--config.train.batch_size=8"]
@@ -98,6 +100,7 @@ def assert_plan_holds_the_float32_state(report: dict, name: str) -> None:
     assert report["peak_bytes"] >= report["params_bytes"] + report["optimizer_bytes"]
 
 
+@pytest.mark.slow  # compiles six GPT presets
 @pytest.mark.parametrize("name", GPT_PARAMS)
 def test_plan_of_every_gpt_preset_on_one_device(name, capsys):
     from bigmodel.plan import plan_command
@@ -130,6 +133,7 @@ def eight_device_plans() -> dict[str, dict]:
     return dict(zip(GPT_PARAMS, reports, strict=True))
 
 
+@pytest.mark.slow  # compiles six GPT presets on 8 devices in a subprocess
 @pytest.mark.parametrize("name", GPT_PARAMS)
 def test_plan_of_every_gpt_preset_on_eight_devices(name, eight_device_plans):
     report = eight_device_plans[name]
@@ -137,6 +141,7 @@ def test_plan_of_every_gpt_preset_on_eight_devices(name, eight_device_plans):
     assert_plan_holds_the_float32_state(report, name)
 
 
+@pytest.mark.slow  # compiles the step twice, once with CPU optimisations
 def test_planning_skips_cpu_code_optimisation_without_changing_a_byte():
     from bigmodel import checkpoint
     from bigmodel.memory import compiled_memory

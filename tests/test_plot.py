@@ -402,6 +402,7 @@ def test_a_given_isoflop_fit_is_drawn_as_given(isoflop_csv, tmp_path):
 # ----------------------------------------------------------------------------- the commands
 
 
+@pytest.mark.slow  # fits the sweep afresh in a subprocess
 def test_cli_refits_a_sweep_without_fit_json(sweep_dir, tmp_path):
     result = subprocess.run([sys.executable, "tools/plot_scaling.py", str(sweep_dir), "--out", str(tmp_path / "out")],
                             cwd=REPO, capture_output=True, text=True, timeout=300)

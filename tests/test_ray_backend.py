@@ -267,6 +267,7 @@ def uninterrupted_sweep(ray_cluster, kjv_data_dir, tmp_path_factory):
     return workdir, registry_rows(workdir)
 
 
+@pytest.mark.slow  # a local Ray cluster running real sweeps
 def test_a_sweep_on_ray_runs_every_run_as_a_job_and_records_it(uninterrupted_sweep):
     workdir, rows = uninterrupted_sweep
     assert [(row["status"], row["backend"], row["attempts"]) for row in rows] == [("done", "ray", "1")] * len(SEEDS)
@@ -288,6 +289,7 @@ def trainer_on_the_worker(cluster: LocalRayCluster):
     return None
 
 
+@pytest.mark.slow  # a local Ray cluster running real sweeps
 def test_a_run_whose_node_dies_is_retried_and_resumes_to_the_same_final_loss(tmp_path, ray_cluster, uninterrupted_sweep,
                                                                                kjv_data_dir):
     workdir = tmp_path / "runs"
@@ -315,6 +317,7 @@ def test_a_run_whose_node_dies_is_retried_and_resumes_to_the_same_final_loss(tmp
     assert {name: row["status"] for name, row in rows.items()} == dict.fromkeys(rows, "done")
 
 
+@pytest.mark.slow  # a local Ray cluster running real sweeps
 def test_a_driver_killed_mid_sweep_reattaches_and_submits_no_duplicate(tmp_path, ray_cluster, kjv_data_dir, monkeypatch, capsys):
     from ray.job_submission import JobSubmissionClient
 

@@ -33,6 +33,7 @@ def test_the_cache_defaults_under_the_users_cache_dir_and_can_be_moved_or_turned
     assert compilation_cache_dir({"JAX_COMPILATION_CACHE_DIR": "/mine"}) is None  # the user's own setting wins
 
 
+@pytest.mark.slow  # a training in its own process
 def test_a_run_writes_its_executables_to_the_cache(tmp_path, kjv_data_dir):
     # A fresh process: JAX initialises its cache once per process, from the setting it finds.
     cache = tmp_path / "cache"

@@ -1,5 +1,5 @@
 """`bigmodel serve`: the real server (`python -m bigmodel serve` in a subprocess, on a free port)
-over a tiny L1 run trained in this process, spoken to with a real HTTP client (requests).
+over the session's tiny L1 run (conftest's `tiny_run`), spoken to with a real HTTP client (requests).
 
 Two servers: one with room in its queue (answers, errors, 20 concurrent requests) and one whose
 queue holds one request (20 concurrent requests: some 503s, every 200 right). Both must stop
@@ -37,16 +37,6 @@ LIMIT_FLAGS = ["--max_batch", "4", "--max_prompts", "4", "--max_tokens", "32", "
 PROMPTS = [f"And the LORD said unto {name}" for name in
            ("Moses", "Aaron", "Abraham", "Noah", "Cain", "Jacob", "Joseph", "Samuel", "David", "Saul",
             "Elijah", "Jonah", "Gideon", "Joshua", "Isaac", "Adam", "Eve", "Lot", "Job", "Esau")]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, kjv_data_dir):
-    workdir = tmp_path_factory.mktemp("serve") / "run"
-    settings = {"train.steps": 8, "train.batch_size": 8, "data.seq_len": 64, "optim.warmup_steps": 2, "optim.lr": 1e-2,
-                "eval.every_steps": 8, "eval.batches": 1, "checkpoint.every_steps": 8, "data.data_dir": kjv_data_dir}
-    assert main(["train", "--config", "configs/lm.py:L1", "--workdir", str(workdir),
-                 *[f"--config.{key}={value}" for key, value in settings.items()]]) == 0
-    return workdir
 
 
 def free_port() -> int:
@@ -205,6 +195,7 @@ def test_twenty_concurrent_requests_are_all_answered_right(server):
     assert [response.json()["completions"][0]["prompt"] for response in responses] == PROMPTS
 
 
+@pytest.mark.slow  # starts a second server
 def test_a_full_queue_answers_503_and_every_200_is_right(server, tiny_run, tmp_path):
     bodies = [{"prompt": prompt, "max_tokens": 32, "temperature": 1.0, "seed": seed} for seed, prompt in enumerate(PROMPTS)]
     expected = [server.generate(**body).json()["completions"][0]["tokens"] for body in bodies]  # sampled: each runs alone

@@ -34,6 +34,7 @@ print(in_mesh, without_mesh, len(jax.tree.leaves(init)))
 """
 
 
+@pytest.mark.slow  # lowers the step on 8 devices in a subprocess
 def test_the_lowered_step_carries_the_models_activation_constraints():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     result = subprocess.run([sys.executable, "-c", LOWER_ON_EIGHT_DEVICES], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
@@ -73,6 +74,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # two jax.distributed processes
 def test_dcn_data_gives_each_process_one_contiguous_half_of_the_data_axis():
     """Two jax.distributed processes with 4 CPU devices each stand in for two hosts: the data
     axis (8) must be process 0's devices then process 1's, so only the data-parallel reduction

@@ -114,6 +114,7 @@ def fake_slurm(tmp_path, monkeypatch) -> Path:
     return bin_dir
 
 
+@pytest.mark.slow  # a real sweep through stand-in sbatch/srun/sacct
 def test_a_sweep_on_slurm_submits_one_job_per_run_and_records_it(tmp_path, kjv_data_dir, fake_slurm, monkeypatch, capsys):
     from bigmodel.scaling.backends.slurm import SlurmBackend
 

@@ -36,6 +36,7 @@ def status_json(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+@pytest.mark.slow  # a real sweep, watched while it runs
 def test_status_follows_a_real_sweep_while_it_runs_and_after(tmp_path, kjv_data_dir):
     experiment = tmp_path / "one.py"
     experiment.write_text(textwrap.dedent(EXPERIMENT.format(data_dir=str(kjv_data_dir))))

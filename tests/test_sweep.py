@@ -335,6 +335,7 @@ def registry_rows(workdir: Path) -> dict[str, dict]:
         return {row["name"]: row for row in reader}
 
 
+@pytest.mark.slow  # a real sweep: several trainers, two at a time
 def test_a_failing_run_is_recorded_and_the_others_finish(first_sweep):
     _, workdir, result = first_sweep
     assert result.returncode == 1, result.stdout + result.stderr
@@ -351,6 +352,7 @@ def test_a_failing_run_is_recorded_and_the_others_finish(first_sweep):
     assert f"--workdir {workdir / good['name']}" in command and "--config.optim.lr=0.003" in command
 
 
+@pytest.mark.slow  # a real sweep: several trainers, two at a time
 def test_rerun_skips_finished_runs_and_retries_failed_ones(first_sweep):
     experiment, workdir, _ = first_sweep
     good_summary = workdir / "L1-d32-tok6.14K-lr3e-3-s0" / "summary.json"
@@ -380,6 +382,7 @@ LONG_EXPERIMENT = """
 """
 
 
+@pytest.mark.slow  # a real sweep whose driver is killed
 def test_a_killed_driver_takes_its_runs_down_with_a_checkpoint(tmp_path, kjv_data_dir):
     experiment = write_experiment(tmp_path / "long.py", LONG_EXPERIMENT.format(data_dir=str(kjv_data_dir)))
     workdir = tmp_path / "runs"

@@ -97,6 +97,7 @@ EXPERIMENT = """
 """
 
 
+@pytest.mark.slow  # a real sweep: a stable run and two branches
 def test_a_branch_sweep_trains_the_stable_run_once_and_each_branch_from_it(tmp_path, kjv_data_dir):
     experiment = tmp_path / "branches.py"
     experiment.write_text(textwrap.dedent(EXPERIMENT.format(data_dir=kjv_data_dir)))

@@ -58,6 +58,7 @@ def reference_run(tmp_path_factory, kjv_data_dir):
     return workdir
 
 
+@pytest.mark.slow  # the 40-step L2 reference run, trained in its own process
 def test_run_writes_config_metrics_tensorboard_checkpoints_and_summary(reference_run):
     assert json.loads((reference_run / "config.json").read_text())["train"]["steps"] == STEPS
     summary = json.loads((reference_run / "summary.json").read_text())
@@ -79,6 +80,7 @@ def test_run_writes_config_metrics_tensorboard_checkpoints_and_summary(reference
     assert sorted(path.name for path in (reference_run / "checkpoints").iterdir() if path.name.isdigit()) == ["20", "40"]
 
 
+@pytest.mark.slow  # the 40-step L2 reference run, trained in its own process
 def test_loss_decreases_on_kjv(reference_run):
     curve = losses(reference_run)
     assert curve[5] > 4.0  # near ln(256) = 5.5 at the start
@@ -87,6 +89,7 @@ def test_loss_decreases_on_kjv(reference_run):
     assert evals[40] < evals[20] < np.log(256)
 
 
+@pytest.mark.slow  # the 40-step L2 reference run, trained in its own process
 def test_stop_and_resume_reproduces_every_logged_loss_exactly(reference_run, tmp_path, kjv_data_dir):
     workdir = tmp_path / "resumed"
     first = train_cli(workdir, kjv_data_dir, "--stop_at_step", "20")
@@ -99,6 +102,7 @@ def test_stop_and_resume_reproduces_every_logged_loss_exactly(reference_run, tmp
     assert eval_losses(workdir) == eval_losses(reference_run)
 
 
+@pytest.mark.slow  # trains the reference run again on 8 devices
 def test_eight_devices_data_fsdp_tensor_match_one_device(reference_run, tmp_path, kjv_data_dir):
     workdir = tmp_path / "eight"
     mesh = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
@@ -134,6 +138,7 @@ def start_processes(workdir, settings: dict, preset: str, count: int = 2) -> lis
             for index in range(count)]
 
 
+@pytest.mark.slow  # 2 and 4 jax.distributed trainers
 @pytest.mark.parametrize("count", [2, 4])
 def test_multi_process_jax_distributed_run_matches_single_process(reference_run, tmp_path, kjv_data_dir, count):
     workdir = tmp_path / f"{count}_hosts"
@@ -150,6 +155,7 @@ def test_multi_process_jax_distributed_run_matches_single_process(reference_run,
     np.testing.assert_allclose(list(losses(workdir).values()), list(losses(reference_run).values()), rtol=2e-4)
 
 
+@pytest.mark.slow  # the 40-step L2 reference run, trained in its own process
 def test_rerunning_a_finished_run_changes_nothing(reference_run, kjv_data_dir):
     before = [(reference_run / name).read_text() for name in ("metrics.jsonl", "summary.json")]
     result = train_cli(reference_run, kjv_data_dir)
@@ -158,6 +164,7 @@ def test_rerunning_a_finished_run_changes_nothing(reference_run, kjv_data_dir):
     assert [(reference_run / name).read_text() for name in ("metrics.jsonl", "summary.json")] == before
 
 
+@pytest.mark.slow  # a diverging training in its own process
 def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, kjv_data_dir):
     workdir = tmp_path / "diverged"
     # lr 1e6 after a 50-step warmup from 0: step 1 is harmless, later steps blow up.
@@ -191,6 +198,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_rerun_finishes(tmp_path, k
     assert not (workdir / "summary.json").exists()
 
 
+@pytest.mark.slow  # two jax.distributed trainers
 def test_preempting_one_of_two_processes_stops_both_at_the_same_checkpointed_step(tmp_path, kjv_data_dir):
     workdir = tmp_path / "preempted_pair"
     settings = {**TINY, "data.data_dir": kjv_data_dir, "train.steps": 100_000, "train.log_every": 5,
