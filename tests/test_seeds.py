@@ -48,7 +48,7 @@ def test_a_sweeps_fit_uses_every_seed_and_reports_their_spread(tmp_path):
     for seed in range(3):
         loss = 1.5 + 30 * n ** -0.3 + rng.normal(0, 0.01, n.size)
         rows += [f"L2-n{int(p)}-s{seed},done,{2 * p},{p},1e6,{6e6 * p},{l},{l},,1," for p, l in zip(n, loss)]
-    rows.append(f"stable-L2-n1-s0,done,2,1,1e6,6e6,9,9,,1,stable")  # never a point
+    rows.append("stable-L2-n1-s0,done,2,1,1e6,6e6,9,9,,1,stable")  # never a point
     (tmp_path / "runs.csv").write_text("\n".join([HEADER, *rows]) + "\n")
     result = fit.fit_input(tmp_path, "power")
     assert result["n_points"] == 15

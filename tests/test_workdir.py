@@ -117,7 +117,7 @@ def test_presets_into_a_closed_pipe_is_not_a_traceback():
 
 def test_a_second_holder_of_a_workdir_lock_is_refused_and_a_closed_lock_frees_it(tmp_path):
     first = files.exclusive_workdir(tmp_path, "train")
-    with pytest.raises(files.WorkdirBusy, match=rf"in use by another bigmodel train \(pid \d+\)"):
+    with pytest.raises(files.WorkdirBusy, match=r"in use by another bigmodel train \(pid \d+\)"):
         files.exclusive_workdir(tmp_path, "train")
     first.close()  # what the kernel does when the holder dies, kill -9 included
     files.exclusive_workdir(tmp_path, "train").close()
