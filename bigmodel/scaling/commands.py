@@ -33,10 +33,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=0, metavar="K", help="refit K resamples: 95%% intervals and standard errors")
     parser.add_argument("--bootstrap_method", default="noise", help="noise (default: keep the design, redraw each run's noise and "
                         "one shared draw per stable run from the noise model), wild (Rademacher signs on the scaled residuals; "
-                        "chinchilla, power), points (resample runs, Hoffmann et al.) or residuals (raw residuals, the old default)")
+                        "chinchilla, power), points (resample runs, Hoffmann et al.) or residuals (raw residuals, the old design bootstrap)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--budget", type=float, default=None, metavar="C",
-                        help="chinchilla: N_opt, D_opt, D/N and the loss there at C = 6ND FLOPs (N non-embedding)")
+                        help="chinchilla: N_opt, D_opt, D/N and the loss there at a budget of C FLOPs (on --compute_basis; N non-embedding)")
     parser.add_argument("--compute_basis", default="flops", help="chinchilla --budget: flops (allocate on the runs' own FLOPs per "
                         "token, where every run has FLOPs) or 6ND (Chinchilla's C = 6·N·D)")
     parser.add_argument("--holdout", default=None,

@@ -106,7 +106,7 @@ def residual_targets(theta, features, log_loss, replicates: int, rng) -> np.ndar
 
 
 def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, reduction: str, method: str = DEFAULT_METHOD,
-                      theta=None, groups=None, seeds=None) -> tuple[np.ndarray, dict | None]:
+                      theta=None, groups=None, seeds=None) -> tuple[np.ndarray, dict]:
     """One best parameter vector per replicate, and the noise model of the fit at `theta` (for the
     prediction intervals): each replicate resamples the points ("points") or keeps them and
     redraws their noise (`noise.bootstrap_targets`; `groups` and `seeds` shape the noise model)."""
@@ -126,7 +126,7 @@ def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, re
     return thetas[np.arange(replicates), np.argmin(values, axis=1)], model.to_json()
 
 
-def _add_bootstrap(result: dict, thetas, model: dict, samples: list[dict], method: str) -> None:
+def _add_bootstrap(result: dict, model: dict, samples: list[dict], method: str) -> None:
     """The replicates' intervals (one-sided for a parameter at its bound), method and noise model."""
     result.update(_intervals(samples, result.get("at_bound")), bootstrap_method=method, noise=model)
 
@@ -148,7 +148,7 @@ def fit_power(x, loss, *, bootstrap: int = 0, seed: int = 0, bootstrap_method: s
     result["at_bound"] = lse_at_bound(theta, features, ("E", "A", "alpha"))
     if bootstrap > 0:
         thetas, model = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, "sum", bootstrap_method, theta, groups, seeds)
-        _add_bootstrap(result, thetas, model, [_power_parameters(t) for t in thetas], bootstrap_method)
+        _add_bootstrap(result, model, [_power_parameters(t) for t in thetas], bootstrap_method)
     return result
 
 
@@ -194,7 +194,7 @@ def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, se
         samples = [_chinchilla_parameters(t, budget, flops_line) for t in thetas]
         for sample in samples:
             sample.pop("budget", None)  # a constant, not an estimate
-        _add_bootstrap(result, thetas, model, samples, bootstrap_method)
+        _add_bootstrap(result, model, samples, bootstrap_method)
     if budget is not None:
         result["compute_basis"] = describe_basis(flops_line)
     return result
