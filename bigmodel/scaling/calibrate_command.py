@@ -28,7 +28,7 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--law", default="chinchilla", help="the fit to calibrate: chinchilla (Approach 3) or isoflop (Approach 2)")
     parser.add_argument("--studies", type=int, default=200, metavar="K", help="simulated studies (coverage SE ≈ 0.015 at K = 200)")
     parser.add_argument("--bootstrap", type=int, default=200, metavar="R", help="bootstrap replicates of each study's fit, as fit --bootstrap")
-    parser.add_argument("--bootstrap_method", default="points", help="as fit --bootstrap_method: the method whose intervals are measured")
+    parser.add_argument("--bootstrap_method", default=None, help="as fit --bootstrap_method (default: fit's): the method whose intervals are measured")
     parser.add_argument("--budget", type=float, default=None, metavar="C", help="chinchilla: also measure N_opt, D_opt, loss_opt at C FLOPs")
     parser.add_argument("--holdout", default=None, help="'largest': hold out the largest runs as fit does and measure their intervals")
     parser.add_argument("--truth", default=None, metavar="E,A,B,alpha,beta", help="the true law (default: the design's own Chinchilla fit)")
