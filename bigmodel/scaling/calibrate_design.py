@@ -89,9 +89,9 @@ def _point_groups(points: Points) -> tuple[str, ...] | None:
     """The group labels `Points` itself carries, where its version has such a field."""
     field = _group_field()
     values = getattr(points, field.name) if field is not None else None
-    if values is None or len(values) != len(points):
+    if values is None or len(values) != len(points) or not any(str(value) for value in values):
         return None
-    return tuple(str(value) for value in values)
+    return tuple(str(value) or f"run{index}" for index, value in enumerate(values))  # "": a run on its own
 
 
 def load_design(path: str | Path) -> Design:
