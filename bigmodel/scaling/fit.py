@@ -235,8 +235,8 @@ def summarize(result: dict) -> str:
                 f"N_opt = {result['n_coefficient']:.3g}·C^{result['a']:.3f}, D_opt = {result['d_coefficient']:.3g}·C^{result['b']:.3f}")
         if result["skipped"]:
             text += f" ({len(result['skipped'])} budgets skipped: no bracketed minimum)"
-    if "ci" in result and law != "chinchilla":
-        shown = "alpha" if "alpha" in result["ci"] else "a"
+    shown = next((name for name in ("alpha", "a") if name in result.get("ci", {})), None)
+    if shown and law != "chinchilla":
         low, high = result["ci"][shown]
         dropped = f", {result['bootstrap_dropped']} dropped" if "bootstrap_dropped" in result else ""
         text += f"; 95% CI {shown} [{low:.3f}, {high:.3f}] ({len(result['samples'])} bootstrap fits, {result['bootstrap_method']}{dropped})"

@@ -69,8 +69,8 @@ def estimate(result: dict, key: str, digits: str) -> str:
     """`0.340 [0.331, 0.354]`: a fitted number and its 95% bootstrap interval where there is one,
     as every fit summary and figure writes it."""
     text = f"{result[key]:{digits}}"
-    if key in result.get("at_bound", {}):  # one-sided: only an upper bound is measured
-        return text + (f" (at its bound; ≤ {result['ci'][key][1]:{digits}})" if key in (result.get("ci") or {}) else " (at its bound)")
+    if key in result.get("at_bound", {}):  # not identified: no interval (scaling/intervals.py)
+        return text + " (at its bound)"
     if key in (result.get("ci") or {}):
         low, high = result["ci"][key]
         text += f" [{low:{digits}}, {high:{digits}}]"
