@@ -112,6 +112,15 @@ def test_a_parameter_at_its_bound_is_flagged_and_gets_no_interval(demo_fit):
     assert "alpha" in demo_fit["ci"] and "beta" in demo_fit["ci"]  # the identified parameters keep theirs
 
 
+def test_replicates_at_the_bound_carry_the_bound_so_a_true_zero_can_be_covered():
+    features = np.log(np.stack([[2.5e4, 2.2e5], [2e5, 1.6e6]]))
+    thetas = [np.array([-27.6, 1.7, 3.3, 0.24, 0.22]), np.array([-1.0, 1.7, 3.3, 0.24, 0.22])]  # E ≈ 1e-12 (the optimiser's leftover), E = 0.37
+    samples = [{"E": float(np.exp(theta[0])), "alpha": 0.24} for theta in thetas]
+    snapped = intervals.snap_to_bound(samples, thetas, features)
+    assert snapped[0] == {"E": 0.0, "alpha": 0.24} and snapped[1] == samples[1]
+    assert samples[0]["E"] > 0  # the input is left as it was
+
+
 def test_the_demo_fit_draws_shared_noise_per_stable_run(demo_fit):
     assert demo_fit["bootstrap_method"] == "noise"
     model = demo_fit["noise"]

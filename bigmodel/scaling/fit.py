@@ -32,7 +32,7 @@ import numpy as np
 
 from bigmodel.scaling import lbfgs
 from bigmodel.scaling.allocation import BASES, describe_basis, flops_per_token_line, numerical_optimum
-from bigmodel.scaling.intervals import describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval  # noqa: F401
+from bigmodel.scaling.intervals import describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval, snap_to_bound  # noqa: F401
 from bigmodel.scaling.noise import (BOOTSTRAP_METHODS, DEFAULT_METHOD, bootstrap_targets, estimate_noise, log_prediction,  # noqa: F401
                                     raw_residual_targets, seed_variance)
 from bigmodel.scaling.prediction import describe_predictions, parse_predict, predictions
@@ -148,7 +148,7 @@ def fit_power(x, loss, *, bootstrap: int = 0, seed: int = 0, bootstrap_method: s
     result["at_bound"] = lse_at_bound(theta, features, ("E", "A", "alpha"))
     if bootstrap > 0:
         thetas, model = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, "sum", bootstrap_method, theta, groups, seeds)
-        _add_bootstrap(result, model, [_power_parameters(t) for t in thetas], bootstrap_method)
+        _add_bootstrap(result, model, snap_to_bound([_power_parameters(t) for t in thetas], thetas, features), bootstrap_method)
     return result
 
 
@@ -194,7 +194,7 @@ def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, se
         samples = [_chinchilla_parameters(t, budget, flops_line) for t in thetas]
         for sample in samples:
             sample.pop("budget", None)  # a constant, not an estimate
-        _add_bootstrap(result, model, samples, bootstrap_method)
+        _add_bootstrap(result, model, snap_to_bound(samples, thetas, features), bootstrap_method)
     if budget is not None:
         result["compute_basis"] = describe_basis(flops_line)
     return result

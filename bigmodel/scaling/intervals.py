@@ -54,6 +54,15 @@ def lse_at_bound(theta, features, names: tuple[str, ...]) -> dict:
     return flagged
 
 
+def snap_to_bound(samples: list[dict], thetas, features, name: str = "E") -> list[dict]:
+    """The replicates whose constant term is at its bound (`lse_at_bound`'s test) carry the bound
+    itself, 0, not the optimiser's leftover ~1e-12: where the truth is at the bound, an interval
+    whose low end came from such replicates would otherwise exclude it by rounding alone."""
+    features = np.asarray(features, dtype=float)
+    shares = [np.max(log_prediction_jacobian(np.asarray(theta, dtype=float), features)[:, 0]) for theta in thetas]
+    return [{**sample, name: 0.0} if share < BOUND_SHARE else sample for sample, share in zip(samples, shares)]
+
+
 def describe_bounds(result: dict) -> str:
     """`E at its bound 0: not identified, no interval` for each flagged parameter, or ''."""
     return "; ".join(f"{name} at its bound {entry['bound']:g}: not identified, no interval" for name, entry in result.get("at_bound", {}).items())
