@@ -195,8 +195,9 @@ def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, se
         for sample in samples:
             sample.pop("budget", None)  # a constant, not an estimate
         _add_bootstrap(result, model, samples, bootstrap_method)
-    if budget is not None:
-        result["compute_basis"] = describe_basis(flops_line)
+    result["compute_basis"] = describe_basis(flops_line)  # what C means, here and in the figures
+    if flops_line is not None:
+        result["flops_per_token_line"] = dict(flops_line)
     return result
 
 

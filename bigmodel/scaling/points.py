@@ -31,6 +31,16 @@ CSV_COLUMN_CHOICES = {
 OPTIONAL_FIELDS = ("flops",)
 GROUP_COLUMN = "group"  # optional: runs with the same non-empty value share training (one stable run)
 CSV_HINT = "a points CSV needs columns params,tokens,loss and optionally flops and group"
+# The unit of a loss, decided here only: a cross-entropy is in nats per token, and where a token
+# is one byte (the bytes tokenizer: a run's eval_bpb = loss / ln 2 exactly) that is nats per
+# byte, the unit the docs quote. Where the bytes per token are unknown (a CSV), per token.
+TOKEN_UNIT, BYTE_UNIT = "nats/token", "nats/byte"
+
+
+def loss_unit(bytes_per_token) -> str:
+    """BYTE_UNIT when every run's tokens are single bytes, else TOKEN_UNIT."""
+    ratios = np.asarray(bytes_per_token, dtype=float)
+    return BYTE_UNIT if ratios.size and np.all(np.abs(ratios - 1.0) < 1e-6) else TOKEN_UNIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +57,7 @@ class Points:
     # `group` column), "" for none; empty: every run on its own. The bootstrap draws one shared
     # noise term per group (`noise.py`).
     groups: tuple[str, ...] = ()
+    loss_unit: str = TOKEN_UNIT  # `loss_unit`: nats/byte where the runs' tokens are bytes
 
     def __len__(self) -> int:
         return len(self.loss)
