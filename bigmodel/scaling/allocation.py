@@ -88,10 +88,11 @@ def compute_axis_label(fit: dict) -> str:
     return f"training compute C (the runs' FLOPs: {line['slope']:.3g}·N + {line['intercept']:.3g} per token)"
 
 
-def describe_basis(line: dict | None) -> str:
+def describe_basis(line: dict | None, counted: str = "non-embedding") -> str:
+    """fit.json's `compute_basis`; `counted`: what N counts (`counts.py`)."""
     if line is None:
-        return "6ND (C = 6·N·D, N non-embedding)"
-    return f"flops (the runs' FLOPs per token = {line['slope']:.3g}·N + {line['intercept']:.3g}, N non-embedding)"
+        return f"6ND (C = 6·N·D, N {counted})"
+    return f"flops (the runs' FLOPs per token = {line['slope']:.3g}·N + {line['intercept']:.3g}, N {counted})"
 
 
 def numerical_optimum(law: dict, budget: float, line: dict, centre: float) -> dict:

@@ -21,6 +21,8 @@ import numpy as np
 
 from bigmodel import files
 from bigmodel.scaling import fit as fitting
+from bigmodel.scaling.counts import count_words
+from bigmodel.scaling.fit import N_DEFINITION
 from bigmodel.scaling.laws import law_text
 from bigmodel.scaling.plot_data import PlotInput, load_input
 from bigmodel.scaling.plot_hyperparams import hyperparams_fit, plot_hyperparams
@@ -162,9 +164,9 @@ def surface_figures(data: PlotInput, fit: dict | None, out_dir, note) -> list[Pa
 def params_axis_name(points, fit: dict | None = None) -> str:
     """The N axis's label: a sweep's N is the non-embedding count, a CSV's what its author counted;
     a fit under another count (`fit --count`) names that one."""
-    counted = (fit or {}).get("n_definition", "non_embedding_params")
-    if counted != "non_embedding_params":
-        return f"parameters N ({counted.removesuffix('_params').replace('_', '-')} count)"
+    counted = (fit or {}).get("n_definition", N_DEFINITION)
+    if counted != N_DEFINITION:
+        return f"parameters N ({count_words(counted)} count)"
     return "non-embedding parameters N" if points.names else "parameters N"
 
 

@@ -30,6 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bigmodel.scaling.allocation import basis_line, compute_axis_label, frontier_on_basis, run_compute, tokens_for
+from bigmodel.scaling.counts import count_words
 from bigmodel.scaling.expand import format_number
 from bigmodel.scaling.laws import compute_optimal, estimate, law_loss
 from bigmodel.scaling.plot_figures import (MIN_SAMPLES_FOR_BAND, compute_frontier, draw_known_floor, held_out_points, holdout_rows,
@@ -70,10 +71,6 @@ def inside(values, bounds: tuple[float, float]) -> np.ndarray:
     return (values >= bounds[0] * (1 - 1e-9)) & (values <= bounds[1] * (1 + 1e-9))
 
 
-def count_name(fit: dict) -> str:
-    """What N counts, for labels: fit.json's `n_definition` (`fit --count`)."""
-    return {"non_embedding_params": "non-embedding", "params": "total", "total_params": "total",
-            "flops_params": "C/6D"}.get(fit.get("n_definition", "non_embedding_params"), "non-embedding")
 
 
 def with_allocation(fit: dict) -> dict:
@@ -143,7 +140,7 @@ def _allocation_text(fit: dict) -> str:
     lines = [rf"$N_{{opt}} \propto C^a$, a = {estimate(fit, 'a', '.3f')}", rf"$D_{{opt}} \propto C^b$, b = {estimate(fit, 'b', '.3f')}"]
     if "n_opt" in fit:
         lines += [f"at C = {format_number(fit['budget'], scientific=True)}: " + rf"$N_{{opt}}$ = {format_number(fit['n_opt'])},"
-                  + rf" $D_{{opt}}$ = {format_number(fit['d_opt'])}", f"D/N = {estimate(fit, 'tokens_per_param', '.1f')} (N: {count_name(fit)})"]
+                  + rf" $D_{{opt}}$ = {format_number(fit['d_opt'])}", f"D/N = {estimate(fit, 'tokens_per_param', '.1f')} (N: {count_words(fit.get('n_definition'))})"]
     if fit.get("ci"):
         lines.append(f"[95% bootstrap intervals, {len(fit.get('samples') or [])} refits]")
     return "\n".join(lines)
@@ -212,12 +209,16 @@ def _shade_beyond(axes, low: float, high: float, limits: tuple[float, float], gi
 
 
 def _budget_text(fit: dict, ranges: dict) -> str:
-    """How far the named budget lies beyond the fitted runs' compute, for the corner box."""
-    budget = fit.get("budget")
-    if not budget or inside(budget, ranges["C"]):
-        return ""
-    ratio = budget / ranges["C"][1] if budget > ranges["C"][1] else ranges["C"][0] / budget
-    return f"\n(C is {format_number(ratio)}× {'beyond' if budget > ranges['C'][1] else 'below'} the fitted runs: extrapolated)"
+    """How far the named budget lies beyond the fitted runs' compute, and its D_opt beyond the
+    unique data (fit.json `unique_data`), for the corner box."""
+    budget, text = fit.get("budget"), ""
+    if budget and not inside(budget, ranges["C"]):
+        ratio = budget / ranges["C"][1] if budget > ranges["C"][1] else ranges["C"][0] / budget
+        text += f"\n(C is {format_number(ratio)}× {'beyond' if budget > ranges['C'][1] else 'below'} the fitted runs: extrapolated)"
+    unique = fit.get("unique_data") or {}
+    if unique.get("repeated"):
+        text += f"\n($D_{{opt}}$ is {format_number(unique['d_opt_over_unique'])}× the unique data: repeated epochs)"
+    return text
 
 
 def plot_compute_optimal_frontier(

@@ -58,6 +58,13 @@ class Points:
     # noise term per group (`noise.py`).
     groups: tuple[str, ...] = ()
     loss_unit: str = TOKEN_UNIT  # `loss_unit`: nats/byte where the runs' tokens are bytes
+    # Every parameter, embeddings and head included (a registry's `params`; a CSV's where it also
+    # names non_embedding_params), NaN where unknown; empty: unknown for all (`counts.py`).
+    total_params: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self):
+        if len(self.total_params) != len(self.loss):
+            object.__setattr__(self, "total_params", np.full(len(self.loss), np.nan))
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -72,11 +79,15 @@ class Points:
             return self.flops
         return 6.0 * self.non_embedding_params * self.tokens
 
+    def compute_basis(self) -> str:
+        """What `compute` counts, for every printed ratio of it: "flops" (the runs' own) or "6ND"."""
+        return "flops" if np.all(np.isfinite(self.flops)) else "6ND"
+
     def select(self, mask: np.ndarray) -> Points:
         """The points where `mask` is true (names and groups too, where there are any)."""
         names = tuple(name for name, keep in zip(self.names, mask) if keep)
         groups = tuple(group for group, keep in zip(self.groups, mask) if keep)
-        arrays = {name: getattr(self, name)[mask] for name in FIELDS}
+        arrays = {name: getattr(self, name)[mask] for name in (*FIELDS, "total_params")}
         return dataclasses.replace(self, **arrays, names=names, groups=groups)
 
 
@@ -149,4 +160,7 @@ def points_from_csv(path: Path) -> Points:
     if not rows:
         raise ValueError(f"{path} has a header but no rows: add one row per run")
     groups = tuple(row.get(GROUP_COLUMN, "") for _, row in rows) if GROUP_COLUMN in header else ()
-    return Points(**{field: np.asarray(column, dtype=float) for field, column in values.items()}, loss_name="loss", groups=groups)
+    total = "params" if columns["non_embedding_params"] != "params" and "params" in header else None  # N is read from another column
+    total_params = [parse_optional_number(path, line, total, row.get(total)) if total else math.nan for line, row in rows]
+    return Points(**{field: np.asarray(column, dtype=float) for field, column in values.items()}, loss_name="loss", groups=groups,
+                  total_params=np.asarray(total_params, dtype=float))

@@ -132,7 +132,7 @@ def sweep_points(directory: str | Path) -> Points:
     theirs is the point): N = non_embedding_params, loss = final_eval_loss, else final_loss.
     A branch's group is its parent (the branches of one stable run share its noise)."""
     path = Path(directory) / REGISTRY_FILE
-    values = {"non_embedding_params": [], "tokens": [], "flops": [], "loss": []}
+    values = {"non_embedding_params": [], "tokens": [], "flops": [], "loss": [], "total_params": []}
     names, groups, uses_validation, bytes_per_token = [], [], [], []
     for line, row in read_registry(directory):
         if row["status"] != DONE or row["role"] == STABLE:
@@ -140,6 +140,7 @@ def sweep_points(directory: str | Path) -> Points:
         validation = row["final_eval_loss"] != ""
         for field in ("non_embedding_params", "tokens", "flops"):
             values[field].append(parse_number(path, line, field, row[field]))
+        values["total_params"].append(parse_number(path, line, "params", row["params"]) if row.get("params") else math.nan)
         loss_column = "final_eval_loss" if validation else "final_loss"
         values["loss"].append(parse_number(path, line, loss_column, row[loss_column]))
         names.append(row["name"])
