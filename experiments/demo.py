@@ -32,7 +32,8 @@ HELD_OUT_TOKENS = 2_000_000  # with 4× the parameters: 4.4× the largest fitted
 BUDGET = 1e15  # FLOPs (the runs' own per token) at which fit.json reports the compute-optimal N and D
 # The whole kjv validation split (1,578 windows of 129 bytes: 98 batches of 16), evaluated once at
 # each run's end: its first 16 batches scored 0.007-0.009 nats lower than the whole split, the
-# size of the held-out prediction error, for 1-4 s more per run (tools/eval_subset_bias.py).
+# size of the held-out prediction error; 98 forward batches cost ~3% of a run's training
+# (tools/eval_subset_bias.py; docs/scaling/uncertainty.md, "The evaluation subset").
 EVAL_BATCHES = 98
 
 

@@ -353,5 +353,6 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     if floor:
         result["known_floor"] = compare_with_floor(result, floor)
     result["input"] = str(path)
+    result["loss_unit"] = points.loss_unit  # nats/byte where the runs' tokens are bytes (points.loss_unit)
     result["summary"] = summarize(result)
     return result
