@@ -287,10 +287,8 @@ def state_bytes(abstract_state) -> int:
 
 
 def write_summary(config, workdir: Path, compile_time_s: float | None, train_data=None) -> dict:
-    """summary.json from config and metrics.jsonl (so it is right after any number of resumes).
-
-    `train_data`: the training split, whose token count is recorded (`train_split_tokens`: the
-    unique data a run had, which a fit compares its D_opt with; absent for synthetic data)."""
+    """summary.json from config and metrics.jsonl (so it is right after any number of resumes), and
+    `train_data`'s size (`train_split_tokens`: the unique data a fit compares D_opt with)."""
     records = metrics_lib.read_metrics(workdir)
     train_records = [record for record in records if "loss" in record]
     eval_records = [record for record in records if "eval_loss" in record]
