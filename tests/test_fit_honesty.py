@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 from bigmodel.scaling import counts, holdout, plot_figures, plot_surface, registry
 from bigmodel.scaling.allocation import frontier_on_basis
 from bigmodel.scaling.fit import fit_input
+from bigmodel.scaling.plot_eval import plot_eval_curve
 from bigmodel.scaling.points import BYTE_UNIT, TOKEN_UNIT, loss_unit, points_from_csv
 from bigmodel.scaling.unique_data import describe_unique_data, runs_unique_tokens, unique_data
 
@@ -106,6 +108,10 @@ def test_the_loss_unit_follows_the_tokens(demo_points, tmp_path):
     assert demo_points.loss_unit == BYTE_UNIT == "nats/byte"  # the main job's tokens are bytes (eval_bpb = loss / ln 2)
     assert points_from_csv(write_csv(tmp_path / "p.csv", demo_points, flops=False)).loss_unit == TOKEN_UNIT
     assert loss_unit([1.0, 1.0]) == BYTE_UNIT and loss_unit([1.0, 3.7]) == TOKEN_UNIT and loss_unit([]) == TOKEN_UNIT
+    for bytes_per_token, unit in ((1.0, "nats/byte"), (3.7, "nats/token")):  # a run's eval curve: bytes, or spm tokens
+        curve = [{"step": step, "tokens_seen": 1000 * step, "eval_loss": loss, "eval_bpb": loss / math.log(2) / bytes_per_token}
+                 for step, loss in ((1, 3.0), (2, 2.5))]
+        assert plot_eval_curve(curve, [], title="run").axes[0].get_ylabel() == f"loss ({unit})"
 
 
 # ----------------------------------------------------------------------------- one compute basis
