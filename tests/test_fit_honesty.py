@@ -162,6 +162,14 @@ def test_fit_count_total_and_the_repeated_data_flag():
     assert "repeated epochs, outside what the fit measured" in result["summary"]
 
 
+def test_approach_2_under_another_count():
+    isoflop = REPO / "experiments" / "isoflop_results"
+    kaplan, total = (fit_input(isoflop, "isoflop", count=count) for count in ("non_embedding", "total"))
+    assert kaplan["n_definition"] == "non_embedding_params" and total["n_definition"] == "total_params"
+    # Adding the embeddings and head (2·256·d, a fixed share of a small model) to every N flattens N_opt(C).
+    assert total["a"] < kaplan["a"] - 0.05 and total["b"] == pytest.approx(kaplan["b"], abs=0.01)
+
+
 def test_repeated_data_is_flagged_only_beyond_the_corpus(tmp_path):
     within = unique_data({"d_opt": 2e6}, 4e6, "the runs' summaries", fitted_tokens=1.6e6)
     assert within == {"unique_tokens": 4e6, "source": "the runs' summaries", "fitted_max_epochs": 0.4,

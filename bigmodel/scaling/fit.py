@@ -321,8 +321,8 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     check_count(count)
     if unique_tokens is not None and not (np.isfinite(unique_tokens) and unique_tokens > 0):
         raise ValueError(f"--unique_tokens must be a positive number of training tokens (the corpus's size), got {unique_tokens}")
-    if count != DEFAULT_COUNT and law not in ("chinchilla", "power"):
-        raise ValueError(f"--count {count} refits a law of N: use it with --law chinchilla or power")
+    if count != DEFAULT_COUNT and law == "hyperparams":
+        raise ValueError(f"--count {count} refits a law of N: use it with --law chinchilla, power or isoflop")
     if law == "hyperparams":  # its points carry each run's lr and batch size, not N and D
         from bigmodel.scaling.hyperparams import fit_hyperparams_input
 
@@ -337,8 +337,7 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     fitted = points.select(~held_out)
     result = fit_points(fitted, law, x=x, bootstrap=bootstrap, seed=seed, budget=budget, bootstrap_method=bootstrap_method,
                         compute_basis=compute_basis, count=count)
-    if law == "power":
-        result["n_definition"] = n_definition(count)
+    result.setdefault("n_definition", n_definition(count))  # a chinchilla fit wrote its own
     if holdout:
         result["holdout"] = holdout_rows(points, held_out, result)
     if predict:
