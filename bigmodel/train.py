@@ -286,8 +286,9 @@ def state_bytes(abstract_state) -> int:
     return sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(abstract_state))
 
 
-def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
-    """summary.json from config and metrics.jsonl (so it is right after any number of resumes)."""
+def write_summary(config, workdir: Path, compile_time_s: float | None, train_data=None) -> dict:
+    """summary.json from config and metrics.jsonl (so it is right after any number of resumes), and
+    `train_data`'s size (`train_split_tokens`: the unique data a fit compares D_opt with)."""
     records = metrics_lib.read_metrics(workdir)
     train_records = [record for record in records if "loss" in record]
     eval_records = [record for record in records if "eval_loss" in record]
@@ -308,6 +309,8 @@ def write_summary(config, workdir: Path, compile_time_s: float | None) -> dict:
         "compile_time_s": compile_time_s,
         **run_info.environment(),
     }
+    if getattr(train_data, "tokens", None) is not None:
+        summary["train_split_tokens"] = int(train_data.tokens.size)
     files.write_json_atomic(Path(workdir) / "summary.json", summary)
     return summary
 
@@ -361,7 +364,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
         log.close()
     manager.close()
     if code == exit_codes.OK and is_writer and (stop_at_step or config.train.steps) >= config.train.steps:
-        summary = write_summary(config, workdir, setup.compile_time_s)
+        summary = write_summary(config, workdir, setup.compile_time_s, train_data)
         print(json.dumps({key: summary[key] for key in ("steps", "final_loss", "final_eval_loss", "eval_bpb", "wall_time_s")}))
     return code
 

@@ -146,6 +146,9 @@ ROWS = [
     Row("plot: sweep directory without runs.csv", "has no runs.csv", lambda t, d: ["plot", str(_write(t / "sweep" / "x.txt", "").parent), "--out", str(t / "plots")]),
     Row("status: directory without runs.csv", "has no runs.csv: pass the --workdir of a sweep", lambda t, d: ["status", str(_write(t / "sweep" / "x.txt", "").parent)]),
     Row("status: --watch 0", "--watch takes a positive number of seconds", lambda t, d: ["status", str(t), "--watch", "0"]),
+    Row("fit: unknown --count", "unknown --count 'kaplan'", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "chinchilla", "--count", "kaplan", "--out", str(t / "fit.json")]),
+    Row("fit: --count total on a CSV without total params", "--count total needs each run's total parameter count",
+        lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "power", "--count", "total", "--out", str(t / "fit.json")]),
 ]
 
 

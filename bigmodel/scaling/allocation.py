@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bigmodel.scaling.laws import chinchilla_loss
+from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, optimal_frontier
 
 BASES = ("flops", "6ND")
 GRID_DECADES, GRID_POINTS = 6.0, 6001  # N searched over ±3 decades of the 6ND optimum, 0.001 decades apart
@@ -34,10 +34,65 @@ def flops_per_token_line(non_embedding_params, tokens, flops) -> dict | None:
     return {"slope": float(slope), "intercept": float(intercept)}
 
 
-def describe_basis(line: dict | None) -> str:
+def tokens_for(line: dict | None, non_embedding_params, compute) -> np.ndarray:
+    """D a run of N parameters trains on with C FLOPs: C / fpt(N) on `line`, C / 6N without one."""
+    params = np.asarray(non_embedding_params, dtype=float)
+    per_token = 6.0 * params if line is None else line["slope"] * params + line["intercept"]
+    return np.asarray(compute, dtype=float) / per_token
+
+
+def run_compute(line: dict | None, non_embedding_params, tokens, flops=None) -> np.ndarray:
+    """Each run's C on the basis `line` names: its own FLOPs where every run has them, else
+    fpt(N)·D on the line; 6·N·D without a line (the basis the allocation was solved on)."""
+    params, tokens = np.asarray(non_embedding_params, dtype=float), np.asarray(tokens, dtype=float)
     if line is None:
-        return "6ND (C = 6·N·D, N non-embedding)"
-    return f"flops (the runs' FLOPs per token = {line['slope']:.3g}·N + {line['intercept']:.3g}, N non-embedding)"
+        return 6.0 * params * tokens
+    if flops is not None and np.all(np.isfinite(np.asarray(flops, dtype=float))):
+        return np.asarray(flops, dtype=float)
+    return (line["slope"] * params + line["intercept"]) * tokens
+
+
+def frontier_on_basis(law: dict, compute, line: dict | None, points: int = 1201) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N_opt, D_opt, L_opt) at each C (arrays like `compute`): the closed form under 6ND
+    (`laws.optimal_frontier`), else `numerical_optimum`'s search at every C at once, on a
+    coarser grid (`points` over the same ±3 decades: 0.005 decades apart) for the figures."""
+    if line is None:
+        return optimal_frontier(law, compute)
+    compute = np.atleast_1d(np.asarray(compute, dtype=float))
+    optimum = compute_optimal(law["A"], law["B"], law["alpha"], law["beta"])
+    nan = np.full(compute.shape, np.nan)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        centre = optimum["G"] * (compute / 6.0) ** optimum["a"]
+        if not np.all(np.isfinite(centre) & (centre > 0)):
+            return nan, nan.copy(), nan.copy()
+        params = centre[:, None] * np.logspace(-GRID_DECADES / 2, GRID_DECADES / 2, points)[None, :]
+        tokens = tokens_for(line, params, compute[:, None])
+        loss = chinchilla_loss(params, tokens, *(law[key] for key in ("E", "A", "B", "alpha", "beta")))
+    loss = np.where(np.isfinite(loss) & (tokens > 0), loss, np.inf)
+    best = np.argmin(loss, axis=1)
+    rows = np.arange(len(compute))
+    return params[rows, best], tokens[rows, best], loss[rows, best]
+
+
+def basis_line(fit: dict) -> dict | None:
+    """The FLOPs-per-token line a fit allocated on (fit.json `flops_per_token_line`), None for 6ND."""
+    line = fit.get("flops_per_token_line")
+    return line if isinstance(line, dict) and {"slope", "intercept"} <= set(line) else None
+
+
+def compute_axis_label(fit: dict) -> str:
+    """What C is on a figure's axis, from the fit's basis (one count for runs and optimum)."""
+    line = basis_line(fit)
+    if line is None:
+        return "training compute C = 6ND (FLOPs)"
+    return f"training compute C (the runs' FLOPs: {line['slope']:.3g}·N + {line['intercept']:.3g} per token)"
+
+
+def describe_basis(line: dict | None, counted: str = "non-embedding") -> str:
+    """fit.json's `compute_basis`; `counted`: what N counts (`counts.py`)."""
+    if line is None:
+        return f"6ND (C = 6·N·D, N {counted})"
+    return f"flops (the runs' FLOPs per token = {line['slope']:.3g}·N + {line['intercept']:.3g}, N {counted})"
 
 
 def numerical_optimum(law: dict, budget: float, line: dict, centre: float) -> dict:

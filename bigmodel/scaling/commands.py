@@ -39,6 +39,11 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chinchilla: N_opt, D_opt, D/N and the loss there at a budget of C FLOPs (on --compute_basis; N non-embedding)")
     parser.add_argument("--compute_basis", default="flops", help="chinchilla --budget: flops (allocate on the runs' own FLOPs per "
                         "token, where every run has FLOPs) or 6ND (Chinchilla's C = 6·N·D)")
+    parser.add_argument("--count", default="non_embedding", help="what N counts: non_embedding (default, Kaplan's), total "
+                        "(every parameter: embeddings and head) or flops (C/6D: the head's and attention's matmuls too); "
+                        "fit.json's n_definition names it")
+    parser.add_argument("--unique_tokens", type=float, default=None, metavar="T", help="chinchilla: the training corpus's size "
+                        "in tokens (default: what a sweep's runs recorded); fit.json flags a D_opt beyond it (repeated data)")
     parser.add_argument("--holdout", default=None,
                         help="'largest': fit without the largest runs (power: largest N; chinchilla: largest-compute N, D), then predict them")
     parser.add_argument("--predict", action="append", default=None, metavar="N,D",
@@ -63,7 +68,8 @@ def fit_command(args: argparse.Namespace) -> int:
 
         result = fit_input(args.input, args.law, x=args.x, bootstrap=args.bootstrap, seed=args.seed,
                            budget=args.budget, holdout=args.holdout, bootstrap_method=args.bootstrap_method,
-                           predict=args.predict or (), compute_basis=args.compute_basis)
+                           predict=args.predict or (), compute_basis=args.compute_basis, count=args.count,
+                           unique_tokens=args.unique_tokens)
         files.write_json_atomic(out, result)
     except (ValueError, OSError) as error:
         return bad_input(error)

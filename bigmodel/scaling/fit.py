@@ -39,10 +39,12 @@ from bigmodel.scaling.prediction import describe_predictions, parse_predict, pre
 from bigmodel.scaling.holdout import CHOICES as HOLDOUT_CHOICES, describe_holdout, held_out_mask, holdout_rows, what_is_held_out
 from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, estimate, law_loss, law_text, power_law  # noqa: F401 — fit.power_law etc. stay importable
 from bigmodel.scaling.isoflop import ISOFLOP_POINTS_PER_PARABOLA, budget_vertex, fit_isoflop  # noqa: F401 — Approach 2, importable here as before
+from bigmodel.scaling.counts import DEFAULT_COUNT, check_count, count_words, counted, n_definition
 from bigmodel.scaling.points import Points, check_points
 from bigmodel.scaling.floor import compare_with_floor, describe_floor, known_floor
 from bigmodel.scaling.registry import load_points
 from bigmodel.scaling.seeds import describe_spread, seed_spread
+from bigmodel.scaling.unique_data import describe_unique_data, runs_unique_tokens, unique_data
 
 CHINCHILLA_GRID = {  # order = the optimiser's layout [e, a, b, alpha, beta]
     "e": np.arange(-1.0, 1.01, 0.5),
@@ -169,7 +171,7 @@ def _chinchilla_parameters(theta, budget=None, flops_line: dict | None = None) -
 
 def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, seed: int = 0, budget: float | None = None,
                    reduction: str = "sum", bootstrap_method: str = DEFAULT_METHOD, groups=None, seeds=None,
-                   flops_line: dict | None = None) -> dict:
+                   flops_line: dict | None = None, definition: str = N_DEFINITION) -> dict:
     """Approach 3 (module docstring) plus the implied compute-optimal allocation.
 
     `bootstrap_method` (`noise.BOOTSTRAP_METHODS`): "noise" (default) or "wild" keep the design
@@ -177,6 +179,7 @@ def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, se
     stable run a branch shares) and σ from `seeds` (`noise.seed_variance`) where given; "points"
     (Hoffmann et al.'s, resampling runs); "residuals" (raw residuals, the old design bootstrap).
     `flops_line` (`allocation.flops_per_token_line`): allocate on the study's FLOPs per token, not 6ND.
+    `definition`: what the N given counts (fit.json `n_definition`; `counts.py`).
 
     `reduction="mean"` averages the Huber terms instead of summing them: the optimum must not
     move (the test for the Besiroglu et al. 2024 early-stopping failure); keep "sum" otherwise.
@@ -188,15 +191,16 @@ def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, se
     features, log_loss = np.log(np.stack([params, tokens])), np.log(loss)
     theta, objective, starts = _fit_lse(features, log_loss, CHINCHILLA_GRID, reduction=reduction)
     result = {"law": "chinchilla", **_chinchilla_parameters(theta, budget, flops_line), "objective": objective, "n_points": int(loss.size),
-              "n_definition": N_DEFINITION, "at_bound": lse_at_bound(theta, features, ("E", "A", "B", "alpha", "beta"))}
+              "n_definition": definition, "at_bound": lse_at_bound(theta, features, ("E", "A", "B", "alpha", "beta"))}
     if bootstrap > 0:
         thetas, model = _bootstrap_thetas(features, log_loss, starts, bootstrap, seed, reduction, bootstrap_method, theta, groups, seeds)
         samples = [_chinchilla_parameters(t, budget, flops_line) for t in thetas]
         for sample in samples:
             sample.pop("budget", None)  # a constant, not an estimate
         _add_bootstrap(result, model, snap_to_bound(samples, thetas, features), bootstrap_method)
-    if budget is not None:
-        result["compute_basis"] = describe_basis(flops_line)
+    result["compute_basis"] = describe_basis(flops_line, count_words(definition))  # what C means, here and in the figures
+    if flops_line is not None:
+        result["flops_per_token_line"] = dict(flops_line)
     return result
 
 
@@ -210,7 +214,7 @@ X_AXES = {"non_embedding_params": "non_embedding_params", "params": "non_embeddi
 
 def _chinchilla_summary(result: dict) -> str:
     """The law, its exponents and allocation with intervals; N is the non-embedding count."""
-    text = (f"chinchilla ({result['n_points']} points, N = non-embedding params): {law_text(result)}; α {estimate(result, 'alpha', '.3f')},"
+    text = (f"chinchilla ({result['n_points']} points, N = {count_words(result.get('n_definition'))} params): {law_text(result)}; α {estimate(result, 'alpha', '.3f')},"
             f" β {estimate(result, 'beta', '.3f')}, E {estimate(result, 'E', '.3g')}; N_opt ∝ C^{estimate(result, 'a', '.3f')},"
             f" D_opt ∝ C^{estimate(result, 'b', '.3f')}")
     if "n_opt" in result:
@@ -250,6 +254,8 @@ def summarize(result: dict) -> str:
         text += "; " + describe_floor(result["known_floor"])
     if result.get("predictions"):
         text += "; " + describe_predictions(result["predictions"])
+    if describe_unique_data(result.get("unique_data") or {}):
+        text += "; " + describe_unique_data(result["unique_data"])
     return text
 
 
@@ -277,11 +283,12 @@ def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdou
 
 
 def fit_points(points: Points, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
-               budget: float | None = None, bootstrap_method: str = DEFAULT_METHOD, compute_basis: str = "flops") -> dict:
+               budget: float | None = None, bootstrap_method: str = DEFAULT_METHOD, compute_basis: str = "flops",
+               count: str = DEFAULT_COUNT) -> dict:
     """Fit `law` to every point; `x` (power only) is non_embedding_params or flops. The bootstrap's
     noise model takes its groups from `points.groups` and its σ from their seed replicates.
     `compute_basis` "flops": a Chinchilla allocation on the points' FLOPs per token where they all
-    have FLOPs (else, and with "6ND", C = 6ND)."""
+    have FLOPs (else, and with "6ND", C = 6ND). `count`: what `points`' N counts (`counts.counted`)."""
     noise = {"bootstrap_method": bootstrap_method, "groups": points.groups, "seeds": seed_variance(points)}
     if law == "power":
         result = fit_power(getattr(points, x), points.loss, bootstrap=bootstrap, seed=seed, **noise)
@@ -290,30 +297,38 @@ def fit_points(points: Points, law: str, *, x: str = "non_embedding_params", boo
     if law == "chinchilla":
         line = flops_per_token_line(points.non_embedding_params, points.tokens, points.flops) if compute_basis == "flops" else None
         return fit_chinchilla(points.non_embedding_params, points.tokens, points.loss, bootstrap=bootstrap, seed=seed, budget=budget,
-                              flops_line=line, **noise)
+                              flops_line=line, definition=n_definition(count), **noise)
     return fit_isoflop(points.non_embedding_params, points.tokens, points.loss, points.flops, bootstrap=bootstrap, seed=seed, **noise)
 
 
 def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
               budget: float | None = None, holdout: str | None = None, bootstrap_method: str = DEFAULT_METHOD, predict=(),
-              compute_basis: str = "flops") -> dict:
+              compute_basis: str = "flops", count: str = DEFAULT_COUNT, unique_tokens: float | None = None) -> dict:
     """Load points from a CSV or sweep directory, fit `law`, return the JSON-ready result.
 
     `x` (power only): non_embedding_params (N; "params" is accepted for it) or flops.
     `holdout="largest"`: fit without the largest runs and report how well the law predicts them
     (`holdout.py`: the largest N for a power law, the largest-compute (N, D) for chinchilla).
     `predict`: "N,D" texts; fit.json's `predictions` gives the law's loss and intervals there.
+    `count`: what N counts (`counts.py`: non_embedding, total, flops); fit.json's `n_definition`.
+    `unique_tokens`: the training corpus's size, else what the sweep's runs recorded; fit.json's
+    `unique_data` compares D_opt with it (`unique_data.py`).
     The result carries "summary", the line the CLI prints.
     """
     check_options(law, x, bootstrap, budget, holdout, bootstrap_method, predict)
     if compute_basis not in BASES:
         raise ValueError(f"unknown compute basis {compute_basis!r}: use flops (the runs' own FLOPs per token) or 6ND")
+    check_count(count)
+    if unique_tokens is not None and not (np.isfinite(unique_tokens) and unique_tokens > 0):
+        raise ValueError(f"--unique_tokens must be a positive number of training tokens (the corpus's size), got {unique_tokens}")
+    if count != DEFAULT_COUNT and law == "hyperparams":
+        raise ValueError(f"--count {count} refits a law of N: use it with --law chinchilla, power or isoflop")
     if law == "hyperparams":  # its points carry each run's lr and batch size, not N and D
         from bigmodel.scaling.hyperparams import fit_hyperparams_input
 
         return fit_hyperparams_input(path, bootstrap=bootstrap, seed=seed, bootstrap_method=bootstrap_method)
     x = X_AXES[x]
-    points = load_points(path)
+    points = counted(load_points(path), count, path)
     if (law == "isoflop" or (law == "power" and x == "flops")) and not np.all(np.isfinite(points.flops)):
         raise ValueError(f"{path}: every row needs a flops value for this fit (add a flops column: training FLOPs of the run)")
     held_out = held_out_mask(points, law) if holdout else np.zeros(len(points), dtype=bool)
@@ -321,7 +336,8 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
         raise ValueError(f"{path}: every row has {what_is_held_out(law)}, so nothing is left to fit: hold out nothing")
     fitted = points.select(~held_out)
     result = fit_points(fitted, law, x=x, bootstrap=bootstrap, seed=seed, budget=budget, bootstrap_method=bootstrap_method,
-                        compute_basis=compute_basis)
+                        compute_basis=compute_basis, count=count)
+    result.setdefault("n_definition", n_definition(count))  # a chinchilla fit wrote its own
     if holdout:
         result["holdout"] = holdout_rows(points, held_out, result)
     if predict:
@@ -329,9 +345,13 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     spread = seed_spread(fitted)
     if spread:
         result["seed_spread"] = spread
+    corpus = (unique_tokens, "--unique_tokens") if unique_tokens else (runs_unique_tokens(path, points.names), "the runs' summaries")
+    if corpus[0] and law == "chinchilla":
+        result["unique_data"] = unique_data(result, corpus[0], corpus[1], float(fitted.tokens.max()))
     floor = known_floor(path, fitted.names) if fitted.names else None
     if floor:
         result["known_floor"] = compare_with_floor(result, floor)
     result["input"] = str(path)
+    result["loss_unit"] = points.loss_unit  # nats/byte where the runs' tokens are bytes (points.loss_unit)
     result["summary"] = summarize(result)
     return result

@@ -7,9 +7,12 @@ Which runs "largest" holds out depends on what the law extrapolates in:
   (N, D) grid the largest N also has short runs, cheaper than fitted runs of smaller N: holding
   those out would test interpolation in D, not the prediction of a bigger run.
 
-Compute C is the input's flops, or 6·N·D where it has none (`Points.compute`). Each held-out row
-reports, beside the law's prediction and its relative error:
-- `flops` and `compute_ratio`: its C, and C ÷ the largest fitted run's C (how far out it is);
+Compute C is the input's flops, or 6·N·D where it has none (`Points.compute`): a sweep and a CSV
+of its runs with their flops column give one ratio; a CSV without flops gives a 6ND one, so the
+basis is named wherever the ratio is. Each held-out row reports, beside the law's prediction and
+its relative error:
+- `flops` and `compute_ratio`: its C, and C ÷ the largest fitted run's C (how far out it is), on
+  `compute_basis` ("flops": the runs' own; "6ND");
 - `mean_interval` (also under its old name `interval`): the 2.5/97.5 percentiles of the bootstrap
   laws' predictions, where the law's mean lies; `prediction_interval`: where one run there lands
   (the same plus one run's noise, `prediction.py`), and `inside_prediction_interval`, the verdict
@@ -65,6 +68,7 @@ def holdout_rows(points: Points, held_out: np.ndarray, result: dict) -> dict | l
         row = {"non_embedding_params": float(n), "tokens": float(d), "flops": float(c),
                "measured_loss": float(measured), "predicted_loss": float(guess),
                "relative_error": float((guess - measured) / measured), "compute_ratio": float(c / largest_fitted),
+               "compute_basis": points.compute_basis(),
                "naive_loss": naive, "naive_relative_error": float((naive - measured) / measured),
                "baselines": {name: {"loss": float(values[index]), "relative_error": float((values[index] - measured) / measured)}
                              for name, values in baselines.items()}}
@@ -88,6 +92,12 @@ def describe_verdict(verdict: dict | None) -> str:
     return f"; {beats} the best baseline ({verdict['best_baseline']} {100 * verdict['best_baseline_mean_abs_error']:.2f}%)"
 
 
+def basis_words(row: dict) -> str:
+    """`, runs' FLOPs` or `, 6ND`: the basis of a held-out row's compute ratio (none for older fits)."""
+    basis = row.get("compute_basis")
+    return "" if basis is None else ", runs' FLOPs" if basis == "flops" else f", {basis}"
+
+
 def describe_holdout(holdout: dict | list[dict]) -> str:
     """The held-out part of a fit's summary line."""
     if isinstance(holdout, dict):
@@ -97,7 +107,7 @@ def describe_holdout(holdout: dict | list[dict]) -> str:
         inside = "" if "inside_prediction_interval" not in holdout else (
             " inside" if holdout["inside_prediction_interval"] else " OUTSIDE")
         return (f"held out N={holdout['non_embedding_params']:.3g}, D={holdout['tokens']:.3g} "
-                f"({holdout['compute_ratio']:.2g}× the largest fitted compute): predicted {holdout['predicted_loss']:.4f}{band}"
+                f"({holdout['compute_ratio']:.2g}× the largest fitted compute{basis_words(holdout)}): predicted {holdout['predicted_loss']:.4f}{band}"
                 f" vs measured {holdout['measured_loss']:.4f}{inside} ({100 * holdout['relative_error']:+.2f}%;"
                 f" naive {100 * holdout['naive_relative_error']:+.2f}%){describe_verdict(holdout.get('verdict'))}")
     errors = np.array([row["relative_error"] for row in holdout])
@@ -106,6 +116,6 @@ def describe_holdout(holdout: dict | list[dict]) -> str:
     size = f"{sizes[0]:.3g}" if len(sizes) == 1 else f"{sizes[0]:.3g}–{sizes[-1]:.3g}"
     ratios = sorted({f"{row['compute_ratio']:.2g}" for row in holdout}, key=float)
     ratio = ratios[0] if len(ratios) == 1 else f"{ratios[0]}–{ratios[-1]}"
-    return (f"held out N={size} ({len(holdout)} runs) at {ratio}× the largest fitted compute: mean |error| "
+    return (f"held out N={size} ({len(holdout)} runs) at {ratio}× the largest fitted compute{basis_words(holdout[0])}: mean |error| "
             f"{100 * np.mean(np.abs(errors)):.2f}%, worst {100 * errors[np.argmax(np.abs(errors))]:+.2f}%"
             f" (naive mean |error| {100 * np.mean(np.abs(naive)):.2f}%){describe_verdict(holdout[0].get('verdict'))}")

@@ -21,6 +21,8 @@ import numpy as np
 
 from bigmodel import files
 from bigmodel.scaling import fit as fitting
+from bigmodel.scaling.counts import count_words
+from bigmodel.scaling.fit import N_DEFINITION
 from bigmodel.scaling.laws import law_text
 from bigmodel.scaling.plot_data import PlotInput, load_input
 from bigmodel.scaling.plot_hyperparams import hyperparams_fit, plot_hyperparams
@@ -148,16 +150,24 @@ def surface_figures(data: PlotInput, fit: dict | None, out_dir, note) -> list[Pa
         note(f"{', '.join(SURFACE_FIGURES)} skipped: {several} model size(s) with runs at several D "
              f"(needs {MIN_SIZES_WITH_SEVERAL_TOKENS}: an (N, D) grid)")
         return []
-    params_name = "non-embedding parameters N" if points.names else "parameters N"
     arrays = (points.non_embedding_params, points.tokens)
-    names = dict(params_name=params_name, loss_name=points.loss_name)
+    names = dict(params_name=params_axis_name(points, fit), loss_name=points.loss_name, unit=points.loss_unit)
     written = save_figure(plot_loss_vs_tokens(*arrays, points.loss, fit, **names), out_dir, "loss_vs_tokens")
     if not math.isfinite(with_allocation(fit)["G"]):  # α or β ≤ 0: the law puts all compute into N or D
         note(f"compute_frontier, isoflop_slices skipped: α = {fit['alpha']:.3g}, β = {fit['beta']:.3g} give no compute-optimal allocation")
         return written
-    written += save_figure(plot_compute_optimal_frontier(*arrays, points.loss, fit, **names), out_dir, "compute_frontier")
-    written += save_figure(plot_isoflop_slices(*arrays, fit, **names), out_dir, "isoflop_slices")
+    written += save_figure(plot_compute_optimal_frontier(*arrays, points.loss, fit, flops=points.flops, **names), out_dir, "compute_frontier")
+    written += save_figure(plot_isoflop_slices(*arrays, fit, loss=points.loss, flops=points.flops, **names), out_dir, "isoflop_slices")
     return written
+
+
+def params_axis_name(points, fit: dict | None = None) -> str:
+    """The N axis's label: a sweep's N is the non-embedding count, a CSV's what its author counted;
+    a fit under another count (`fit --count`) names that one."""
+    counted = (fit or {}).get("n_definition", N_DEFINITION)
+    if counted != N_DEFINITION:
+        return f"parameters N ({count_words(counted)} count)"
+    return "non-embedding parameters N" if points.names else "parameters N"
 
 
 # ----------------------------------------------------------------------------- all figures
@@ -176,19 +186,20 @@ def plot_all(input_path: str | Path, out_dir: str | Path, fit: dict | str | Path
     budgets = group_budgets(points.flops, min_points=MIN_POINTS_PER_BUDGET)
     n_budgets = len(set(budgets[budgets >= 0]))
     is_isoflop_grid = n_budgets >= 2 and (budgets >= 0).mean() >= 0.5
-    params_name = "non-embedding parameters N" if points.names else "parameters N"
+    params_name = params_axis_name(points, fit)
+    unit = points.loss_unit
     written: list[Path] = []
 
     draw, law = params_figure_law(data, fit, is_isoflop_grid, note)
     if draw:
         figure = plot_loss_vs_params(points.non_embedding_params, points.tokens, points.loss, law,
-                                     params_name=params_name, loss_name=points.loss_name)
+                                     params_name=params_name, loss_name=points.loss_name, unit=unit)
         written += save_figure(figure, out_dir, "loss_vs_params")
 
     if np.isfinite(points.flops).any():
         compute_law = fit if fit is not None and fit["law"] == "power" and fit.get("x") == "flops" else None
         figure = plot_loss_vs_compute(points.flops, points.loss, points.non_embedding_params, data.curves, fit=compute_law,
-                                      loss_name=points.loss_name, params_name=params_name)
+                                      loss_name=points.loss_name, params_name=params_name, unit=unit)
         written += save_figure(figure, out_dir, "loss_vs_compute")
     else:
         note("loss_vs_compute skipped: the input has no flops column")
@@ -198,15 +209,15 @@ def plot_all(input_path: str | Path, out_dir: str | Path, fit: dict | str | Path
         if isoflop is not None:
             in_budget = points.select(budgets >= 0)
             figure = plot_isoflop(in_budget.non_embedding_params, in_budget.loss, in_budget.flops, isoflop,
-                                  loss_name=points.loss_name, params_name=params_name)
+                                  loss_name=points.loss_name, params_name=params_name, unit=unit)
             written += save_figure(figure, out_dir, "isoflop")
-    else:
+    elif n_budgets == 1:  # one budget's runs: an isoFLOP study begun; none (a size × tokens grid): none asked for
         note(f"isoflop skipped: needs ≥2 compute budgets with ≥{MIN_POINTS_PER_BUDGET} runs each (found {n_budgets})")
 
     written += surface_figures(data, fit, out_dir, note)
 
     if data.curves:
-        written += save_figure(plot_training_curves(data.curves, params_name=params_name), out_dir, "training_curves")
+        written += save_figure(plot_training_curves(data.curves, params_name=params_name, unit=unit), out_dir, "training_curves")
     else:
         note("training_curves skipped: no run folders with metrics.jsonl (a CSV has none)")
     return written

@@ -7,12 +7,15 @@ no size colour bar, and no cut of the first steps, which a log-spaced curve exis
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from bigmodel.scaling.plot_data import split_metrics
-from bigmodel.scaling.plot_style import SIZE_COLORMAP, STYLE, UNITS, new_figure, tidy_log_axis
+from bigmodel.scaling.plot_style import SIZE_COLORMAP, STYLE, new_figure, tidy_log_axis
+from bigmodel.scaling.points import loss_unit
 
 
 def plot_eval_curve(curve: list[dict], records: list[dict], *, title: str) -> Figure:
@@ -29,7 +32,8 @@ def plot_eval_curve(curve: list[dict], records: list[dict], *, title: str) -> Fi
             axes.plot(train[shown, 1], train[shown, 2], color="0.55", linewidth=1.2, label="training loss", gid="train")
         axes.plot(tokens, loss, color=SIZE_COLORMAP(0.35), marker="o", markeredgecolor="black", linewidth=1.5,
                   label=f"validation loss ({len(curve)} checkpoints)", gid="eval")
-        axes.set(xscale="log", xlabel="tokens seen D", ylabel=f"loss ({UNITS})", title=title)
+        bytes_per_token = [point["eval_loss"] / math.log(2) / point["eval_bpb"] for point in curve if point.get("eval_bpb")]
+        axes.set(xscale="log", xlabel="tokens seen D", ylabel=f"loss ({loss_unit(bytes_per_token)})", title=title)
         if curve and curve[0]["eval_loss"] > 0:  # bits/byte is loss times one constant: a second scale, not a second line
             per_nat = curve[0]["eval_bpb"] / curve[0]["eval_loss"]
             axes.secondary_yaxis("right", functions=(lambda nats: nats * per_nat, lambda bits: bits / per_nat)).set_ylabel("bits per byte")

@@ -63,12 +63,17 @@ def _band(fit: dict, non_embedding_params, tokens, flops) -> tuple[np.ndarray, n
 
 
 def interval_text(fit: dict) -> str | None:
-    """"α = 0.35 [0.31, 0.40]" lines for each law parameter, from `ci` or the samples."""
+    """"α = 0.35 [0.31, 0.40]" lines for each law parameter, from `ci` or the samples; a parameter
+    at its bound (fit.json `at_bound`) reads "E at bound (not identified)", never an interval."""
     intervals = dict(fit.get("ci") or {})
     samples = fit.get("samples") or []
+    at_bound = fit.get("at_bound") or {}
     lines = []
     for key, symbol, digits in (("alpha", "α", ".3f"), ("beta", "β", ".3f"), ("A", "A", ".3g"), ("B", "B", ".3g"), ("E", "E", ".2f")):
         if key not in fit:
+            continue
+        if key in at_bound:
+            lines.append(f"{symbol} at bound (not identified)")
             continue
         if key not in intervals and len(samples) >= MIN_SAMPLES_FOR_BAND:
             intervals[key] = np.nanpercentile([sample[key] for sample in samples], [2.5, 97.5])
@@ -161,7 +166,7 @@ def draw_known_floor(axes, fit: dict | None) -> list[float]:
 
 def plot_loss_vs_params(
     non_embedding_params, tokens, loss, fit: dict | None = None, *, params_name: str = "non-embedding parameters N",
-    loss_name: str = "validation loss",
+    loss_name: str = "validation loss", unit: str = UNITS,
 ) -> Figure:
     """Final loss vs N (log-log), the given law (power or Chinchilla), its 95% band, the hold-out.
 
@@ -205,7 +210,7 @@ def plot_loss_vs_params(
             error = row.get("relative_error", (predicted - measured) / measured)
             axes.annotate(f"{100 * float(error):+.1f}%", (n, (measured * predicted) ** 0.5), xytext=(12, 0),
                           textcoords="offset points", color="tab:red", fontsize=11, va="center")
-        axes.set(xscale="log", yscale="log", xlabel=params_name, ylabel=f"{loss_name} ({UNITS})", title="Loss vs model size")
+        axes.set(xscale="log", yscale="log", xlabel=params_name, ylabel=f"{loss_name} ({unit})", title="Loss vs model size")
         shown = [loss, [float(row["predicted_loss"]) for row in holdout], floor]
         if fit is not None and fit["law"] == "chinchilla":  # its markers or curves pass through the runs' (N, D)
             shown.append(law_loss(fit, params, tokens, None))
@@ -224,7 +229,7 @@ def plot_loss_vs_params(
 
 def plot_loss_vs_compute(
     flops, loss, non_embedding_params, curves: list[RunCurve] | None = None, *, fit: dict | None = None,
-    loss_name: str = "validation loss", params_name: str = "non-embedding parameters N",
+    loss_name: str = "validation loss", params_name: str = "non-embedding parameters N", unit: str = UNITS,
 ) -> Figure:
     """Loss vs training compute C (log-log): runs coloured by N and the compute frontier.
 
@@ -263,7 +268,7 @@ def plot_loss_vs_compute(
         if fit is not None:
             grid = log_grid(flops)
             axes.plot(grid, law_loss(fit, None, None, grid), color="tab:red", linewidth=1.8, gid="fit", label=law_label(fit, "C"))
-        axes.set(xscale="log", yscale="log", xlabel="training compute C (FLOPs)", ylabel=f"{loss_name} ({UNITS})",
+        axes.set(xscale="log", yscale="log", xlabel="training compute C (FLOPs)", ylabel=f"{loss_name} ({unit})",
                  title="Loss vs training compute")
         fit_loss_limits(axes, np.concatenate(curve_loss))
         label_loss_axis(axes)
@@ -300,7 +305,7 @@ def budget_members(flops: np.ndarray, budget_flops: np.ndarray) -> np.ndarray:
 
 
 def plot_isoflop(
-    non_embedding_params, loss, flops, fit: dict, *, loss_name: str = "loss", params_name: str = "parameters N",
+    non_embedding_params, loss, flops, fit: dict, *, loss_name: str = "loss", params_name: str = "parameters N", unit: str = UNITS,
 ) -> Figure:
     """IsoFLOP profiles (Chinchilla Approach 2) and N_opt vs C, side by side.
 
@@ -336,7 +341,7 @@ def plot_isoflop(
             profiles.scatter(params[skipped], loss[skipped], facecolor="none", edgecolor=mappable.to_rgba(flops[skipped]),
                              linewidth=1.5, s=45, zorder=3, gid="skipped", label="budget skipped: optimum not bracketed")
             profiles.legend(loc="lower left")  # low loss needs large N: this corner stays empty
-        profiles.set(xscale="log", xlabel=params_name, ylabel=f"{loss_name} ({UNITS})",
+        profiles.set(xscale="log", xlabel=params_name, ylabel=f"{loss_name} ({unit})",
                      title="IsoFLOP profiles: a parabola in log N per budget")
         window_on_minima(profiles, loss, np.array(fitted_loss))
         # Profiles fill their panel, so the main legend lives in the N_opt panel (stars in both).
@@ -359,7 +364,7 @@ def plot_isoflop(
 # ----------------------------------------------------------------------------- training curves
 
 
-def plot_training_curves(curves: list[RunCurve], *, params_name: str = "non-embedding parameters N") -> Figure:
+def plot_training_curves(curves: list[RunCurve], *, params_name: str = "non-embedding parameters N", unit: str = UNITS) -> Figure:
     """Loss vs tokens (log x) for every run, coloured by N; eval points as markers."""
     norm, mappable = size_colors(np.array([curve.non_embedding_params for curve in curves], dtype=float))
     with matplotlib.rc_context(STYLE):
@@ -376,7 +381,7 @@ def plot_training_curves(curves: list[RunCurve], *, params_name: str = "non-embe
         legend = [Line2D([], [], color="gray", linewidth=1.2, label="training loss"),
                   Line2D([], [], color="gray", marker="o", markeredgecolor="black", linestyle="", label="validation loss")]
         axes.legend(handles=legend, loc="upper right")
-        axes.set(xscale="log", xlabel="tokens seen D", ylabel=f"loss ({UNITS})", title=f"Training curves ({len(curves)} runs)")
+        axes.set(xscale="log", xlabel="tokens seen D", ylabel=f"loss ({unit})", title=f"Training curves ({len(curves)} runs)")
         window_on_late_training(axes, curves)
         tidy_log_axis(axes.xaxis)
         tidy_log_axis(figure.colorbar(mappable, ax=axes, label=params_name).ax.yaxis)

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogFormatter, MaxNLocator, NullFormatter
 
 from bigmodel.scaling.plot_data import RunCurve
+from bigmodel.scaling.points import TOKEN_UNIT
 
 DPI = 150
 FIGURE_SIZE_INCHES = (8.0, 5.5)  # 1200 × 825 px at 150 dpi
@@ -35,7 +36,7 @@ STYLE = {
 # The colormaps' last, yellow tenth nearly vanishes on white: stop short of it.
 SIZE_COLORMAP = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0, 0.88, 256)), name="viridis_dark")
 BUDGET_COLORMAP = ListedColormap(matplotlib.colormaps["plasma"](np.linspace(0, 0.85, 256)), name="plasma_dark")
-UNITS = "nats/token"
+UNITS = TOKEN_UNIT  # a figure's default loss unit; the data's own is `Points.loss_unit` (points.py decides)
 
 
 def new_figure(size=FIGURE_SIZE_INCHES) -> Figure:

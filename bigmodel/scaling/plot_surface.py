@@ -7,10 +7,15 @@
 - `plot_isoflop_slices`: the surface along C = 6ND at a few budgets spanning the data (loss vs
   N), each slice's optimum N_opt(C) marked with its bootstrap interval.
 
-C here is 6·N·D, the count the allocation N_opt = G (C/6)^a is derived under, not the run's
-logged FLOPs (which add attention and the head): on one axis, points and the fitted optimum
-must use one count. Same conventions as `plot_figures`: plain arrays in, a `Figure` out,
-artists tagged with a `gid`, nothing fitted here.
+C is the count the fit allocated on (`allocation.py`): the runs' own FLOPs where the fit has
+their FLOPs-per-token line (fit.json `flops_per_token_line`), else 6·N·D. On one axis, points
+and the fitted optimum use one count, and the axis label names it (`compute_axis_label`).
+
+Where the data ends: the fitted optimum is drawn dashed wherever its N_opt or D_opt lies outside
+the sizes and token counts the fitted runs trained (or C outside their compute), solid only
+where both are inside; compute beyond the fitted runs is shaded, and so are sizes outside them
+on the slices, whose optima there are hollow. Same conventions as `plot_figures`: plain arrays
+in, a `Figure` out, artists tagged with a `gid`, nothing fitted here.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
+from bigmodel.scaling.allocation import basis_line, compute_axis_label, frontier_on_basis, run_compute, tokens_for
+from bigmodel.scaling.counts import count_words
 from bigmodel.scaling.expand import format_number
-from bigmodel.scaling.laws import compute_optimal, estimate, law_loss, optimal_frontier
+from bigmodel.scaling.laws import compute_optimal, estimate, law_loss
 from bigmodel.scaling.plot_figures import (MIN_SAMPLES_FOR_BAND, compute_frontier, draw_known_floor, held_out_points, holdout_rows,
                                           interval_text)
 from bigmodel.scaling.plot_style import (
@@ -41,14 +49,28 @@ from bigmodel.scaling.plot_style import (
 )
 
 MAX_ANNOTATED_HOLDOUTS = 2
-SLICES = 5  # isoFLOP budgets drawn, log-spaced from the cheapest run's C to the dearest's
-COMPUTE_LABEL = "training compute C = 6ND (FLOPs)"
+SLICES = 5  # isoFLOP budgets drawn, log-spaced from the cheapest fitted run's C to the dearest's
 BOX = {"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7", "alpha": 0.9}
+EXTRAPOLATED = {"color": "0.55", "alpha": 0.12, "linewidth": 0, "zorder": 0}  # the shading beyond the fitted runs
 
 
-def training_compute(non_embedding_params, tokens) -> np.ndarray:
-    """C = 6·N·D, the count of the Chinchilla allocation (module docstring)."""
-    return 6.0 * np.asarray(non_embedding_params, dtype=float) * np.asarray(tokens, dtype=float)
+def training_compute(non_embedding_params, tokens, fit: dict | None = None, flops=None) -> np.ndarray:
+    """Each run's C on the fit's basis (module docstring); 6·N·D for a fit without a FLOPs line."""
+    return run_compute(basis_line(fit or {}), non_embedding_params, tokens, flops)
+
+
+def fitted_ranges(params: np.ndarray, tokens: np.ndarray, compute: np.ndarray, fitted: np.ndarray) -> dict:
+    """(low, high) of N, D and C over the fitted runs: where the law was measured."""
+    return {name: (float(values[fitted].min()), float(values[fitted].max()))
+            for name, values in (("N", params), ("D", tokens), ("C", compute))}
+
+
+def inside(values, bounds: tuple[float, float]) -> np.ndarray:
+    """Within the fitted range, with a hair of slack for rounding (a run's own N is inside)."""
+    values = np.asarray(values, dtype=float)
+    return (values >= bounds[0] * (1 - 1e-9)) & (values <= bounds[1] * (1 + 1e-9))
+
+
 
 
 def with_allocation(fit: dict) -> dict:
@@ -63,11 +85,12 @@ def _samples(fit: dict) -> list[dict]:
 
 
 def _optimal_band(fit: dict, compute: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """2.5/97.5 percentiles over the bootstrap laws of (N_opt(C), L_opt(C)), or None."""
+    """2.5/97.5 percentiles over the bootstrap laws of (N_opt(C), L_opt(C)) on the fit's basis, or None."""
     samples = _samples(fit)
     if not samples:
         return None
-    lines = np.array([optimal_frontier({**fit, **sample}, compute)[::2] for sample in samples])  # (K, [N_opt, L_opt], C)
+    line = basis_line(fit)
+    lines = np.array([frontier_on_basis({**fit, **sample}, compute, line, points=301)[::2] for sample in samples])  # (K, [N_opt, L_opt], C)
     low, high = np.nanpercentile(lines, [2.5, 97.5], axis=0)
     return (low[0], high[0]), low[1], high[1]
 
@@ -100,7 +123,7 @@ def _draw_holdout(axes, fit: dict, x_of_row) -> list[tuple]:
             axes.annotate(f"{100 * error:+.1f}%", (x, (measured * predicted) ** 0.5), xytext=(10, 0),
                           textcoords="offset points", color="tab:red", fontsize=11, va="center")
     kind = "95% prediction interval" if rows[0].get("prediction_interval") else "95% interval"
-    label = "held out: measured, predicted" + (f" ({kind})" if rows[0].get("prediction_interval") or rows[0].get("interval") else "")
+    label = "held out: measured, predicted" + (f"\n({kind})" if rows[0].get("prediction_interval") or rows[0].get("interval") else "")
     if not annotate:
         label += f"\nmean |error| {100 * np.mean(np.abs(errors)):.1f}% over {len(rows)} runs"
     return [((star, diamond), label)]
@@ -117,7 +140,7 @@ def _allocation_text(fit: dict) -> str:
     lines = [rf"$N_{{opt}} \propto C^a$, a = {estimate(fit, 'a', '.3f')}", rf"$D_{{opt}} \propto C^b$, b = {estimate(fit, 'b', '.3f')}"]
     if "n_opt" in fit:
         lines += [f"at C = {format_number(fit['budget'], scientific=True)}: " + rf"$N_{{opt}}$ = {format_number(fit['n_opt'])},"
-                  + rf" $D_{{opt}}$ = {format_number(fit['d_opt'])}", f"D/N = {estimate(fit, 'tokens_per_param', '.1f')} (N: non-embedding)"]
+                  + rf" $D_{{opt}}$ = {format_number(fit['d_opt'])}", f"D/N = {estimate(fit, 'tokens_per_param', '.1f')} (N: {count_words(fit.get('n_definition'))})"]
     if fit.get("ci"):
         lines.append(f"[95% bootstrap intervals, {len(fit.get('samples') or [])} refits]")
     return "\n".join(lines)
@@ -128,7 +151,7 @@ def _allocation_text(fit: dict) -> str:
 
 def plot_loss_vs_tokens(
     non_embedding_params, tokens, loss, fit: dict, *, params_name: str = "non-embedding parameters N",
-    loss_name: str = "validation loss",
+    loss_name: str = "validation loss", unit: str = UNITS,
 ) -> Figure:
     """Loss vs D (log-log), one colour per N: the runs and the fitted L(N, D) along each N's D range."""
     params, tokens, loss = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens, loss))
@@ -150,7 +173,7 @@ def plot_loss_vs_tokens(
         if floor:
             entries.append((Line2D([], [], color="0.25", linestyle=":", linewidth=1.6), f"true entropy rate {floor[0]:.4f}"))
         _legend(axes, entries, loc="upper right")
-        axes.set(xscale="log", yscale="log", xlabel="training tokens D", ylabel=f"{loss_name} ({UNITS})",
+        axes.set(xscale="log", yscale="log", xlabel="training tokens D", ylabel=f"{loss_name} ({unit})",
                  title="Loss vs data: the fitted surface at each model size")
         shown = [loss, [float(row["predicted_loss"]) for row in holdout_rows(fit)], floor]
         fit_loss_limits(axes, np.concatenate(shown))
@@ -175,18 +198,46 @@ def _frontier_grid(compute: np.ndarray, fit: dict) -> np.ndarray:
     return np.geomspace(low, high, 200)
 
 
+def _shade_beyond(axes, low: float, high: float, limits: tuple[float, float], gid: str) -> bool:
+    """Shade the stretches of an x axis outside [low, high] that the figure shows; whether any."""
+    shaded = False
+    for start, stop in ((limits[0], low), (high, limits[1])):
+        if stop > start:
+            axes.axvspan(start, stop, gid=gid, **EXTRAPOLATED)
+            shaded = True
+    return shaded
+
+
+def _budget_text(fit: dict, ranges: dict) -> str:
+    """How far the named budget lies beyond the fitted runs' compute, and its D_opt beyond the
+    unique data (fit.json `unique_data`), for the corner box."""
+    budget, text = fit.get("budget"), ""
+    if budget and not inside(budget, ranges["C"]):
+        ratio = budget / ranges["C"][1] if budget > ranges["C"][1] else ranges["C"][0] / budget
+        text += f"\n(C is {format_number(ratio)}× {'beyond' if budget > ranges['C'][1] else 'below'} the fitted runs: extrapolated)"
+    unique = fit.get("unique_data") or {}
+    if unique.get("repeated"):
+        text += f"\n($D_{{opt}}$ is {format_number(unique['d_opt_over_unique'])}× the unique data: repeated epochs)"
+    return text
+
+
 def plot_compute_optimal_frontier(
-    non_embedding_params, tokens, loss, fit: dict, *, params_name: str = "non-embedding parameters N",
-    loss_name: str = "validation loss",
+    non_embedding_params, tokens, loss, fit: dict, *, flops=None, params_name: str = "non-embedding parameters N",
+    loss_name: str = "validation loss", unit: str = UNITS,
 ) -> Figure:
-    """Loss vs C = 6ND of every run, their lower envelope, and the fit's compute-optimal loss line."""
+    """Loss vs C of every run (on the fit's compute basis), their lower envelope, and the fit's
+    compute-optimal loss line: solid where N_opt and D_opt lie within the fitted runs' sizes and
+    token counts, dashed where they do not, compute beyond the fitted runs shaded."""
     params, tokens, loss = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens, loss))
     fit = with_allocation(fit)
-    compute = training_compute(params, tokens)
+    line_basis = basis_line(fit)
+    compute = training_compute(params, tokens, fit, flops)
     held_out = held_out_points(fit, params, tokens)
+    ranges = fitted_ranges(params, tokens, compute, ~held_out)
     norm, mappable = size_colors(params)
     grid = _frontier_grid(compute, fit)
-    _, _, optimal_loss = optimal_frontier(fit, grid)
+    n_opt, d_opt, optimal_loss = frontier_on_basis(fit, grid, line_basis)
+    supported = inside(n_opt, ranges["N"]) & inside(d_opt, ranges["D"]) & inside(grid, ranges["C"])
     with matplotlib.rc_context(STYLE):
         figure = new_figure()
         axes = figure.add_subplot()
@@ -198,28 +249,38 @@ def plot_compute_optimal_frontier(
                                 drawstyle="steps-post", zorder=4, gid="frontier")
         entries.append((envelope, "lower envelope of the runs"))
         band = _optimal_band(fit, grid)
-        (line,) = axes.plot(grid, optimal_loss, color="tab:red", linewidth=2, gid="fit")
-        label = r"fitted optimum $L(N_{opt}(C), D_{opt}(C))$"
+        (line,) = axes.plot(grid, optimal_loss, color="tab:red", linewidth=1.6, linestyle=(0, (4, 3)), gid="fit")
+        label = r"fitted optimum $L(N_{opt}, D_{opt})$" + (", 95% band" if band is not None else "")
         if band is not None:
             patch = axes.fill_between(grid, band[1], band[2], color="tab:red", alpha=0.15, linewidth=0, gid="band")
-            entries.append(((patch, line), f"{label}, 95% band"))
+            entries.append(((patch, line), label))
         else:
             entries.append((line, label))
+        entries.append((Line2D([], [], color="tab:red", linewidth=1.6, linestyle=(0, (4, 3))),
+                        r"dashed: extrapolated ($N_{opt}$ or $D_{opt}$ outside the fitted runs')"))
+        if supported.any():
+            (solid,) = axes.plot(grid, np.where(supported, optimal_loss, np.nan), color="tab:red", linewidth=2.4, gid="fit-supported")
+            entries.append((solid, "solid: both within the fitted runs'"))
         if "loss_opt" in fit and grid[0] <= fit["budget"] <= grid[-1]:
             marker = axes.scatter([fit["budget"]], [fit["loss_opt"]], marker="P", s=130, color="tab:red", edgecolor="black",
                                   zorder=5, gid="budget")
             entries.append((marker, f"the optimum at the named budget C = {format_number(fit['budget'], scientific=True)}"))
-        entries += _draw_holdout(axes, fit, lambda row: float(training_compute(row["non_embedding_params"], row["tokens"])))
-        axes.set(xscale="log", yscale="log", xlabel=COMPUTE_LABEL, ylabel=f"{loss_name} ({UNITS})",
+        entries += _draw_holdout(axes, fit, lambda row: float(np.ravel(training_compute([row["non_embedding_params"]], [row["tokens"]],
+                                                                                         fit, [row.get("flops", np.nan)]))[0]))
+        axes.set(xscale="log", yscale="log", xlabel=compute_axis_label(fit), ylabel=f"{loss_name} ({unit})",
                  title="Compute frontier and the fitted compute-optimal loss")
+        axes.set_xlim(grid[0], grid[-1])
+        if _shade_beyond(axes, *ranges["C"], (grid[0], grid[-1]), "extrapolated"):
+            entries.append((Patch(color="0.55", alpha=0.25, linewidth=0), "shaded: C beyond the fitted runs'"))
         shown = [loss, optimal_loss[(grid >= compute.min()) & (grid <= compute.max())]]
         fit_loss_limits(axes, np.concatenate(shown))
         label_loss_axis(axes)
         tidy_log_axis(axes.xaxis)
         # Runs scatter over every part of this frame (off-optimal ones far above the envelope),
         # so the legend goes below it; the top right keeps the headroom `fit_loss_limits` leaves.
-        _legend(figure, entries, loc="outside lower center", ncols=2, fontsize=10)
-        axes.text(0.98, 0.97, _allocation_text(fit), transform=axes.transAxes, fontsize=10, va="top", ha="right", bbox=BOX)
+        _legend(figure, entries, loc="outside lower center", ncols=2, fontsize=9)
+        axes.text(0.98, 0.97, _allocation_text(fit) + _budget_text(fit, ranges), transform=axes.transAxes, fontsize=10, va="top",
+                  ha="right", bbox=BOX)
         tidy_log_axis(figure.colorbar(mappable, ax=axes, label=params_name).ax.yaxis)
     return figure
 
@@ -227,57 +288,81 @@ def plot_compute_optimal_frontier(
 # ----------------------------------------------------------------------------- isoFLOP slices
 
 
-def slice_budgets(non_embedding_params, tokens, count: int = SLICES) -> np.ndarray:
-    """`count` budgets log-spaced from the cheapest run's C = 6ND to the dearest's."""
-    compute = training_compute(non_embedding_params, tokens)
+def slice_budgets(compute, count: int = SLICES) -> np.ndarray:
+    """`count` budgets log-spaced from the cheapest run's C to the dearest's (C on the fit's basis)."""
+    compute = np.asarray(compute, dtype=float)
     return np.geomspace(compute.min(), compute.max(), count)
 
 
-def _slice_limits(axes, optimal_loss: np.ndarray) -> None:
-    """Y limits around the optima: the slices rise steeply away from them, and that rise is
-    not what the figure is for."""
-    low, high = float(np.nanmin(optimal_loss)), float(np.nanmax(optimal_loss))
+def _slice_limits(axes, losses: np.ndarray) -> None:
+    """Y limits around the optima and the runs: the slices rise steeply away from them, and that
+    rise is not what the figure is for."""
+    low, high = float(np.nanmin(losses)), float(np.nanmax(losses))
     span = max(high - low, 0.05 * high)
-    axes.set_ylim(low - 0.15 * span, high + 1.1 * span)
+    axes.set_ylim(low - 0.15 * span, high + 0.6 * span)
 
 
 def plot_isoflop_slices(
-    non_embedding_params, tokens, fit: dict, *, params_name: str = "non-embedding parameters N",
-    loss_name: str = "validation loss",
+    non_embedding_params, tokens, fit: dict, *, loss=None, flops=None, params_name: str = "non-embedding parameters N",
+    loss_name: str = "validation loss", unit: str = UNITS,
 ) -> Figure:
-    """The fitted surface along C = 6ND at `SLICES` budgets: loss vs N, optimum marked."""
+    """The fitted surface along C = const at `SLICES` budgets spanning the fitted runs (loss vs N,
+    D = C / FLOPs-per-token(N) on the fit's basis), each slice's optimum marked, the runs drawn
+    (coloured by their own C) where `loss` is given, sizes outside the fitted runs' shaded and the
+    optima there hollow."""
     params, tokens = (np.asarray(values, dtype=float) for values in (non_embedding_params, tokens))
     fit = with_allocation(fit)
-    budgets = slice_budgets(params, tokens)
-    n_opt, _, optimal_loss = optimal_frontier(fit, budgets)
+    line_basis = basis_line(fit)
+    compute = training_compute(params, tokens, fit, flops)
+    held_out = held_out_points(fit, params, tokens)
+    ranges = fitted_ranges(params, tokens, compute, ~held_out)
+    budgets = slice_budgets(compute[~held_out])
+    n_opt, _, optimal_loss = frontier_on_basis(fit, budgets, line_basis)
     band = _optimal_band(fit, budgets)
+    measured = inside(n_opt, ranges["N"])
     finite_optima = n_opt[np.isfinite(n_opt)]
     grid = log_grid(np.concatenate([params, finite_optima]), margin=3.0, count=300)
-    norm = LogNorm(vmin=budgets.min() / 1.5, vmax=budgets.max() * 1.5)
+    norm = LogNorm(vmin=min(budgets.min(), compute.min()) / 1.5, vmax=max(budgets.max(), compute.max()) * 1.5)
     mappable = ScalarMappable(norm=norm, cmap=BUDGET_COLORMAP)
+    per_token = "6N" if line_basis is None else "fpt(N)"
     with matplotlib.rc_context(STYLE):
         figure = new_figure()
         axes = figure.add_subplot()
         for index, budget in enumerate(budgets):
             color = mappable.to_rgba(budget)
-            axes.plot(grid, law_loss(fit, grid, budget / (6 * grid), None), color=color, linewidth=1.8, gid="slice")
+            axes.plot(grid, law_loss(fit, grid, tokens_for(line_basis, grid, budget), None), color=color, linewidth=1.8, gid="slice")
             if band is not None:
                 low, high = band[0][0][index], band[0][1][index]
                 axes.errorbar([(low + high) / 2], [optimal_loss[index]], xerr=[(high - low) / 2], fmt="none", ecolor=color,
                               capsize=4, linewidth=1.5, zorder=4, gid="optimum-interval")
-            axes.scatter([n_opt[index]], [optimal_loss[index]], marker="*", s=240, color=color, edgecolor="black", zorder=5,
-                         gid="optimum")
+            axes.scatter([n_opt[index]], [optimal_loss[index]], marker="*", s=240, color=color if measured[index] else "white",
+                         edgecolor="black" if measured[index] else color, linewidth=1 if measured[index] else 2, zorder=5, gid="optimum")
         axes.plot(n_opt, optimal_loss, color="black", linestyle=":", linewidth=1.5, gid="optimum-line")
-        handles = [Line2D([], [], color="gray", linewidth=1.8, label=r"fitted $L(N, D = C/6N)$, one curve per budget C"),
+        handles = [Line2D([], [], color="gray", linewidth=1.8, label=rf"fitted $L(N, D = C/{per_token})$, one curve per budget C"),
                    Line2D([], [], color="white", marker="*", markersize=15, markeredgecolor="black", linestyle="",
                           label=r"optimum $N_{opt}(C)$" + (" (95% interval)" if band is not None else "")),
                    Line2D([], [], color="black", linestyle=":", linewidth=1.5,
                           label=rf"optima across budgets: $N_{{opt}} \propto C^a$, a = {estimate(fit, 'a', '.3f')}")]
-        axes.legend(handles=handles, loc="upper center")
-        axes.set(xscale="log", xlabel=params_name, ylabel=f"{loss_name} ({UNITS})", xlim=(grid[0], grid[-1]),
+        shown = [optimal_loss]
+        if loss is not None:
+            loss = np.asarray(loss, dtype=float)
+            axes.scatter(params[~held_out], loss[~held_out], c=compute[~held_out], cmap=BUDGET_COLORMAP, norm=norm, s=40,
+                         edgecolor="black", zorder=3, gid="points")
+            handles.append(Line2D([], [], color="0.6", marker="o", markeredgecolor="black", linestyle="",
+                                  label=f"fitted runs ({(~held_out).sum()}; colour = their own C)"))
+            shown.append(loss[~held_out])
+        if _shade_beyond(axes, *ranges["N"], (grid[0], grid[-1]), "extrapolated"):
+            handles.append(Patch(color="0.55", alpha=0.25, linewidth=0,
+                                                    label="sizes outside the fitted runs': extrapolated"))
+        if not measured.all():
+            handles.append(Line2D([], [], color="white", marker="*", markersize=15, markeredgecolor="0.3", markeredgewidth=2,
+                                  linestyle="", label=f"optimum outside the fitted sizes ({(~measured).sum()} of {len(budgets)})"))
+        axes.legend(handles=handles, loc="upper center", fontsize=9.5)
+        axes.set(xscale="log", xlabel=params_name, ylabel=f"{loss_name} ({unit})", xlim=(grid[0], grid[-1]),
                  title="IsoFLOP slices of the fitted surface")
-        _slice_limits(axes, optimal_loss)
+        _slice_limits(axes, np.concatenate(shown))
         tidy_log_axis(axes.xaxis)
-        colorbar = figure.colorbar(mappable, ax=axes, label=f"budget {COMPUTE_LABEL.removeprefix('training compute ')}")
+        basis = "C = 6ND" if line_basis is None else "C, the runs' FLOPs"
+        colorbar = figure.colorbar(mappable, ax=axes, label=f"budget {basis}")
         tidy_log_axis(colorbar.ax.yaxis)
     return figure

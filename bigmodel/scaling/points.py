@@ -31,6 +31,16 @@ CSV_COLUMN_CHOICES = {
 OPTIONAL_FIELDS = ("flops",)
 GROUP_COLUMN = "group"  # optional: runs with the same non-empty value share training (one stable run)
 CSV_HINT = "a points CSV needs columns params,tokens,loss and optionally flops and group"
+# The unit of a loss, decided here only: a cross-entropy is in nats per token, and where a token
+# is one byte (the bytes tokenizer: a run's eval_bpb = loss / ln 2 exactly) that is nats per
+# byte, the unit the docs quote. Where the bytes per token are unknown (a CSV), per token.
+TOKEN_UNIT, BYTE_UNIT = "nats/token", "nats/byte"
+
+
+def loss_unit(bytes_per_token) -> str:
+    """BYTE_UNIT when every run's tokens are single bytes, else TOKEN_UNIT."""
+    ratios = np.asarray(bytes_per_token, dtype=float)
+    return BYTE_UNIT if ratios.size and np.all(np.abs(ratios - 1.0) < 1e-6) else TOKEN_UNIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +57,14 @@ class Points:
     # `group` column), "" for none; empty: every run on its own. The bootstrap draws one shared
     # noise term per group (`noise.py`).
     groups: tuple[str, ...] = ()
+    loss_unit: str = TOKEN_UNIT  # `loss_unit`: nats/byte where the runs' tokens are bytes
+    # Every parameter, embeddings and head included (a registry's `params`; a CSV's where it also
+    # names non_embedding_params), NaN where unknown; empty: unknown for all (`counts.py`).
+    total_params: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self):
+        if len(self.total_params) != len(self.loss):
+            object.__setattr__(self, "total_params", np.full(len(self.loss), np.nan))
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -61,11 +79,15 @@ class Points:
             return self.flops
         return 6.0 * self.non_embedding_params * self.tokens
 
+    def compute_basis(self) -> str:
+        """What `compute` counts, for every printed ratio of it: "flops" (the runs' own) or "6ND"."""
+        return "flops" if np.all(np.isfinite(self.flops)) else "6ND"
+
     def select(self, mask: np.ndarray) -> Points:
         """The points where `mask` is true (names and groups too, where there are any)."""
         names = tuple(name for name, keep in zip(self.names, mask) if keep)
         groups = tuple(group for group, keep in zip(self.groups, mask) if keep)
-        arrays = {name: getattr(self, name)[mask] for name in FIELDS}
+        arrays = {name: getattr(self, name)[mask] for name in (*FIELDS, "total_params")}
         return dataclasses.replace(self, **arrays, names=names, groups=groups)
 
 
@@ -138,4 +160,7 @@ def points_from_csv(path: Path) -> Points:
     if not rows:
         raise ValueError(f"{path} has a header but no rows: add one row per run")
     groups = tuple(row.get(GROUP_COLUMN, "") for _, row in rows) if GROUP_COLUMN in header else ()
-    return Points(**{field: np.asarray(column, dtype=float) for field, column in values.items()}, loss_name="loss", groups=groups)
+    total = "params" if columns["non_embedding_params"] != "params" and "params" in header else None  # N is read from another column
+    total_params = [parse_optional_number(path, line, total, row.get(total)) if total else math.nan for line, row in rows]
+    return Points(**{field: np.asarray(column, dtype=float) for field, column in values.items()}, loss_name="loss", groups=groups,
+                  total_params=np.asarray(total_params, dtype=float))

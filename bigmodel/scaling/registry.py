@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bigmodel import files
-from bigmodel.scaling.points import Points, parse_number, points_from_csv, read_table, require_columns
+from bigmodel.scaling.points import Points, loss_unit, parse_number, points_from_csv, read_table, require_columns
 
 REGISTRY_FILE = "runs.csv"
 FIT_FILE = "fit.json"
@@ -132,23 +132,34 @@ def sweep_points(directory: str | Path) -> Points:
     theirs is the point): N = non_embedding_params, loss = final_eval_loss, else final_loss.
     A branch's group is its parent (the branches of one stable run share its noise)."""
     path = Path(directory) / REGISTRY_FILE
-    values = {"non_embedding_params": [], "tokens": [], "flops": [], "loss": []}
-    names, groups, uses_validation = [], [], []
+    values = {"non_embedding_params": [], "tokens": [], "flops": [], "loss": [], "total_params": []}
+    names, groups, uses_validation, bytes_per_token = [], [], [], []
     for line, row in read_registry(directory):
         if row["status"] != DONE or row["role"] == STABLE:
             continue
         validation = row["final_eval_loss"] != ""
         for field in ("non_embedding_params", "tokens", "flops"):
             values[field].append(parse_number(path, line, field, row[field]))
+        values["total_params"].append(parse_number(path, line, "params", row["params"]) if row.get("params") else math.nan)
         loss_column = "final_eval_loss" if validation else "final_loss"
         values["loss"].append(parse_number(path, line, loss_column, row[loss_column]))
         names.append(row["name"])
         groups.append(row["parent"])
         uses_validation.append(validation)
+        bytes_per_token.append(run_bytes_per_token(row))
     if not names:
         raise ValueError(f"{path} has no finished runs (status {DONE!r}): run or resume the sweep first")
     arrays = {field: np.asarray(column, dtype=float) for field, column in values.items()}
-    return Points(**arrays, loss_name=loss_name(np.array(uses_validation)), names=tuple(names), groups=tuple(groups))
+    return Points(**arrays, loss_name=loss_name(np.array(uses_validation)), names=tuple(names), groups=tuple(groups),
+                  loss_unit=loss_unit(bytes_per_token))
+
+
+def run_bytes_per_token(row: dict[str, str]) -> float:
+    """Bytes per token of a registry row, from its eval loss and bits per byte (NaN without them)."""
+    try:
+        return float(row["final_eval_loss"]) / math.log(2) / float(row.get("eval_bpb", ""))
+    except (ValueError, ZeroDivisionError):
+        return math.nan
 
 
 def load_points(path: str | Path) -> Points:
