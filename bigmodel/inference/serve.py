@@ -31,6 +31,7 @@ from bigmodel.config import ConfigError
 
 SERVE_HELP = "serve a run's newest checkpoint over HTTP: POST /generate, GET /health, GET /info"
 DEFAULT_MAX_TOKENS = 100  # a request that names none (as generate's --max_tokens)
+DEFAULT_KEEP_ALIVE_S = 5.0  # uvicorn's default; lowered to --request_timeout_s when that is shorter
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +51,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     connections.add_argument("--request_timeout_s", type=float, default=10.0,
                              help="seconds a connection has to send a whole request, from when it opens or gets its "
                                   "previous answer; then it is closed unanswered")
-    connections.add_argument("--keep_alive_s", type=float, default=5.0,
-                             help="seconds an idle connection is kept open for its next request (≤ --request_timeout_s)")
+    connections.add_argument("--keep_alive_s", type=float, default=None,
+                             help=f"seconds an idle connection is kept open for its next request (default {DEFAULT_KEEP_ALIVE_S:g}, "
+                                  "or --request_timeout_s if shorter)")
     connections.add_argument("--max_pending_connections", type=positive_int, default=512,
                              help="connections still sending a request (or idle) at most; one more closes the longest waiting")
     parser.add_argument("--shutdown_grace_s", type=float, default=30.0,
@@ -72,11 +74,16 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--shutdown_grace_s must be ≥ 0, got {args.shutdown_grace_s}")
     for flag in ("request_timeout_s", "keep_alive_s"):
         value = getattr(args, flag)
-        if not (math.isfinite(value) and value > 0):
+        if value is not None and not (math.isfinite(value) and value > 0):
             raise ConfigError(f"--{flag} must be a positive number of seconds, got {value}")
-    if args.keep_alive_s > args.request_timeout_s:
+    if args.keep_alive_s is not None and args.keep_alive_s > args.request_timeout_s:
         raise ConfigError(f"--keep_alive_s {args.keep_alive_s:g} is over --request_timeout_s {args.request_timeout_s:g}, which "
                           "closes an idle connection first: lower --keep_alive_s or raise --request_timeout_s")
+
+
+def keep_alive_s(args: argparse.Namespace) -> float:
+    """--keep_alive_s, or its default within --request_timeout_s (which would close the connection first)."""
+    return min(DEFAULT_KEEP_ALIVE_S, args.request_timeout_s) if args.keep_alive_s is None else args.keep_alive_s
 
 
 def limits_for(args: argparse.Namespace, max_seq_len: int):
@@ -180,7 +187,7 @@ def serve_on(sock, args: argparse.Namespace, stop: SignalLatch) -> int:
     # (every request a 503); the guard bounds the idle and slow ones, the queue the busy ones.
     guard = serve_http.ConnectionGuard(args.request_timeout_s, args.max_pending_connections, stderr_log)
     server_config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", http=serve_http.guarded_protocol(guard),
-                                   timeout_keep_alive=args.keep_alive_s, timeout_graceful_shutdown=args.shutdown_grace_s)
+                                   timeout_keep_alive=keep_alive_s(args), timeout_graceful_shutdown=args.shutdown_grace_s)
     serve_http.AnnouncingServer(server_config, announce, stop).run(sockets=[sock])
     stderr_log(f"stopped{f' by {stop.signal}' if stop.signal else ''}")
     return 0
