@@ -365,9 +365,9 @@ def test_the_open_file_limit_is_raised_to_what_the_connections_need_or_refused()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
     try:
-        assert raise_open_file_limit(soft) == soft and resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
+        assert raise_open_file_limit(soft, "these") == soft and resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
         if hard != resource.RLIM_INFINITY:
-            with pytest.raises(ConfigError, match=f"needs about {hard + 1} open files, but this process may open {hard} "):
-                raise_open_file_limit(hard + 1)
+            with pytest.raises(ConfigError, match=f"^these need about {hard + 1} open files, but this process may open {hard} "):
+                raise_open_file_limit(hard + 1, "these")
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -142,7 +142,9 @@ def serve_command(args: argparse.Namespace) -> int:
     check_flags(args)
     from bigmodel.inference import serve_http  # after check_flags: it needs uvicorn
 
-    serve_http.raise_open_file_limit(serve_http.files_needed(args.max_pending_connections, args.max_queue, args.max_batch))
+    serve_http.raise_open_file_limit(serve_http.files_needed(args.max_pending_connections, args.max_queue, args.max_batch),
+                                     f"--max_pending_connections {args.max_pending_connections}, --max_queue {args.max_queue} "
+                                     f"and --max_batch {args.max_batch}")
     with serve_http.listening_socket(args.host, args.port) as sock, SignalLatch() as stop:
         return serve_on(sock, args, stop)
 

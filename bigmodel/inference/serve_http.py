@@ -68,17 +68,18 @@ def files_needed(max_pending: int, max_queue: int, max_batch: int) -> int:
     return max_pending + 4 * (max_queue + max_batch) + FILES_BESIDES_CONNECTIONS
 
 
-def raise_open_file_limit(needed: int) -> int:
+def raise_open_file_limit(needed: int, settings: str) -> int:
     """Raise this process's soft limit on open files to `needed` if the hard limit allows (as
-    nginx's worker_rlimit_nofile does); ConfigError naming the fix if it cannot. Returns the limit."""
+    nginx's worker_rlimit_nofile does); ConfigError naming the `settings` that need them if it
+    cannot. Returns the limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return soft
     if hard == resource.RLIM_INFINITY or hard >= needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
         return needed
-    raise ConfigError(f"--max_pending_connections needs about {needed} open files, but this process may open {hard} "
-                      f"(`ulimit -Hn`): lower --max_pending_connections, or raise the limit")
+    raise ConfigError(f"{settings} need about {needed} open files, but this process may open {hard} (`ulimit -Hn`): "
+                      "lower them, or raise the limit")
 
 
 class ConnectionGuard:
