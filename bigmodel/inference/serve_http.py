@@ -9,10 +9,12 @@ A connection is in one of two classes:
   such connections are held: one more closes the one that has waited longest (slow clients are
   the oldest; a real client sends its request in one go). Clients that connect and say nothing,
   or send half their headers and stall (slowloris), thus cost a bounded number of sockets for a
-  bounded time, whatever their number.
+  bounded time, whatever their number. (An idle keep-alive connection is also closed by
+  uvicorn's own timer, `keep_alive_s`, which is no longer than the deadline.)
 - with its request in: answered. /health and /info answer at once on the event loop, never
   behind the model; /generate waits in the bounded queue (`serve_queue`) or gets a 503. These
-  are bounded by the queue, so no count is kept here.
+  are bounded by the queue, so no count is kept here. Answers are a few KB and go to the
+  kernel's socket buffer at once: a client that does not read them holds no request open.
 
 uvicorn's own connection limit (`limit_concurrency`) counts both classes together: ~112 idle
 connections made every request, /health included, a 503. It is not used. The guard subclasses
