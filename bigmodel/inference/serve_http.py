@@ -13,8 +13,8 @@ A connection is in one of two classes:
   uvicorn's own timer, `keep_alive_s`, which is no longer than the deadline.)
 - with its request in: answered. /health and /info answer at once on the event loop, never
   behind the model; /generate waits in the bounded queue (`serve_queue`) or gets a 503. These
-  are bounded by the queue, so no count is kept here. Answers are a few KB and go to the
-  kernel's socket buffer at once: a client that does not read them holds no request open.
+  are bounded by the queue, so no count is kept here. An answer (tens of KB at most) fits the
+  transport's write buffer, so a client that does not read it holds no request open.
 
 uvicorn's own connection limit (`limit_concurrency`) counts both classes together: ~112 idle
 connections made every request, /health included, a 503. It is not used. The guard subclasses
