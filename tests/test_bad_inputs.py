@@ -65,6 +65,14 @@ def _held_workdir(tmp_path: Path) -> Path:
     return workdir
 
 
+def _taken_port(tmp_path: Path) -> str:
+    """A loopback port another socket listens on, for as long as the row's command runs."""
+    import socket
+
+    _taken_port.sock = socket.create_server(("127.0.0.1", 0))  # kept open for the row's command
+    return str(_taken_port.sock.getsockname()[1])
+
+
 def _experiment(tmp_path: Path, text: str) -> str:
     return str(_write(tmp_path / "study.py", text))
 
@@ -149,6 +157,16 @@ ROWS = [
     Row("fit: unknown --count", "unknown --count 'kaplan'", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "chinchilla", "--count", "kaplan", "--out", str(t / "fit.json")]),
     Row("fit: --count total on a CSV without total params", "--count total needs each run's total parameter count",
         lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "power", "--count", "total", "--out", str(t / "fit.json")]),
+    # serve: flags and the port, refused before the run is read
+    Row("serve: the port is taken", "is in use: pick another --port, or stop what holds it", lambda t, d: ["serve", "--workdir", str(t / "run"), "--port", _taken_port(t)]),
+    Row("serve: --host not of this machine", "--host 203.0.113.7 is not an address of this machine", lambda t, d: ["serve", "--workdir", str(t / "run"), "--host", "203.0.113.7", "--port", "0"]),
+    Row("serve: --port out of range", "--port 70000 is not a TCP port", lambda t, d: ["serve", "--workdir", str(t / "run"), "--port", "70000"]),
+    Row("serve: --request_timeout_s 0", "--request_timeout_s must be a positive number of seconds, got 0.0", lambda t, d: ["serve", "--workdir", str(t / "run"), "--request_timeout_s", "0"]),
+    Row("serve: --keep_alive_s nan", "--keep_alive_s must be a positive number of seconds, got nan", lambda t, d: ["serve", "--workdir", str(t / "run"), "--keep_alive_s", "nan"]),
+    Row("serve: --keep_alive_s over --request_timeout_s", "--keep_alive_s 30 is over --request_timeout_s 10", lambda t, d: ["serve", "--workdir", str(t / "run"), "--keep_alive_s", "30"]),
+    Row("serve: --max_pending_connections 0", "argument --max_pending_connections: expected a positive integer, got '0'", lambda t, d: ["serve", "--workdir", str(t / "run"), "--max_pending_connections", "0"]),
+    Row("serve: --shutdown_grace_s -1", "--shutdown_grace_s must be ≥ 0, got -1.0", lambda t, d: ["serve", "--workdir", str(t / "run"), "--shutdown_grace_s", "-1"]),
+    Row("serve: --max_prompts over --max_batch", "--max_prompts 9 is over --max_batch 8", lambda t, d: ["serve", "--workdir", str(t / "run"), "--max_prompts", "9", "--max_batch", "8"]),
 ]
 
 

@@ -246,6 +246,24 @@ def run_generate(capsys, workdir, *arguments):
     return code, out, err
 
 
+def test_a_stopped_completion_keeps_only_the_tokens_of_its_text():
+    from bigmodel.data import SentencePieceTokenizer
+    from bigmodel.data.tokenizers import train_sentencepiece
+    from bigmodel.inference.completions import completion
+
+    byte = ByteTokenizer()
+    assert completion("p", byte.encode("Amen. é And so"), byte, " And") == \
+        {"prompt": "p", "text": "Amen. é", "tokens": byte.encode("Amen. é"), "finish_reason": "stop"}
+    assert completion("p", byte.encode("And so"), byte, "And")["tokens"] == []  # stopped at once
+    lines = ["In the beginning God created the heaven and the earth.", "And the earth was without form, and void."] * 50
+    spm = SentencePieceTokenizer(train_sentencepiece(lines, 300))
+    ids = spm.encode("the heaven and the earth")
+    record = completion("p", ids, spm, "aven")  # "aven" starts inside a token ("ea"): that token goes with it
+    assert record["text"] == "the he" and "the he".startswith(spm.decode(record["tokens"]))
+    assert record["tokens"] == ids[: len(record["tokens"])] and spm.decode(ids[: len(record["tokens"]) + 1]) == "the hea"
+    assert spm.decode(completion("p", ids, spm, " and")["tokens"]) == "the heaven"  # on a token boundary: exactly the text
+
+
 def test_generate_prints_one_json_object_per_prompt_and_writes_nothing(tiny_run, tmp_path, capsys, fingerprint):
     prompts_file = tmp_path / "prompts.txt"
     prompts_file.write_text("And God said\n\nIn the beginning\n")
@@ -266,7 +284,8 @@ def test_generate_prints_one_json_object_per_prompt_and_writes_nothing(tiny_run,
     code, out, _ = run_generate(capsys, tiny_run, *same_batch, "--stop", stop, "--json")
     stopped = json.loads(out.splitlines()[0])
     assert code == 0 and stopped["finish_reason"] == "stop" and stopped["text"] == text[: text.index(stop)]
-    assert stopped["tokens"] == records[0]["tokens"][: len(stopped["tokens"])] and len(stopped["tokens"]) < 12
+    assert stopped["tokens"] == records[0]["tokens"][: len(stopped["tokens"])]
+    assert bytes(stopped["tokens"]).decode() == stopped["text"]  # the stop string's tokens are left out too
 
     code, out, err = run_generate(capsys, tiny_run, *same_batch, "--seed", "3")
     assert code == 0 and out.startswith("Jesus wept" + text) and "\n---\nAnd God said" in out and "tokens/s (decode)" in err

@@ -1,10 +1,11 @@
 """`bigmodel serve`: the real server (`python -m bigmodel serve` in a subprocess, on a free port)
 over the session's tiny L1 run (conftest's `tiny_run`), spoken to with a real HTTP client (requests).
 
-Two servers: one with room in its queue (answers, errors, 20 concurrent requests) and one whose
-queue holds one request (20 concurrent requests: some 503s, every 200 right). Both must stop
-cleanly on a signal. The queue's batching, the shapes and the request checks are also tested as
-plain functions below.
+Three servers: one with room in its queue (answers, errors, 20 concurrent requests, 400 idle and
+stalled connections held against it), one whose queue holds one request (20 concurrent requests:
+some 503s, every 200 right), and one that a second `serve` on its port must not start beside and
+that a SIGINT right after "serving" must stop. All must stop cleanly on a signal. The queue's
+batching, the shapes and the request checks are also tested as plain functions below.
 """
 
 import collections
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,9 +27,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from bigmodel.cli import main  # noqa: E402
+from bigmodel.config import ConfigError  # noqa: E402
 from bigmodel.inference.sampling import Sampling  # noqa: E402
 from bigmodel.inference.serve_api import GenerateRequest, Invalid, check_request  # noqa: E402
 from bigmodel.inference.serve_engine import Limits, batch_shape, power_of_two_at_least  # noqa: E402
+from bigmodel.inference.serve_http import raise_open_file_limit  # noqa: E402
 from bigmodel.inference.serve_queue import Job, take_batch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +41,14 @@ LIMIT_FLAGS = ["--max_batch", "4", "--max_prompts", "4", "--max_tokens", "32", "
 PROMPTS = [f"And the LORD said unto {name}" for name in
            ("Moses", "Aaron", "Abraham", "Noah", "Cain", "Jacob", "Joseph", "Samuel", "David", "Saul",
             "Elijah", "Jonah", "Gideon", "Joshua", "Isaac", "Adam", "Eve", "Lot", "Job", "Esau")]
+
+
+# The shared server's connection guard, small enough that the abuse test reaches both its limits.
+GUARD_FLAGS = ["--request_timeout_s", "4", "--keep_alive_s", "2", "--max_pending_connections", "300"]
+
+
+def serve_argv(workdir, port: int, *flags) -> list[str]:
+    return [sys.executable, "-m", "bigmodel", "serve", "--workdir", str(workdir), "--port", str(port), *LIMIT_FLAGS, *flags]
 
 
 def free_port() -> int:
@@ -53,19 +65,15 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         with open(log_path, "w") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "bigmodel", "serve", "--workdir", str(workdir),
-                                             "--port", str(self.port), *LIMIT_FLAGS, *flags],
-                                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+            self.process = subprocess.Popen(serve_argv(workdir, self.port, *flags), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+        while " serving " not in self.log():  # it listens from the start; it answers once it says so
             assert self.process.poll() is None, self.log()
-            try:
-                if requests.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        self.process.kill()
-        raise AssertionError(f"the server did not come up:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise AssertionError(f"the server did not come up:\n{self.log()}")
+            time.sleep(0.2)
 
     def log(self) -> str:
         return Path(self.log_path).read_text()
@@ -86,7 +94,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
-    running = Server(tiny_run, tmp_path_factory.mktemp("serve_log") / "server.log", "--max_queue", "32")
+    running = Server(tiny_run, tmp_path_factory.mktemp("serve_log") / "server.log", "--max_queue", "32", *GUARD_FLAGS)
     yield running
     code, log = running.stop(signal.SIGTERM)
     assert code == 0 and "stopped by SIGTERM" in log, log[-3000:]
@@ -214,6 +222,77 @@ def test_a_full_queue_answers_503_and_every_200_is_right(server, tiny_run, tmp_p
     assert code == 0 and "stopped by SIGINT" in log and log.count("POST /generate 503") == statuses[503], log[-3000:]
 
 
+def wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_idle_and_stalled_connections_cannot_starve_the_server(server, load_tool):
+    """200 connections that send nothing and 200 that send half their headers, held open: /health
+    answers within 1 s and a completion comes back right. Past --max_pending_connections 300 the
+    longest waiting are closed at once; the rest at --request_timeout_s 4."""
+    abuse = load_tool("serve_abuse")  # the benchmark's own clients
+    abuse.raise_open_files(2048)  # 400 sockets in this process (the server raises its own limit)
+    body = {"prompt": PROMPTS[0], "max_tokens": 16, "temperature": 0}
+    expected = server.generate(**body).json()["completions"][0]["tokens"]
+    opened = time.monotonic()
+    held = abuse.hold_connections("127.0.0.1", server.port, idle=200, stalled=200)
+    try:
+        assert wait_until(lambda: abuse.closed_by_server(held) >= 100, seconds=3)
+        assert abuse.closed_by_server(held[:95]) == 95 and abuse.closed_by_server(held[105:]) == 0  # the oldest went
+        for _ in range(10):
+            seconds, status, answer = abuse.timed_get("127.0.0.1", server.port, "/health", timeout=5)
+            assert status == 200 and json.loads(answer)["status"] == "ok" and seconds < 1.0, seconds
+        response = server.generate(**body)
+        assert response.status_code == 200 and response.json()["completions"][0]["tokens"] == expected
+        assert wait_until(lambda: abuse.closed_by_server(held) == 400, seconds=4 + 5 - (time.monotonic() - opened))
+    finally:
+        for sock in held:
+            sock.close()
+    assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow  # starts a server of its own
+def test_a_second_serve_on_the_port_fails_and_sigint_right_after_serving_stops_the_first(tiny_run, capsys):
+    port, lines, signalled = free_port(), [], []
+    process = subprocess.Popen(serve_argv(tiny_run, port), cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+    def read_and_interrupt():
+        for line in process.stderr:
+            lines.append(line)
+            if " serving " in line and not signalled:
+                process.send_signal(signal.SIGINT)  # the moment the line is out
+                signalled.append(time.monotonic())
+
+    reader = threading.Thread(target=read_and_interrupt, daemon=True)
+    reader.start()
+    try:
+        assert wait_until(lambda: port_accepts(port) or process.poll() is not None, seconds=120), "".join(lines)
+        code, err = serve_exit(capsys, "--workdir", str(tiny_run), "--port", str(port))  # most likely still warming up
+        assert code == 2 and err == f"error: port {port} on 127.0.0.1 is in use: pick another --port, or stop what holds it\n"
+        code = process.wait(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(timeout=10)
+    log = "".join(lines)
+    assert signalled and code == 0 and time.monotonic() - signalled[0] < 15, log
+    assert log.rstrip().endswith("stopped by SIGINT"), log
+
+
 # ----------------------------------------------------------------------------- bad flags
 
 
@@ -228,7 +307,7 @@ def serve_exit(capsys, *arguments):
 def test_bad_flags_are_one_error_line_and_exit_2(tiny_run, tmp_path, capsys):
     code, err = serve_exit(capsys)
     assert code == 2 and "--workdir" in err and len(err.strip().splitlines()) == 1
-    code, err = serve_exit(capsys, "--workdir", str(tmp_path))
+    code, err = serve_exit(capsys, "--workdir", str(tmp_path), "--port", "0")  # the port is bound before the run is read
     assert code == 2 and err.startswith("error: ") and "has no config.json" in err
     code, err = serve_exit(capsys, "--workdir", str(tiny_run), "--max_prompts", "9", "--max_batch", "8")
     assert code == 2 and "--max_prompts 9 is over --max_batch 8" in err
@@ -278,3 +357,17 @@ def test_batches_run_as_a_few_padded_shapes():
     assert [power_of_two_at_least(n, 64, 500) for n in (1, 64, 65, 300, 500)] == [64, 64, 128, 500, 500]
     assert batch_shape([5], 10, LIMITS) == batch_shape([40], 32, LIMITS)  # one shape: 1 row, 48 slots, 32 tokens
     assert batch_shape([5, 7], 10, LIMITS).rows == 4 and batch_shape([5], 10, LIMITS).rows == 1
+
+
+def test_the_open_file_limit_is_raised_to_what_the_connections_need_or_refused():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
+    try:
+        assert raise_open_file_limit(soft, "these") == soft and resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
+        if hard != resource.RLIM_INFINITY:
+            with pytest.raises(ConfigError, match=f"^these need about {hard + 1} open files, but this process may open {hard} "):
+                raise_open_file_limit(hard + 1, "these")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -1,5 +1,5 @@
-"""A decoded batch as text: each prompt's continuation cut at its stop string, the tokens through
-it, why it ended, and the batch's speeds. Pure Python: `generate` prints these records and the
+"""A decoded batch as text: each prompt's continuation cut before its stop string, the tokens of
+that text, why it ended, and the batch's speeds. Pure Python: `generate` prints these records and the
 server answers with them, so both say the same thing about the same tokens.
 """
 
@@ -19,14 +19,23 @@ def tokens_through_stop(tokenizer, ids: list[int], stop: str) -> list[int]:
     return ids[: bisect.bisect_left(range(len(ids)), True, key=lambda n: stop in tokenizer.decode(ids[: n + 1])) + 1]
 
 
+def tokens_before_stop(tokenizer, ids: list[int], stop: str, text: str) -> list[int]:
+    """The longest prefix of `ids` whose text is a prefix of `text` (the continuation cut before
+    `stop`): the tokens of `text`, less one that straddles the start of `stop` (a BPE token)."""
+    length = len(tokens_through_stop(tokenizer, ids, stop)) - 1  # that prefix's text holds `stop`: too long
+    while length and not text.startswith(tokenizer.decode(ids[:length])):
+        length -= 1
+    return ids[:length]
+
+
 def rate(tokens: int, seconds: float) -> float | None:
     return round(tokens / seconds, 1) if tokens and seconds > 0 else None
 
 
 def completion(prompt: str, ids: list[int], tokenizer, stop: str | None) -> dict:
-    """One prompt's JSON-ready record: its text cut at `stop`, the tokens through it, and why it ended."""
+    """One prompt's JSON-ready record: its text cut before `stop`, that text's tokens, and why it ended."""
     text, stopped = cut_at_stop(tokenizer.decode(ids), stop)
-    return {"prompt": prompt, "text": text, "tokens": tokens_through_stop(tokenizer, ids, stop) if stopped else ids,
+    return {"prompt": prompt, "text": text, "tokens": tokens_before_stop(tokenizer, ids, stop, text) if stopped else ids,
             "finish_reason": "stop" if stopped else "length"}
 
 

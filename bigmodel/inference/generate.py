@@ -8,9 +8,9 @@ stderr; `--json` prints one object per prompt instead. One prompt on a terminal 
 loop runs STREAM_TOKENS steps per call (still inside jit, no host call per token) and each
 chunk's text is printed as it comes; the output is the same as without streaming.
 
---stop S ends a continuation at the first S, which is left out of the text (its tokens stay in
-`tokens`). The loop stops a row when its last tokens are S's tokens; the text is also cut at
-the first S on the host, which catches S however the model happened to tokenize it.
+--stop S ends a continuation at the first S, which is left out of the text and of `tokens`. The
+loop stops a row when its last tokens are S's tokens; the text is also cut at the first S on the
+host, which catches S however the model happened to tokenize it.
 """
 
 from __future__ import annotations

@@ -3,31 +3,35 @@ over a run's newest checkpoint (FastAPI on uvicorn; `pip install -e '.[serve]'`)
 
 Endpoints and errors: `bigmodel.inference.serve_api`. The queue and its one model thread:
 `bigmodel.inference.serve_queue`. Shapes, batching and warm-up: `bigmodel.inference.serve_engine`.
+The socket, the guard on idle and slow connections, and the announcement:
+`bigmodel.inference.serve_http`.
 
-Startup checks every flag and the run before any JAX work, then binds the port (so a port in
-use is one `error:` line, exit 2, in a second rather than after the warm-up), restores the
-checkpoint, compiles the default request's programs, and only then listens: a client never
-waits on a server that is still compiling. Loopback only unless --host says otherwise (there is
-no authentication). SIGINT or SIGTERM stops accepting, answers the requests already in, waits
-at most --shutdown_grace_s for them, and exits 0.
+Startup checks every flag, binds and listens on the port (so a port in use, even by a server
+still warming up, is one `error:` line, exit 2, in a second rather than after the warm-up),
+checks the run before any JAX work, restores the checkpoint, compiles the default request's
+programs, and only then accepts connections (those that came meanwhile wait in the backlog) and
+says "serving ...". Loopback only unless --host says otherwise (there is no authentication).
+SIGINT or SIGTERM, from startup on, stops accepting, answers the requests already in, waits at
+most --shutdown_grace_s for them, and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import importlib.util
 import ipaddress
+import math
 import signal
-import socket
 from pathlib import Path
+from typing import Self
 
 from bigmodel.arguments import positive_int
 from bigmodel.config import ConfigError
 
 SERVE_HELP = "serve a run's newest checkpoint over HTTP: POST /generate, GET /health, GET /info"
 DEFAULT_MAX_TOKENS = 100  # a request that names none (as generate's --max_tokens)
+DEFAULT_KEEP_ALIVE_S = 5.0  # uvicorn's default; lowered to --request_timeout_s when that is shorter
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +47,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--max_prompt_bytes", type=positive_int, default=4096, help="UTF-8 bytes per prompt (and stop string) at most")
     limits.add_argument("--max_prompts", type=positive_int, default=8, help="prompts per request at most (≤ --max_batch)")
     limits.add_argument("--max_body_bytes", type=positive_int, default=65536, help="request body size at most (413 beyond)")
+    connections = parser.add_argument_group("connections (idle and slow clients are closed, so they cannot hold the server)")
+    connections.add_argument("--request_timeout_s", type=float, default=10.0,
+                             help="seconds a connection has to send a whole request, from when it opens or gets its "
+                                  "previous answer; then it is closed unanswered")
+    connections.add_argument("--keep_alive_s", type=float, default=None,
+                             help=f"seconds an idle connection is kept open for its next request (default {DEFAULT_KEEP_ALIVE_S:g}, "
+                                  "or --request_timeout_s if shorter)")
+    connections.add_argument("--max_pending_connections", type=positive_int, default=512,
+                             help="connections still sending a request (or idle) at most; one more closes the longest waiting")
     parser.add_argument("--shutdown_grace_s", type=float, default=30.0,
                         help="on SIGINT/SIGTERM, wait this long for requests already in before dropping them")
 
@@ -59,6 +72,18 @@ def check_flags(args: argparse.Namespace) -> None:
                           "in one batch, so raise --max_batch or lower --max_prompts")
     if not args.shutdown_grace_s >= 0:
         raise ConfigError(f"--shutdown_grace_s must be ≥ 0, got {args.shutdown_grace_s}")
+    for flag in ("request_timeout_s", "keep_alive_s"):
+        value = getattr(args, flag)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{flag} must be a positive number of seconds, got {value}")
+    if args.keep_alive_s is not None and args.keep_alive_s > args.request_timeout_s:
+        raise ConfigError(f"--keep_alive_s {args.keep_alive_s:g} is over --request_timeout_s {args.request_timeout_s:g}, which "
+                          "closes an idle connection first: lower --keep_alive_s or raise --request_timeout_s")
+
+
+def keep_alive_s(args: argparse.Namespace) -> float:
+    """--keep_alive_s, or its default within --request_timeout_s (which would close the connection first)."""
+    return min(DEFAULT_KEEP_ALIVE_S, args.request_timeout_s) if args.keep_alive_s is None else args.keep_alive_s
 
 
 def limits_for(args: argparse.Namespace, max_seq_len: int):
@@ -72,25 +97,6 @@ def limits_for(args: argparse.Namespace, max_seq_len: int):
                   max_prompt_tokens=min(args.max_prompt_tokens, max_seq_len - 1), max_prompt_bytes=args.max_prompt_bytes,
                   max_prompts=args.max_prompts, max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
                   max_batch=args.max_batch)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to (host, port), not yet listening (uvicorn listens once the app is ready)."""
-    try:
-        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror:
-        raise ConfigError(f"--host {host} is not an address or a name that resolves: pass e.g. 127.0.0.1") from None
-    sock = socket.socket(family, kind, protocol)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart can reuse a port in TIME_WAIT
-    try:
-        sock.bind(address)
-    except OSError as error:
-        sock.close()
-        fixes = {errno.EADDRINUSE: f"port {port} on {host} is in use: pick another --port, or stop what holds it",
-                 errno.EACCES: f"port {port} needs privileges: pick one ≥ 1024",
-                 errno.EADDRNOTAVAIL: f"--host {host} is not an address of this machine: pass 127.0.0.1 or one of its own"}
-        raise ConfigError(fixes.get(error.errno, f"cannot listen on {host}:{port} ({error.strerror}): pick another --host/--port")) from None
-    return sock
 
 
 def is_loopback(host: str) -> bool:
@@ -114,13 +120,19 @@ def model_info(workdir: Path, step: int, setup, tokenizer, limits) -> dict:
 
 
 class SignalLatch:
-    """SIGINT/SIGTERM noted (not raised), from startup to exit. uvicorn installs its own handlers
-    while serving, and re-raises what it caught once it has stopped: that lands here."""
+    """SIGINT/SIGTERM noted (not raised) while in the `with` block, the previous handlers back
+    after it. uvicorn installs its own handlers while serving, and re-raises what it caught once
+    it has stopped: that lands here."""
 
-    def __init__(self):
-        self.signal = None
-        for kind in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(kind, self.note)
+    KINDS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> Self:
+        self.signal, self.previous = None, {kind: signal.signal(kind, self.note) for kind in self.KINDS}
+        return self
+
+    def __exit__(self, *_) -> None:
+        for kind, handler in self.previous.items():
+            signal.signal(kind, handler)
 
     def note(self, signum, _frame) -> None:
         self.signal = self.signal or signal.Signals(signum).name
@@ -128,20 +140,31 @@ class SignalLatch:
 
 def serve_command(args: argparse.Namespace) -> int:
     check_flags(args)
+    from bigmodel.inference import serve_http  # after check_flags: it needs uvicorn
+
+    serve_http.raise_open_file_limit(serve_http.files_needed(args.max_pending_connections, args.max_queue, args.max_batch),
+                                     f"--max_pending_connections {args.max_pending_connections}, --max_queue {args.max_queue} "
+                                     f"and --max_batch {args.max_batch}")
+    with serve_http.listening_socket(args.host, args.port) as sock, SignalLatch() as stop:
+        return serve_on(sock, args, stop)
+
+
+def serve_on(sock, args: argparse.Namespace, stop: SignalLatch) -> int:
+    """Open the run, warm up, and serve on the listening `sock` until a signal (noted by `stop`
+    through startup; a signal before the warm-up ends stops the server before it serves)."""
     from bigmodel.restore import open_for_use, restore_params
 
     workdir = Path(args.workdir)
     config, manager, tokenizer = open_for_use(workdir)
     try:
         limits = limits_for(args, config.model.max_seq_len)
-        sock = bind(args.host, args.port)
     except ConfigError:
         manager.close()
         raise
-    stop = SignalLatch()
 
     import uvicorn
 
+    from bigmodel.inference import serve_http
     from bigmodel.inference.serve_api import make_app
     from bigmodel.inference.serve_engine import Engine, stderr_log
     from bigmodel.inference.serve_queue import Worker
@@ -150,20 +173,23 @@ def serve_command(args: argparse.Namespace) -> int:
         stderr_log(f"warning: listening on {args.host}: anyone who can reach this machine can use the model (no authentication)")
     setup, params, step = restore_params(config, manager)
     engine = Engine(setup, params, tokenizer, limits, stderr_log)
-    warm_up_s = engine.warm_up()
+    warm_up_s = 0.0 if stop.signal else engine.warm_up()
     if stop.signal:
         stderr_log(f"stopped by {stop.signal} before serving")
         return 0
     worker = Worker(engine.run_batch, limits.max_queue, limits.max_batch)
     app = make_app(worker, tokenizer, limits, config.model.max_seq_len, model_info(workdir, step, setup, tokenizer, limits), stderr_log)
     host, port = sock.getsockname()[:2]
-    stderr_log(f"serving {workdir} (step {step}) on http://{host if ':' not in host else f'[{host}]'}:{port} after a "
-               f"{warm_up_s:.1f} s warm-up; queue {limits.max_queue}, batch {limits.max_batch}, max_tokens {limits.max_tokens}")
-    # limit_concurrency bounds the open connections too (uvicorn answers 503 beyond): a flood of
-    # clients costs a bounded number of tasks, while /health still gets through a full queue.
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           limit_concurrency=4 * (limits.max_queue + limits.max_batch) + 16,
-                                           timeout_graceful_shutdown=args.shutdown_grace_s))
-    server.run(sockets=[sock])
+
+    def announce() -> None:
+        stderr_log(f"serving {workdir} (step {step}) on http://{host if ':' not in host else f'[{host}]'}:{port} after a "
+                   f"{warm_up_s:.1f} s warm-up; queue {limits.max_queue}, batch {limits.max_batch}, max_tokens {limits.max_tokens}")
+
+    # No limit_concurrency: it counts idle connections with busy ones, so idle ones could fill it
+    # (every request a 503); the guard bounds the idle and slow ones, the queue the busy ones.
+    guard = serve_http.ConnectionGuard(args.request_timeout_s, args.max_pending_connections, stderr_log)
+    server_config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", http=serve_http.guarded_protocol(guard),
+                                   timeout_keep_alive=keep_alive_s(args), timeout_graceful_shutdown=args.shutdown_grace_s)
+    serve_http.AnnouncingServer(server_config, announce, stop).run(sockets=[sock])
     stderr_log(f"stopped{f' by {stop.signal}' if stop.signal else ''}")
     return 0

@@ -11,8 +11,8 @@ GET  /info      → the model config, parameter counts, checkpoint step, tokeniz
 Every error is JSON, {"error": "<field>: <what is wrong>", "errors": [{"field", "message"}]}:
 422 for a bad field (pydantic checks types and fixed ranges, strictly: "5" is not an integer;
 `check_request` the server's caps, which need the tokenizer), 413 for a body over the limit,
-503 with Retry-After when the queue is full, 500 if generation fails. (Past uvicorn's connection
-limit, uvicorn itself answers a plain-text 503.)
+503 with Retry-After when the queue is full, 500 if generation fails. (A connection that sends no
+whole request in time gets no answer: `bigmodel.inference.serve_http`.)
 """
 
 from __future__ import annotations
