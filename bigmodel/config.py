@@ -122,7 +122,7 @@ CHOICES = {
     "model.dtype": (AUTO, *DTYPES),
     "model.remat": REMAT_NAMES,
     "model.attention": (AUTO, *ATTENTIONS),
-    "data.tokenizer": ("bytes", "spm"),
+    "data.tokenizer": ("bytes", "spm", "bpe"),
     "optim.name": ("adamw",),
     "optim.schedule": ("constant", "cosine", "wsd"),
     "optim.decay_shape": ("linear", "1-sqrt"),
@@ -286,6 +286,8 @@ def check_data(data) -> None:
     # Synthetic tokens are drawn, not tokenized: any vocabulary goes with any tokenizer setting.
     if data.tokenizer == "bytes" and data.vocab_size != 256 and data.dataset != SYNTHETIC:
         raise ConfigError(f"config.data.vocab_size must be 256 with the bytes tokenizer, got {data.vocab_size}")
+    if data.tokenizer == "bpe" and data.vocab_size < 256 and data.dataset != SYNTHETIC:
+        raise ConfigError(f"config.data.vocab_size={data.vocab_size} is too small for the bpe tokenizer: it starts from the 256 bytes, so use 256 or more")
     check_dataset_name(data.dataset)
     if is_markov_name(data.dataset):
         check_markov_documents(data)
