@@ -305,6 +305,17 @@ def check_markov_documents(data) -> None:
         )
 
 
+def check_logging(logging) -> None:
+    """A W&B project name W&B accepts, and wandb installed to log to it (found, not imported: it is slow)."""
+    project = logging.get("wandb", "") if logging is not None else ""
+    if not project:
+        return
+    if not isinstance(project, str) or len(project) > 128 or any(char in project for char in "/\\#?%:"):
+        raise ConfigError(f"config.logging.wandb={project!r} is not a W&B project name: at most 128 characters, none of / \\ # ? % :")
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError(f"config.logging.wandb={project!r} needs the wandb package: pip install 'bigmodel[wandb]'")
+
+
 def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int = 1,
              platform: str | None = None, device_kind: str = "", n_slices: int | None = None) -> None:
     """Raise ConfigError for the first problem found; return None when the config can run on
@@ -336,6 +347,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
     check_optim(optim, train.steps)
     check_checkpoint(config.checkpoint, train.steps)
     check_branch_point(train)
+    check_logging(config.get("logging"))
     if train.batch_size % train.grad_accum:
         raise ConfigError(f"config.train.batch_size={train.batch_size} is not divisible by grad_accum={train.grad_accum}")
     mesh = resolve_mesh_shape(config.mesh, n_devices)

@@ -89,6 +89,9 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.eval.every_steps = 500
     config.eval.batches = 16
 
+    config.logging = ml_collections.ConfigDict()
+    config.logging.wandb = ""  # a W&B project: mirror scalars, config and summary there (pip install 'bigmodel[wandb]')
+
     # -1 fills the axis with all remaining devices. dcn_data > 1 splits the data axis across that
     # many TPU slices or GPU hosts (the slow network, DCN); fsdp, tensor and the rest of data stay
     # inside one (ICI / NVLink). It must equal the number of slices (hosts: jax processes).

@@ -192,6 +192,8 @@ ROWS = [
         lambda t, d: [*PREPARE, _inputs(t, {"a.txt": b"a\n"}), "--data_dir", str(t / "data"), "--validation_fraction", "1"]),
     Row("bpe tokenizer with a vocabulary under 256", "too small for the bpe tokenizer",
         lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.data.tokenizer=bpe", "--config.data.vocab_size=128"]),
+    Row("logging.wandb not a W&B project name", "is not a W&B project name",
+        lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.logging.wandb=team/project"]),
 ]
 
 
