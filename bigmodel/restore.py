@@ -63,7 +63,7 @@ def run_tokenizer(config, workdir: Path):
     """The tokenizer the run trained with. A missing BPE model is an error, not retrained: a
     retrained one need not give the same ids the checkpoint learned."""
     from bigmodel.data import ByteTokenizer
-    from bigmodel.data.pipeline import TOKENIZERS_DIR
+    from bigmodel.data.token_cache import TOKENIZERS_DIR
     from bigmodel.data.names import SYNTHETIC, dataset_slug
     from bigmodel.data.sources import resolve_data_dir
     from bigmodel.data.tokenizers import load_tokenizer_file, tokenizer_path

@@ -164,7 +164,7 @@ class Staging:
 
 def stale_caches(data_dir: Path, slug: str) -> list[Path]:
     """Token caches and tokenizers built from an earlier dataset of this name: wrong once it is replaced."""
-    from bigmodel.data.pipeline import TOKENIZERS_DIR, TOKENS_DIR
+    from bigmodel.data.token_cache import TOKENIZERS_DIR, TOKENS_DIR
 
     patterns = [(TOKENS_DIR, f"{slug}-{split}-*") for split in SPLITS] + [(TOKENIZERS_DIR, f"{slug}-{kind}*") for kind in ("spm", "bpe")]
     return sorted(path for folder, pattern in patterns for path in (data_dir / folder).glob(pattern))

@@ -133,7 +133,7 @@ def write_documents(args: argparse.Namespace, paths: list[Path], writer, tally: 
 def count_tokens(staging, name: str, tokenizer_name: str, vocab_size: int) -> dict[str, int]:
     """Tokens per split, tokenized into the staging directory's caches (moved beside the data at the end)."""
     from bigmodel.data.names import TFDS_PREFIX, dataset_slug
-    from bigmodel.data.pipeline import TOKENIZERS_DIR, load_or_tokenize, token_cache_path
+    from bigmodel.data.token_cache import TOKENIZERS_DIR, load_or_tokenize, token_cache_path
     from bigmodel.data.prepare import SPLITS, staged_source
     from bigmodel.data.sources import read_texts
     from bigmodel.data.tokenizers import make_tokenizer
@@ -151,7 +151,7 @@ def count_tokens(staging, name: str, tokenizer_name: str, vocab_size: int) -> di
 
 def move_caches(staging, data_dir: Path, slug: str) -> None:
     """Replace the caches of an earlier dataset of this name with the new ones."""
-    from bigmodel.data.pipeline import TOKENIZERS_DIR, TOKENS_DIR
+    from bigmodel.data.token_cache import TOKENIZERS_DIR, TOKENS_DIR
     from bigmodel.data.prepare import stale_caches
 
     for path in stale_caches(data_dir, slug):
