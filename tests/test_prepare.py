@@ -6,14 +6,21 @@ Every dataset here is read back through `bigmodel.data.sources.open_split`, the 
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bigmodel.cli import main
+from bigmodel.exit_codes import ConfigError
 from bigmodel.data.prepare import validation_share
 from bigmodel.data.sources import open_split, read_texts
 
@@ -31,7 +38,9 @@ def write_inputs(folder: Path) -> dict[str, list[str]]:
     (folder / "c.jsonl").write_text("".join(json.dumps({"body": line, "id": index}) + "\n" for index, line in enumerate(lines)) + "\n")
     rows = [f"row {index} of the table" for index in range(30)]
     pyarrow.parquet.write_table(pyarrow.table({"body": rows, "n": list(range(30))}), folder / "d.parquet")
-    return {"text": list(texts.values()), "jsonl": lines, "parquet": rows}
+    packed = [f"compressed {index}" for index in range(5)]
+    (folder / "e.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps({"body": line}) + "\n" for line in packed).encode()))
+    return {"text": list(texts.values()), "jsonl": lines + packed, "parquet": rows}
 
 
 def prepare(*arguments: str) -> int:
@@ -144,6 +153,30 @@ def test_python_standard_library_sources_with_a_byte_level_bpe(tmp_path):
     assert len(tokenizer.encode(source)) < len(source.encode()) / 2.5  # merges learned from Python code
     train = summary["splits"]["train"]
     assert train["bytes"] / train["tokens"] > 2.5
+
+
+def test_a_prepare_killed_midway_leaves_no_dataset_and_the_next_one_finishes(tmp_path):
+    """SIGKILL while the records are being written: no `tfds:NAME` to read, and a rerun succeeds."""
+    corpus, data_dir = tmp_path / "corpus", tmp_path / "data"
+    corpus.mkdir()
+    for index in range(400):  # ~40 MB: seconds of work, however fast the machine
+        (corpus / f"{index}.txt").write_text(f"document {index}\n" + "x" * 100_000)
+    command = [sys.executable, "-m", "bigmodel", "prepare", "--name", "killed", "--files", str(corpus / "*.txt"), "--data_dir", str(data_dir)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    staged = data_dir / ".killed.preparing" / "killed" / "1.0.0" / "killed-train.array_record-00000-of-00001"
+    deadline = time.monotonic() + 60
+    while not (staged.exists() and staged.stat().st_size) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert not (data_dir / "killed").exists() and (data_dir / ".killed.preparing").exists()
+    with pytest.raises(ConfigError, match="tfds has no dataset .killed."):
+        open_split("tfds:killed", "train", str(data_dir))
+    for path in corpus.glob("*.txt"):
+        path.write_text(path.read_text()[:20])
+    assert prepare("--name", "killed", "--files", str(corpus / "*.txt"), "--data_dir", str(data_dir)) == 0
+    assert sum(len(texts) for texts in split_texts("killed", data_dir).values()) == 400
+    assert not (data_dir / ".killed.preparing").exists()
 
 
 @pytest.mark.slow  # an 8-step run (its compiles shared with tiny_run's through the compilation cache)

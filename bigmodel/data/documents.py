@@ -45,6 +45,8 @@ Advance = Callable[[int], None]  # told how many more input bytes were consumed
 
 def find_files(pattern: str) -> list[Path]:
     """The files (not directories) the glob matches, sorted: `**` spans directories."""
+    if Path(pattern).expanduser().is_dir():
+        raise ConfigError(f"--files {pattern!r} is a folder: pass a glob of its files, such as '{pattern.rstrip('/')}/**/*.txt'")
     matches = sorted(Path(path) for path in glob.glob(str(Path(pattern).expanduser()), recursive=True))
     files = [path for path in matches if path.is_file()]
     if not files:

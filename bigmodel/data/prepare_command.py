@@ -163,11 +163,11 @@ def move_caches(staging, data_dir: Path, slug: str) -> None:
                 path.replace(data_dir / folder / path.name)
 
 
-def summary_of(args, paths: list[Path], writer, tally: Tally, tokens: dict[str, int], vocab_size: int, seconds: float) -> dict:
+def summary_of(args, data_dir: Path, paths: list[Path], writer, tally: Tally, tokens: dict[str, int], vocab_size: int, seconds: float) -> dict:
     from bigmodel.data.prepare import SPLITS
 
     return {
-        "name": args.name, "dataset": f"tfds:{args.name}", "files": len(paths), "pattern": args.files, "format": args.format,
+        "name": args.name, "dataset": f"tfds:{args.name}", "data_dir": str(data_dir), "files": len(paths), "pattern": args.files, "format": args.format,
         "text_field": args.text_field, "validation_fraction": args.validation_fraction,
         "tokenizer": args.tokenizer, "vocab_size": vocab_size,
         "splits": {split: {"documents": writer.documents[split], "bytes": writer.text_bytes[split], "tokens": tokens[split]} for split in SPLITS},
@@ -176,7 +176,8 @@ def summary_of(args, paths: list[Path], writer, tally: Tally, tokens: dict[str, 
     }
 
 
-def describe(summary: dict, data_dir: Path) -> str:
+def describe(summary: dict) -> str:
+    data_dir = summary["data_dir"]
     lines = [f"prepared tfds:{summary['name']} in {data_dir} from {summary['files']} files "
              f"({summary['input_bytes'] / 1e6:,.1f} MB in {summary['seconds']:.1f} s, {summary['input_mb_per_s']:.2f} MB/s)"]
     for split, counts in summary["splits"].items():
@@ -217,7 +218,7 @@ def prepare(args: argparse.Namespace) -> dict:
         writer.check_both_splits()
         write_metadata(staging.version_dir, args.name, writer, f"Prepared by bigmodel from {len(paths)} files matching {args.files}.")
         tokens = count_tokens(staging, args.name, args.tokenizer, vocab_size)
-        summary = summary_of(args, paths, writer, tally, tokens, vocab_size, time.perf_counter() - start)
+        summary = summary_of(args, data_dir, paths, writer, tally, tokens, vocab_size, time.perf_counter() - start)
         files.write_json_atomic(staging.dataset_dir / SUMMARY_FILE, summary)
         move_caches(staging, data_dir, args.name)
         staging.publish(target)
@@ -237,11 +238,5 @@ def prepare_command(args: argparse.Namespace) -> int:
             raise
         print(f"error: storage failed while preparing {args.name!r} ({reason}): free space or fix the storage, then rerun", file=sys.stderr)
         return exit_codes.STORAGE_ERROR
-    print(describe(summary, Path(summary_data_dir(args))))
+    print(describe(summary))
     return exit_codes.OK
-
-
-def summary_data_dir(args: argparse.Namespace) -> str:
-    from bigmodel.data.sources import resolve_data_dir
-
-    return resolve_data_dir({"data_dir": args.data_dir})
