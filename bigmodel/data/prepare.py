@@ -148,12 +148,11 @@ class Staging:
         self.version_dir.mkdir(parents=True)
 
     def publish(self, target: Path) -> None:
-        """Move the dataset to `target`, replacing one there (--force) only once the new one is whole."""
-        old = self.root / "replaced"
+        """Move the dataset to `target`, replacing one there (--force) only once the new one is
+        whole; the replaced one goes with the staging directory (`discard`)."""
         if target.exists():
-            os.replace(target, old)
+            os.replace(target, self.root / "replaced")
         os.replace(self.dataset_dir, target)
-        self.discard()
 
     def discard(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

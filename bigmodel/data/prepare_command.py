@@ -79,10 +79,10 @@ def check_arguments(args: argparse.Namespace, target: Path) -> int:
         raise ConfigError(f"--validation_fraction must be between 0 and 1 (exclusive), got {args.validation_fraction}")
     vocab_size = checked_vocab_size(args.tokenizer, args.vocab_size)
     check_name(args.name)
-    if target.exists() and not args.force:
-        raise ConfigError(f"{target} already holds a dataset named {args.name!r}: pick another --name, or pass --force to replace it")
     if target.exists() and not target.is_dir():
         raise ConfigError(f"{target} is a file: remove it or pick another --name")
+    if target.exists() and not args.force:
+        raise ConfigError(f"{target} already holds a dataset named {args.name!r}: pick another --name, or pass --force to replace it")
     return vocab_size
 
 
@@ -149,13 +149,15 @@ def count_tokens(staging, name: str, tokenizer_name: str, vocab_size: int) -> di
     return counts
 
 
-def move_caches(staging, data_dir: Path, slug: str) -> None:
-    """Replace the caches of an earlier dataset of this name with the new ones."""
-    from bigmodel.data.token_cache import TOKENIZERS_DIR, TOKENS_DIR
+def publish(staging, data_dir: Path, name: str) -> None:
+    """The dataset into place, its caches beside it. In this order, a kill between two steps
+    leaves a dataset with its own caches or with none (rebuilt on first use), never another's."""
     from bigmodel.data.prepare import stale_caches
+    from bigmodel.data.token_cache import TOKENIZERS_DIR, TOKENS_DIR
 
-    for path in stale_caches(data_dir, slug):
+    for path in stale_caches(data_dir, name):  # the token cache's slug of tfds:NAME is NAME
         path.unlink(missing_ok=True)
+    staging.publish(data_dir / name)
     for folder in (TOKENS_DIR, TOKENIZERS_DIR):
         for path in sorted((staging.root / folder).glob("*")):
             if not path.name.endswith(".lock"):
@@ -208,7 +210,7 @@ def prepare(args: argparse.Namespace) -> dict:
         staging.claim()
         writer = SplitWriter(staging.version_dir, args.name, args.validation_fraction)
         total = sum(path.stat().st_size for path in paths)
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"prepare {args.name}", dynamic_ncols=True,
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"prepare {args.name}", dynamic_ncols=True,
                   disable=not sys.stderr.isatty()) as bar:
             tally = Tally(bar)
             try:
@@ -220,8 +222,7 @@ def prepare(args: argparse.Namespace) -> dict:
         tokens = count_tokens(staging, args.name, args.tokenizer, vocab_size)
         summary = summary_of(args, data_dir, paths, writer, tally, tokens, vocab_size, time.perf_counter() - start)
         files.write_json_atomic(staging.dataset_dir / SUMMARY_FILE, summary)
-        move_caches(staging, data_dir, args.name)
-        staging.publish(target)
+        publish(staging, data_dir, args.name)
     finally:
         staging.discard()
     return summary
