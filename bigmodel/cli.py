@@ -1,4 +1,4 @@
-"""`python -m bigmodel <command>`: train, eval, generate, serve, export, finetune, bench, plan, presets, sweep, status, fit, plot, calibrate, compare.
+"""`python -m bigmodel <command>`: train, eval, generate, serve, export, finetune, bench, plan, prepare, presets, sweep, status, fit, plot, calibrate, compare.
 
 Every command is one row of `COMMANDS`: its --help line, its arguments, what runs it and the
 runtime it needs. Argument declarations load no JAX (the modules that declare their own import
@@ -19,6 +19,7 @@ from typing import Callable
 from bigmodel import exit_codes
 from bigmodel.arguments import OneLineErrorParser, positive_int
 from bigmodel.config import ConfigError, parse_override
+from bigmodel.data import prepare_command as prepare
 from bigmodel.finetune import command as finetune
 from bigmodel.inference import export, generate, serve
 from bigmodel.memory import TARGETS
@@ -181,6 +182,7 @@ COMMANDS = {
                         accelerator=True),
     "serve": Command(serve.SERVE_HELP, serve.add_serve_arguments, without_overrides(serve.serve_command), accelerator=True),
     "export": Command(export.EXPORT_HELP, export.add_export_arguments, without_overrides(export.export_command), accelerator=True),
+    "prepare": Command(prepare.PREPARE_HELP, prepare.add_prepare_arguments, without_overrides(prepare.prepare_command)),
     "presets": Command("list model size presets with params and FLOPs/token", add_presets_arguments, run_presets),
     "sweep": Command("run a scaling study: experiments/<name>.py", add_sweep_arguments, run_sweep),
     "status": Command("where each run of a sweep stands: step, loss, tokens/s, ETA", add_status_arguments, run_status),

@@ -122,7 +122,7 @@ CHOICES = {
     "model.dtype": (AUTO, *DTYPES),
     "model.remat": REMAT_NAMES,
     "model.attention": (AUTO, *ATTENTIONS),
-    "data.tokenizer": ("bytes", "spm"),
+    "data.tokenizer": ("bytes", "spm", "bpe"),
     "optim.name": ("adamw",),
     "optim.schedule": ("constant", "cosine", "wsd"),
     "optim.decay_shape": ("linear", "1-sqrt"),
@@ -286,6 +286,8 @@ def check_data(data) -> None:
     # Synthetic tokens are drawn, not tokenized: any vocabulary goes with any tokenizer setting.
     if data.tokenizer == "bytes" and data.vocab_size != 256 and data.dataset != SYNTHETIC:
         raise ConfigError(f"config.data.vocab_size must be 256 with the bytes tokenizer, got {data.vocab_size}")
+    if data.tokenizer == "bpe" and data.vocab_size < 256 and data.dataset != SYNTHETIC:
+        raise ConfigError(f"config.data.vocab_size={data.vocab_size} is too small for the bpe tokenizer: it starts from the 256 bytes, so use 256 or more")
     check_dataset_name(data.dataset)
     if is_markov_name(data.dataset):
         check_markov_documents(data)
@@ -301,6 +303,17 @@ def check_markov_documents(data) -> None:
             f"config.data.dataset={data.dataset!r} has one-line documents of {options.document_bytes} bytes, longer than the "
             f"{SPM_MAX_LINE_BYTES} that sentencepiece trains on: add document_bytes=4096 to the markov options, or use data.tokenizer=bytes"
         )
+
+
+def check_logging(logging) -> None:
+    """A W&B project name W&B accepts, and wandb installed to log to it (found, not imported: it is slow)."""
+    project = logging.get("wandb", "") if logging is not None else ""
+    if not project:
+        return
+    if not isinstance(project, str) or len(project) > 128 or any(char in project for char in "/\\#?%:"):
+        raise ConfigError(f"config.logging.wandb={project!r} is not a W&B project name: at most 128 characters, none of / \\ # ? % :")
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError(f"config.logging.wandb={project!r} needs the wandb package: pip install 'bigmodel[wandb]'")
 
 
 def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int = 1,
@@ -334,6 +347,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
     check_optim(optim, train.steps)
     check_checkpoint(config.checkpoint, train.steps)
     check_branch_point(train)
+    check_logging(config.get("logging"))
     if train.batch_size % train.grad_accum:
         raise ConfigError(f"config.train.batch_size={train.batch_size} is not divisible by grad_accum={train.grad_accum}")
     mesh = resolve_mesh_shape(config.mesh, n_devices)

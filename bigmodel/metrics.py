@@ -1,4 +1,4 @@
-"""Run outputs: metrics.jsonl, TensorBoard scalars, a progress bar.
+"""Run outputs: metrics.jsonl, TensorBoard scalars (and Weights & Biases when configured), a progress bar.
 
 Only process 0 writes; other processes get writers whose methods do nothing.
 """
@@ -30,15 +30,25 @@ def truncate_metrics_after(workdir: Path, step: int) -> None:
         write_jsonl_atomic(path, [record for record in read_metrics(workdir) if record.get("step", 0) <= step])
 
 
-class MetricsLog:
-    """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard."""
+def scalars(record: dict) -> dict:
+    """The finite numbers of a record, step aside: what TensorBoard and W&B plot."""
+    return {key: value for key, value in record.items() if key != "step" and isinstance(value, (int, float)) and math.isfinite(value)}
 
-    def __init__(self, workdir: Path, enabled: bool = True):
+
+class MetricsLog:
+    """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard,
+    and to W&B when the run's config names a project (`config.logging.wandb`, see wandb_log.py)."""
+
+    def __init__(self, workdir: Path, enabled: bool = True, config=None):
         self.enabled = enabled
         if not enabled:
             return
         from tensorboardX import SummaryWriter
 
+        from bigmodel import wandb_log
+
+        project = wandb_log.project_of(config) if config is not None else ""
+        self._wandb = wandb_log.WandbRun(project, Path(workdir), config.to_dict()) if project else None
         self._file = open(Path(workdir) / METRICS_FILE, "a")
         self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
@@ -47,14 +57,24 @@ class MetricsLog:
             return
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                self._tensorboard.add_scalar(key, value, record["step"])
+        values = scalars(record)
+        for key, value in values.items():
+            self._tensorboard.add_scalar(key, value, record["step"])
+        if self._wandb is not None:
+            self._wandb.log(values, record["step"])
+
+    def summarize(self, summary: dict | None) -> None:
+        """The finished run's summary.json (None: unfinished), for W&B's run summary (train writes the file)."""
+        if self.enabled and self._wandb is not None and summary is not None:
+            self._wandb.summarize(summary)
 
     def close(self) -> None:
         if self.enabled:
             self._file.close()
             self._tensorboard.close()
+            if self._wandb is not None:
+                self._wandb.close()
+                self._wandb = None
 
 
 class Progress:

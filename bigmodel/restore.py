@@ -62,21 +62,21 @@ def open_run(workdir: Path):
 def run_tokenizer(config, workdir: Path):
     """The tokenizer the run trained with. A missing BPE model is an error, not retrained: a
     retrained one need not give the same ids the checkpoint learned."""
-    from bigmodel.data import ByteTokenizer, SentencePieceTokenizer
-    from bigmodel.data.pipeline import TOKENIZERS_DIR
+    from bigmodel.data import ByteTokenizer
+    from bigmodel.data.token_cache import TOKENIZERS_DIR
     from bigmodel.data.names import SYNTHETIC, dataset_slug
     from bigmodel.data.sources import resolve_data_dir
-    from bigmodel.data.tokenizers import sentencepiece_path
+    from bigmodel.data.tokenizers import load_tokenizer_file, tokenizer_path
 
     data = config.data
     if data.dataset == SYNTHETIC:
         raise ConfigError(f"{workdir} was trained on synthetic random tokens: it has no tokenizer to read a prompt with")
     if data.tokenizer == "bytes":
         return ByteTokenizer()
-    path = sentencepiece_path(Path(resolve_data_dir(data)) / TOKENIZERS_DIR, dataset_slug(data.dataset), data.vocab_size)
+    path = tokenizer_path(Path(resolve_data_dir(data)) / TOKENIZERS_DIR, dataset_slug(data.dataset), data.tokenizer, data.vocab_size)
     if not path.exists():
         raise ConfigError(f"the run's tokenizer {path} is missing: run generate where the run was trained, or set data_dir in {workdir}/config.json")
-    return SentencePieceTokenizer(path.read_bytes())
+    return load_tokenizer_file(data.tokenizer, path)
 
 
 def open_for_use(workdir: Path):

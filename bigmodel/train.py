@@ -340,7 +340,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
         raise config_lib.ConfigError(str(error)) from None
     if is_writer:
         workdir_lib.write_config(config, workdir)  # only now: every check has passed and the run will start
-    log = metrics_lib.MetricsLog(workdir, enabled=is_writer)
+    log = metrics_lib.MetricsLog(workdir, enabled=is_writer, config=config)
     progress = metrics_lib.Progress(config.train.steps, resumed.step, enabled=is_writer)
     if resumed.step:
         fresh_branch = config.train.get("init_from") and not manager.all_steps()
@@ -351,6 +351,9 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
     try:
         code = train_loop(setup, manager, resumed, train_data, validation, log, progress, stop, stop_at_step, guard)
         manager.wait_until_finished()  # async writes surface their errors here
+        finished = code == exit_codes.OK and is_writer and (stop_at_step or config.train.steps) >= config.train.steps
+        summary = write_summary(config, workdir, setup.compile_time_s, train_data) if finished else None
+        log.summarize(summary)
     except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
         reason = storage_problem(error, guard)
         if reason is None:
@@ -363,8 +366,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
         progress.close()
         log.close()
     manager.close()
-    if code == exit_codes.OK and is_writer and (stop_at_step or config.train.steps) >= config.train.steps:
-        summary = write_summary(config, workdir, setup.compile_time_s, train_data)
+    if summary is not None:
         print(json.dumps({key: summary[key] for key in ("steps", "final_loss", "final_eval_loss", "eval_bpb", "wall_time_s")}))
     return code
 

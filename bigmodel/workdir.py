@@ -19,8 +19,9 @@ from bigmodel import config as config_lib, files
 from bigmodel.checkpoint import CHECKPOINT_DIR
 
 # Keys that may change between a run and its resumption without changing what is computed
-# (train.steps too, under a constant schedule: see `changes_that_alter_the_run`).
-RESUMABLE_CHANGES = ("train.log_every", "mesh.", "checkpoint.", "eval.every_steps")
+# (train.steps too, under a constant schedule: see `changes_that_alter_the_run`). `logging`
+# covers runs saved before the group existed, and W&B turned on for a resumed run.
+RESUMABLE_CHANGES = ("train.log_every", "mesh.", "checkpoint.", "eval.every_steps", "logging")
 # The sweep runner's, before config.json: the log, the command, the lock, and the Slurm backend's
 # submitit folder (bigmodel.scaling.backends.slurm.SLURM_FOLDER).
 RUNNER_FILES = ("train.log", "command.sh", files.LOCK_FILE, "slurm")

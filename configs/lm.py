@@ -47,8 +47,8 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     # validation_bytes=262144, document_bytes=16384, e.g. markov/order=3,seed=1 (H = 1.805 bits/byte
     # = 1.2512 nats/byte at the defaults).
     config.data.dataset = "kjv"
-    config.data.tokenizer = "bytes"  # bytes | spm (sentencepiece BPE trained on the train split)
-    config.data.vocab_size = 256  # bytes: 256; spm: the BPE size
+    config.data.tokenizer = "bytes"  # bytes | spm (sentencepiece BPE) | bpe (byte-level BPE, tokenizers): both trained on the train split
+    config.data.vocab_size = 256  # bytes: 256; spm, bpe: the BPE size
     config.data.seq_len = 256
     config.data.data_dir = ""  # "" → $TFDS_DATA_DIR or ~/.cache/bigmodel/tfds
 
@@ -88,6 +88,9 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.every_steps = 500
     config.eval.batches = 16
+
+    config.logging = ml_collections.ConfigDict()
+    config.logging.wandb = ""  # a W&B project: mirror scalars, config and summary there (pip install 'bigmodel[wandb]')
 
     # -1 fills the axis with all remaining devices. dcn_data > 1 splits the data axis across that
     # many TPU slices or GPU hosts (the slow network, DCN); fsdp, tensor and the rest of data stay

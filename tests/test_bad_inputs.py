@@ -81,6 +81,34 @@ def _points(tmp_path: Path, text: str) -> str:
     return str(_write(tmp_path / "points.csv", text))
 
 
+PREPARE = ["prepare", "--name", "mine", "--files"]
+
+
+def _inputs(tmp_path: Path, contents: dict[str, bytes]) -> str:
+    """Input files for prepare; returns the glob that matches them."""
+    for name, data in contents.items():
+        _write(tmp_path / "in" / name, "").write_bytes(data)
+    return str(tmp_path / "in" / "*")
+
+
+def _parquet(tmp_path: Path) -> str:
+    import pyarrow
+    import pyarrow.parquet
+
+    (tmp_path / "in").mkdir()
+    pyarrow.parquet.write_table(pyarrow.table({"body": ["a", "b"]}), tmp_path / "in" / "d.parquet")
+    return str(tmp_path / "in" / "*.parquet")
+
+
+def _prepared(tmp_path: Path) -> str:
+    """A dataset `mine` prepared already; returns the glob of its inputs."""
+    from bigmodel.cli import main
+
+    pattern = _inputs(tmp_path, {"a.txt": b"first\n", "b.txt": b"second\n"})
+    assert main([*PREPARE, pattern, "--data_dir", str(tmp_path / "data")]) == 0
+    return pattern
+
+
 GOOD_POINTS = "params,tokens,loss\n" + "".join(f"{n},{20 * n},{2 + 10 * n ** -0.3:.4f}\n" for n in (1e5, 2e5, 4e5, 8e5, 1.6e6))
 
 ROWS = [
@@ -167,6 +195,26 @@ ROWS = [
     Row("serve: --max_pending_connections 0", "argument --max_pending_connections: expected a positive integer, got '0'", lambda t, d: ["serve", "--workdir", str(t / "run"), "--max_pending_connections", "0"]),
     Row("serve: --shutdown_grace_s -1", "--shutdown_grace_s must be ≥ 0, got -1.0", lambda t, d: ["serve", "--workdir", str(t / "run"), "--shutdown_grace_s", "-1"]),
     Row("serve: --max_prompts over --max_batch", "--max_prompts 9 is over --max_batch 8", lambda t, d: ["serve", "--workdir", str(t / "run"), "--max_prompts", "9", "--max_batch", "8"]),
+    # prepare: a user's files into a dataset
+    Row("prepare: --files matching nothing", "matches no files", lambda t, d: [*PREPARE, str(t / "none" / "*.txt"), "--data_dir", str(t / "data")]),
+    Row("prepare: a text file that is not UTF-8", "bad.txt:2: byte 0xe9 is not UTF-8 text",
+        lambda t, d: [*PREPARE, _inputs(t, {"good.txt": b"fine\n", "bad.txt": b"line one\ncaf\xe9\n"}), "--data_dir", str(t / "data")]),
+    Row("prepare: a JSONL line that is not JSON", "c.jsonl:2: not JSON",
+        lambda t, d: [*PREPARE, _inputs(t, {"c.jsonl": b'{"text": "a"}\n{"text": oops}\n'}), "--data_dir", str(t / "data")]),
+    Row("prepare: a JSONL line without the text field", "c.jsonl:1: no 'text' field: pass --text_field",
+        lambda t, d: [*PREPARE, _inputs(t, {"c.jsonl": b'{"body": "a"}\n'}), "--data_dir", str(t / "data")]),
+    Row("prepare: a Parquet file without the text column", "no column 'text' (it has body)",
+        lambda t, d: [*PREPARE, _parquet(t), "--data_dir", str(t / "data")]),
+    Row("prepare: a dataset of that name exists", "already holds a dataset named 'mine': pick another --name, or pass --force",
+        lambda t, d: [*PREPARE, _prepared(t), "--data_dir", str(t / "data")]),
+    Row("prepare: a name tfds already uses", "is a dataset tfds already knows",
+        lambda t, d: ["prepare", "--name", "mnist", "--files", _inputs(t, {"a.txt": b"a\n", "b.txt": b"b\n"}), "--data_dir", str(t / "data")]),
+    Row("prepare: --validation_fraction out of range", "--validation_fraction must be between 0 and 1",
+        lambda t, d: [*PREPARE, _inputs(t, {"a.txt": b"a\n"}), "--data_dir", str(t / "data"), "--validation_fraction", "1"]),
+    Row("bpe tokenizer with a vocabulary under 256", "too small for the bpe tokenizer",
+        lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.data.tokenizer=bpe", "--config.data.vocab_size=128"]),
+    Row("logging.wandb not a W&B project name", "is not a W&B project name",
+        lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.logging.wandb=team/project"]),
 ]
 
 

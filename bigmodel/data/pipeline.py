@@ -2,7 +2,7 @@
 
 1. A split's documents are tokenized once, joined by a blank line, into a flat token array cached
    as `<data_dir>/bigmodel_tokens/<dataset>-<split>-<tokenizer>.npy` (+ a .json of counts),
-   written under a file lock so parallel jobs tokenize once.
+   written under a file lock so parallel jobs tokenize once (token_cache.py).
 2. The array is cut into `num_windows = (num_tokens - 1) // seq_len` windows of `seq_len + 1`
    tokens starting every `seq_len` tokens: inputs `window[:-1]` never overlap, and each token is a
    target exactly once per epoch (a window's last token is the next window's first input).
@@ -17,73 +17,17 @@ grain batch of `B/P` windows at index `s·P + p`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Callable
 
 import grain
 import numpy as np
 
 from bigmodel.exit_codes import ConfigError
-from bigmodel.files import atomic_file, file_lock, write_atomically
 from bigmodel.data.names import SYNTHETIC, check_dataset_name, dataset_slug
 from bigmodel.data.sources import read_split_texts, resolve_data_dir
 from bigmodel.data.synthetic import SyntheticDataset, synthetic_dataset
+from bigmodel.data.token_cache import TOKENIZERS_DIR, load_or_tokenize, token_cache_path
 from bigmodel.data.tokenizers import make_tokenizer
-
-DOCUMENT_SEPARATOR = "\n\n"  # a blank line: documents are told apart without a special token
-DOCUMENTS_PER_CHUNK = 4096  # tokenize this many documents per call: bounds memory on big splits
-TOKENS_DIR = "bigmodel_tokens"
-TOKENIZERS_DIR = "bigmodel_tokenizers"
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    """uint16 halves the cache and the page cache for vocabularies up to 65,536."""
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
-
-
-def tokenize_documents(tokenizer, documents: list[str]) -> tuple[np.ndarray, int]:
-    """(tokens of the documents joined by DOCUMENT_SEPARATOR, UTF-8 bytes of that text).
-
-    Tokenizers encode line by line, so chunks joined by the separator's tokens equal the tokens
-    of the whole text.
-    """
-    dtype = token_dtype(tokenizer.vocab_size)
-    separator = np.asarray(tokenizer.encode(DOCUMENT_SEPARATOR), dtype)
-    pieces, num_bytes = [], 0
-    for start in range(0, len(documents), DOCUMENTS_PER_CHUNK):
-        text = DOCUMENT_SEPARATOR.join(documents[start : start + DOCUMENTS_PER_CHUNK])
-        if start:
-            pieces.append(separator)
-            num_bytes += len(DOCUMENT_SEPARATOR.encode("utf-8"))
-        pieces.append(np.asarray(tokenizer.encode(text), dtype))
-        num_bytes += len(text.encode("utf-8"))
-    return (np.concatenate(pieces) if pieces else np.zeros(0, dtype)), num_bytes
-
-
-def token_cache_path(data_dir: str, dataset: str, split: str, tokenizer_name: str, vocab_size: int) -> Path:
-    tokenizer_tag = "bytes" if tokenizer_name == "bytes" else f"{tokenizer_name}{vocab_size}"
-    return Path(data_dir) / TOKENS_DIR / f"{dataset_slug(dataset)}-{split}-{tokenizer_tag}.npy"
-
-
-def save_tokens(path: Path, tokens: np.ndarray, num_bytes: int) -> None:
-    """The .npy first, then the .json that marks the cache complete (both renamed into place)."""
-    with atomic_file(path) as file:  # streamed: a token cache can be larger than memory allows twice
-        np.save(file, tokens)
-    counts = {"num_tokens": int(tokens.size), "num_bytes": int(num_bytes)}
-    write_atomically(path.with_suffix(".json"), json.dumps(counts).encode())
-
-
-def load_or_tokenize(path: Path, tokenizer, read_documents: Callable[[], list[str]]) -> tuple[np.ndarray, int]:
-    """(tokens memory-mapped from the cache, UTF-8 bytes they encode); tokenizes first if needed."""
-    counts_path = path.with_suffix(".json")
-    if not counts_path.exists():
-        with file_lock(path.with_name(path.name + ".lock")):
-            if not counts_path.exists():  # another process may have written it while we waited
-                save_tokens(path, *tokenize_documents(tokenizer, [text for text in read_documents() if text]))
-    counts = json.loads(counts_path.read_text())
-    return np.load(path, mmap_mode="r"), counts["num_bytes"]
-
 
 class LMDataset:
     """Windows of `seq_len + 1` tokens of one split, batched as a pure function of (seed, step)."""

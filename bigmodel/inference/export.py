@@ -8,7 +8,8 @@ JSON in the file's own metadata (the safetensors header), not in a sidecar: one 
 drift from its config, and any safetensors reader shows them (`safe_open(F, "np").metadata()`).
 The settings are the run's `config.model` as written ("auto" dtype and attention included) plus
 the vocabulary size: the loader resolves them for the devices it runs on, as a restore does.
-A sentencepiece tokenizer travels as its serialized model (base64).
+A sentencepiece tokenizer travels as its serialized model (base64), a byte-level BPE as its
+tokenizer.json text.
 
 --dtype bfloat16 halves the file; `load_exported` casts back to float32 (parameters are always
 float32 here), so logits then differ by bf16's rounding of the weights. The default float32
@@ -55,15 +56,20 @@ def describe_tokenizer(tokenizer) -> dict:
     """JSON that rebuilds the tokenizer (`tokenizer_from`)."""
     if tokenizer.name == "bytes":
         return {"kind": "bytes", "vocab_size": tokenizer.vocab_size}
+    if tokenizer.name == "bpe":
+        return {"kind": "bpe", "vocab_size": tokenizer.vocab_size, "tokenizer_json": tokenizer.to_json()}
     proto = tokenizer.processor.serialized_model_proto()
     return {"kind": "sentencepiece", "vocab_size": tokenizer.vocab_size, "model_base64": base64.b64encode(proto).decode("ascii")}
 
 
 def tokenizer_from(description: dict):
     from bigmodel.data import ByteTokenizer, SentencePieceTokenizer
+    from bigmodel.data.tokenizers import ByteLevelBPETokenizer
 
     if description["kind"] == "bytes":
         return ByteTokenizer()
+    if description["kind"] == "bpe":
+        return ByteLevelBPETokenizer(description["tokenizer_json"])
     return SentencePieceTokenizer(base64.b64decode(description["model_base64"]))
 
 

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from bigmodel import exit_codes, files
-from bigmodel.config import ConfigError
+from bigmodel.config import ConfigError, load_config
 from bigmodel.scaling import registry
 from bigmodel.scaling.backends import ClusterLost
 from bigmodel.scaling.execution import CPU_FLOPS_PER_S, RUN_OVERHEAD_S, estimated_seconds, execute, format_duration
@@ -143,8 +143,16 @@ def describe_fit(fit: dict) -> str:
     return json.dumps({key: value for key, value in fit.items() if isinstance(value, (int, float, str))})[:300]
 
 
-def run_analysis(analysis: dict, workdir: Path) -> bool:
-    """Fit and plot the finished runs; a problem here is reported, never fatal to the runs."""
+def wandb_project(runs: list[Run]) -> str:
+    """The W&B project the study's runs log to (`logging.wandb`; "" when off)."""
+    from bigmodel.wandb_log import project_of
+
+    return project_of(load_config(runs[0].config_spec, runs[0].overrides)) if runs else ""
+
+
+def run_analysis(analysis: dict, workdir: Path, wandb_project: str = "") -> bool:
+    """Fit and plot the finished runs (and log both to W&B when the runs' configs name a project);
+    a problem here is reported, never fatal to the runs."""
     options = dict(analysis)
     law = options.pop("law", "power")
     try:
@@ -156,6 +164,10 @@ def run_analysis(analysis: dict, workdir: Path) -> bool:
         files.write_json_atomic(fit_path, fit)
         plots_dir = workdir / "plots"
         plot_all(workdir, plots_dir, fit=fit)
+        if wandb_project:
+            from bigmodel.wandb_log import log_analysis
+
+            log_analysis(wandb_project, workdir, fit_path, plots_dir)
     except Exception as error:  # noqa: BLE001 — the runs are done and recorded; say what broke
         print(f"analysis failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         return False
@@ -205,7 +217,7 @@ def run_sweep(study: Study, runs: list[Run], workdir: Path, backend, retries: in
     print(f"sweep done in {format_duration(time.perf_counter() - started)}: {counts[DONE]} finished, {counts[FAILED]} failed"
           + (f", {counts[STOPPED]} stopped (rerun to resume)" if counts[STOPPED] else ""), flush=True)
     if study.analysis:
-        run_analysis(study.analysis, workdir)
+        run_analysis(study.analysis, workdir, wandb_project(runs))
     return min(counts[FAILED], MAX_EXIT_CODE)
 
 
