@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bigmodel.scaling.laws import chinchilla_loss
+from bigmodel.scaling.laws import chinchilla_loss, compute_optimal
 
 BASES = ("flops", "6ND")
 GRID_DECADES, GRID_POINTS = 6.0, 6001  # N searched over ±3 decades of the 6ND optimum, 0.001 decades apart
@@ -53,3 +53,21 @@ def numerical_optimum(law: dict, budget: float, line: dict, centre: float) -> di
     best = int(np.nanargmin(loss)) if np.isfinite(loss).any() else 0
     return {"n_opt": float(params[best]), "d_opt": float(tokens[best]), "tokens_per_param": float(tokens[best] / params[best]),
             "loss_opt": float(loss[best])}
+
+
+def allocation_at(law: dict, budget: float, line: dict | None) -> dict:
+    """N_opt, D_opt, D/N and the loss at C = `budget` of a Chinchilla law (E, A, B, alpha, beta):
+    on `line`'s FLOPs per token, or under C = 6ND where `line` is None. NaN where it allocates nothing."""
+    optimum = compute_optimal(law["A"], law["B"], law["alpha"], law["beta"], budget)
+    if "n_opt" not in optimum:
+        return {"n_opt": np.nan, "d_opt": np.nan, "tokens_per_param": np.nan, "loss_opt": np.nan}
+    if line is not None:
+        return numerical_optimum(law, budget, line, optimum["n_opt"])
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = float(chinchilla_loss(optimum["n_opt"], optimum["d_opt"], *(law[key] for key in ("E", "A", "B", "alpha", "beta"))))
+    return {key: optimum[key] for key in ("n_opt", "d_opt", "tokens_per_param")} | {"loss_opt": loss}
+
+
+def flops_per_token(line: dict | None, non_embedding_params: float) -> float:
+    """A run's FLOPs per token on the basis: slope·N + intercept, or 6N under C = 6ND."""
+    return 6.0 * non_embedding_params if line is None else line["slope"] * non_embedding_params + line["intercept"]

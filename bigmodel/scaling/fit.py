@@ -197,6 +197,8 @@ def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, se
         _add_bootstrap(result, model, samples, bootstrap_method)
     if budget is not None:
         result["compute_basis"] = describe_basis(flops_line)
+    if flops_line is not None:  # the basis itself, for `recommend` at any other budget
+        result["flops_line"] = flops_line
     return result
 
 
