@@ -188,7 +188,8 @@ def dry_run_lines(study: Study, runs: list[Run], workdir: Path) -> tuple[list[st
     fit = read_sweep_fit(workdir)
     planned = plan_rungs(study, fit, str(workdir / "fit.json")) if isinstance(fit, dict) and fit.get("law") == "chinchilla" else None
     per_rung = 2 if any(isinstance(grid, BranchGrid) for grid in grids_of(study)) else 1  # a stable run and its branch
-    lines = [f"# ladder: {len(study.ladder)} rungs after the fit, each scored against its prediction interval"
+    count = f"{len(study.ladder)} rung{'s' if len(study.ladder) > 1 else ''}"
+    lines = [f"# ladder: {count} after the fit, each scored against its prediction interval"
              + ("" if planned else f" (shapes chosen by the fit; {workdir / 'fit.json'} does not exist yet)")]
     total = 0.0
     for index, budget in enumerate(study.ladder, 1):
