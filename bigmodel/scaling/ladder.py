@@ -111,8 +111,8 @@ def hyperparameter_source(study: Study) -> str:
 
     fitted = isinstance(study.rules, FittedRule) or isinstance(getattr(study.batch_size, "__self__", None), FittedRule)
     lr = "fitted hyperparameter laws (the study's fitted_rule)" if fitted else (
-        "the study's rules" if study.rules is not None else "the base config")
-    batch = "the study's batch_size" if study.batch_size is not None else "the base config's batch"
+        "the study's rules" if study.rules is not None else "the study's config")
+    batch = "the study's batch_size" if study.batch_size is not None else "the study's config (base config and overrides)"
     return f"learning rate from {lr}, batch from {batch}"
 
 

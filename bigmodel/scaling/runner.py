@@ -32,6 +32,7 @@ import json
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from bigmodel import exit_codes, files
@@ -227,7 +228,9 @@ def climb_ladder(study: Study, runs: list[Run], workdir: Path, backend, retries:
     rung_runs = [run for _, rung in planned for run in rung]
     print(f"ladder: {len(planned)} rungs, {len(rung_runs)} runs", flush=True)
     started = time.perf_counter()
-    rows = execute_or_stop(runs + rung_runs, workdir, backend, retries)  # the grid's rows stay in the registry (done: skipped)
+    with warnings.catch_warnings():  # the fit loaded JAX here; a launch forks only to exec the trainer, which JAX's warning cannot see
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        rows = execute_or_stop(runs + rung_runs, workdir, backend, retries)  # the grid's rows stay in the registry (done: skipped)
     if isinstance(rows, int):
         return rows
     failed = report_counts(rows[len(runs):], started, "ladder")
