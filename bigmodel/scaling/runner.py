@@ -255,7 +255,7 @@ def run_sweep(study: Study, runs: list[Run], workdir: Path, backend, retries: in
         return rows
     failed = report_counts(rows, started)
     analysed = run_analysis(study.analysis, workdir) if study.analysis else False
-    if study.ladder and analysed:
+    if analysed and study.ladder:
         failed += climb_ladder(study, runs, workdir, backend, retries)
     return min(failed, MAX_EXIT_CODE)
 
