@@ -142,6 +142,10 @@ def test_the_dry_run_lists_each_rung_with_its_shape_once_the_grid_is_fitted(tmp_
     line = next(line for line in after.splitlines() if line.startswith("rung2 C=1e+14"))
     assert "layers, d_model" in line and ", 2 runs, est " in line and "predicted " in line
     assert "(the ladder's rungs included)" in after
+    assert main([*arguments, "--json"]) == 0
+    rung = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert rung["rung"] == "rung2" and rung["budget"] == 1e14 and len(rung["runs"]) == 2 and rung["runs"][1].startswith("rung2-L")
+    assert rung["prediction_interval"][0] < rung["predicted_loss"] < rung["prediction_interval"][1]
 
 
 # A grid of 2 sizes × 3 token counts (Approach 3 needs 6 points) and one rung above it, ~3× the

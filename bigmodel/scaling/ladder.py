@@ -179,32 +179,43 @@ def describe_ladder(ladder: dict) -> str:
 # ----------------------------------------------------------------------------- the dry run
 
 
-def dry_run_lines(study: Study, runs: list[Run], workdir: Path) -> tuple[list[str], float]:
-    """The ladder's lines of `sweep --dry-run` and their estimated seconds: each rung's budget, how
-    far out it is, and its shape and runs where the workdir already has the grid's fit.json."""
-    if not study.ladder:
-        return [], 0.0
+def planned_rungs(study: Study, runs: list[Run], workdir: Path) -> list[dict]:
+    """What `sweep --dry-run` says of each rung: its budget, how far above the grid's largest run,
+    its estimated seconds and, where the workdir already has the grid's fit.json, its shape and runs."""
     largest = largest_fitted_compute(runs).flops
     fit = read_sweep_fit(workdir)
     planned = plan_rungs(study, fit, str(workdir / "fit.json")) if isinstance(fit, dict) and fit.get("law") == "chinchilla" else None
     per_rung = 2 if any(isinstance(grid, BranchGrid) for grid in grids_of(study)) else 1  # a stable run and its branch
-    count = f"{len(study.ladder)} rung{'s' if len(study.ladder) > 1 else ''}"
-    lines = [f"# ladder: {count} after the fit, each scored against its prediction interval"
-             + ("" if planned else f" (shapes chosen by the fit; {workdir / 'fit.json'} does not exist yet)")]
-    total = 0.0
-    for index, budget in enumerate(study.ladder, 1):
-        head = f"rung{index} C={budget:.3g} ({budget / largest:.3g}× the largest fitted compute {largest:.3g})"
+    entries = []
+    for index, budget in enumerate(study.ladder or (), 1):
+        entry = {"rung": f"rung{index}", "budget": float(budget), "compute_ratio": budget / largest, "largest_fitted_flops": largest,
+                 "estimated_time_s": per_rung * RUN_OVERHEAD_S + budget / CPU_FLOPS_PER_S}
         if planned:
             recommendation, rung = planned[index - 1]
-            seconds = sum(estimated_seconds(run) for run in rung)
             shape, prediction = recommendation["shape"], recommendation["prediction"]
-            band = prediction.get("prediction_interval")
-            lines.append(f"{head}: {shape['preset']} ({shape['n_layers']} layers, d_model {shape['d_model']}, {shape['n_heads']} heads), "
-                         f"N {shape['non_embedding_params']:,}, D {recommendation['run']['tokens']:.3g}, lr {recommendation['hyperparameters']['learning_rate']:.3g}, "
-                         f"predicted {prediction['predicted_loss']:.4f}" + (f" [{band[0]:.4f}, {band[1]:.4f}]" if band else "")
-                         + f", {len(rung)} runs, est {format_duration(seconds)}")
-        else:
-            seconds = per_rung * RUN_OVERHEAD_S + budget / CPU_FLOPS_PER_S
-            lines.append(f"{head}: est {format_duration(seconds)}")
-        total += seconds
-    return lines, total
+            entry.update(estimated_time_s=sum(estimated_seconds(run) for run in rung), runs=[run.name for run in rung],
+                         shape={key: shape[key] for key in ("preset", "n_layers", "d_model", "n_heads", "d_ff", "non_embedding_params")},
+                         tokens=recommendation["run"]["tokens"], learning_rate=recommendation["hyperparameters"]["learning_rate"],
+                         predicted_loss=prediction["predicted_loss"], prediction_interval=prediction.get("prediction_interval"))
+        entries.append(entry)
+    return entries
+
+
+def rung_line(entry: dict) -> str:
+    """One rung of the dry run's table."""
+    head = f"{entry['rung']} C={entry['budget']:.3g} ({entry['compute_ratio']:.3g}× the largest fitted compute {entry['largest_fitted_flops']:.3g})"
+    if "shape" not in entry:
+        return f"{head}: est {format_duration(entry['estimated_time_s'])}"
+    shape, band = entry["shape"], entry["prediction_interval"]
+    return (f"{head}: {shape['preset']} ({shape['n_layers']} layers, d_model {shape['d_model']}, {shape['n_heads']} heads), "
+            f"N {shape['non_embedding_params']:,}, D {entry['tokens']:.3g}, lr {entry['learning_rate']:.3g}, predicted {entry['predicted_loss']:.4f}"
+            + (f" [{band[0]:.4f}, {band[1]:.4f}]" if band else "") + f", {len(entry['runs'])} runs, est {format_duration(entry['estimated_time_s'])}")
+
+
+def dry_run_lines(entries: list[dict], workdir: Path) -> list[str]:
+    """The ladder's lines of `sweep --dry-run`: a header, then one line per rung."""
+    if not entries:
+        return []
+    count = f"{len(entries)} rung{'s' if len(entries) > 1 else ''}"
+    shapes = "" if "shape" in entries[0] else f" (shapes chosen by the fit; {workdir / 'fit.json'} does not exist yet)"
+    return [f"# ladder: {count} after the fit, each scored against its prediction interval{shapes}", *map(rung_line, entries)]

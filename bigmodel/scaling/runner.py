@@ -41,8 +41,7 @@ from bigmodel.scaling import registry
 from bigmodel.scaling.backends import ClusterLost
 from bigmodel.scaling.execution import CPU_FLOPS_PER_S, RUN_OVERHEAD_S, estimated_seconds, execute, format_duration
 from bigmodel.scaling.expand import expand, format_number, validate_runs
-from bigmodel.scaling.ladder import check_ladder, describe_ladder, parse_ladder, plan_rungs, score_rungs
-from bigmodel.scaling.ladder import dry_run_lines as ladder_dry_run
+from bigmodel.scaling.ladder import check_ladder, describe_ladder, dry_run_lines, parse_ladder, plan_rungs, planned_rungs, score_rungs
 from bigmodel.scaling.registry import DONE, FAILED, STOPPED
 from bigmodel.scaling.resources import checked_value, with_overrides
 from bigmodel.scaling.study import Run, Study
@@ -111,7 +110,7 @@ def plan_runs(experiment: str | Path, ladder: list[float] | None = None) -> tupl
 # ----------------------------------------------------------------------------- dry run
 
 
-def dry_run_table(runs: list[Run], workdir: Path, ladder: tuple[list[str], float] = ([], 0.0)) -> str:
+def dry_run_table(runs: list[Run], workdir: Path, rungs: list[dict] = ()) -> str:
     width = max(len(run.name) for run in runs)
     lines = [
         f"# {len(runs)} runs; est. time = {RUN_OVERHEAD_S:.0f}s per run + FLOPs at {CPU_FLOPS_PER_S / 1e9:.0f} GFLOP/s "
@@ -124,24 +123,23 @@ def dry_run_table(runs: list[Run], workdir: Path, ladder: tuple[list[str], float
             f"{format_number(run.tokens):>9} {format_number(run.flops):>9} {run.steps:>6} {run.batch_size:>5} "
             f"{format_duration(estimated_seconds(run)):>6}"
         )
-    rung_lines, rung_seconds = ladder
-    lines += rung_lines
-    total = sum(estimated_seconds(run) for run in runs) + rung_seconds
-    with_rungs = " (the ladder's rungs included)" if rung_lines else ""
+    lines += dry_run_lines(list(rungs), workdir)
+    total = sum(estimated_seconds(run) for run in runs) + sum(entry["estimated_time_s"] for entry in rungs)
+    with_rungs = " (the ladder's rungs included)" if rungs else ""
     lines.append(f"# total ≈ {format_duration(total)}{with_rungs} with --jobs 1 (parallel jobs share the same cores)")
     lines.append(f"# each run, e.g.: {runs[0].command_line(workdir / runs[0].name)}")
     return "\n".join(lines)
 
 
-def dry_run_json(runs: list[Run], workdir: Path, ladder_lines: list[str] = ()) -> str:
-    """One JSON object per run, then one {"ladder": line} per line of the ladder's plan."""
+def dry_run_json(runs: list[Run], workdir: Path, rungs: list[dict] = ()) -> str:
+    """One JSON object per run, then one per ladder rung (with a "rung" key: `ladder.planned_rungs`)."""
     rows = []
     for run in runs:
         row = run.summary()
         row["estimated_time_s"] = round(estimated_seconds(run), 1)
         row["command"] = run.command_line(workdir / run.name)
         rows.append(json.dumps(row))
-    rows += [json.dumps({"ladder": line.lstrip("# ")}) for line in ladder_lines]
+    rows += [json.dumps({**entry, "estimated_time_s": round(entry["estimated_time_s"], 1)}) for entry in rungs]
     return "\n".join(rows)
 
 
@@ -319,8 +317,8 @@ def sweep_command(args) -> int:
     runs = [dataclasses.replace(run, resources=with_overrides(run.resources, overrides)) for run in runs]
     workdir = Path(args.workdir)
     if args.dry_run:
-        ladder = ladder_dry_run(study, runs, workdir)
-        print(dry_run_json(runs, workdir, ladder[0]) if args.json else dry_run_table(runs, workdir, ladder), flush=True)
+        rungs = planned_rungs(study, runs, workdir)
+        print(dry_run_json(runs, workdir, rungs) if args.json else dry_run_table(runs, workdir, rungs), flush=True)
         return 0
     backend = make_backend(args, runs)
     retries = DEFAULT_RETRIES[backend.name] if args.retries is None else args.retries
