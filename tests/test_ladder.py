@@ -166,7 +166,7 @@ TINY_LADDER = """
 """
 
 
-@pytest.mark.slow  # a real sweep: seven trainers and a Chinchilla fit (12 min on 2 cores shared 8 ways, 2026-12-07)
+@pytest.mark.slow  # a real sweep: seven trainers and a Chinchilla fit (6 to 12 min on 2 cores shared with other jobs, 2026-12-07)
 def test_a_tiny_ladder_trains_its_rung_and_scores_the_forecast(tmp_path, kjv_data_dir):
     experiment = tmp_path / "tiny_ladder.py"
     experiment.write_text(textwrap.dedent(TINY_LADDER.format(data_dir=kjv_data_dir)))
