@@ -1,4 +1,4 @@
-"""`python -m bigmodel <command>`: train, eval, generate, serve, export, finetune, bench, plan, prepare, presets, sweep, status, fit, plot, calibrate, compare.
+"""`python -m bigmodel <command>`: train, eval, generate, serve, export, finetune, bench, plan, prepare, presets, sweep, status, fit, plot, calibrate, compare, recommend.
 
 Every command is one row of `COMMANDS`: its --help line, its arguments, what runs it and the
 runtime it needs. Argument declarations load no JAX (the modules that declare their own import
@@ -23,7 +23,7 @@ from bigmodel.data import prepare_command as prepare
 from bigmodel.finetune import command as finetune
 from bigmodel.inference import export, generate, serve
 from bigmodel.memory import TARGETS
-from bigmodel.scaling import calibrate_command, commands as scaling_commands, compare
+from bigmodel.scaling import calibrate_command, commands as scaling_commands, compare, recommend_command
 
 OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
                   "(e.g. --config.train.steps=200 --config.model.d_model=128); configs/lm.py lists the keys.")
@@ -118,6 +118,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--dry-run", action="store_true", help="print the runs and write nothing")
     parser.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run")
+    parser.add_argument("--ladder", default=None, metavar="C1,C2",
+                        help="compute budgets (FLOPs) above the grid: after the fit, train its recommended run at each and "
+                             "score the forecast (replaces the study's ladder)")
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="runs at once: local processes (default 1), or Slurm/Ray jobs queued (default all)")
     parser.add_argument("--backend", choices=("local", "slurm", "ray"), default="local",
@@ -191,6 +194,8 @@ COMMANDS = {
     "calibrate": Command(calibrate_command.CALIBRATE_HELP, calibrate_command.add_calibrate_arguments,
                          without_overrides(calibrate_command.calibrate_command)),
     "compare": Command(compare.COMPARE_HELP, compare.add_compare_arguments, without_overrides(compare.compare_command)),
+    "recommend": Command(recommend_command.RECOMMEND_HELP, recommend_command.add_recommend_arguments,
+                         without_overrides(recommend_command.recommend_command)),
     "finetune": Command(finetune.FINETUNE_HELP, finetune.add_finetune_arguments, finetune.finetune_command,
                         overrides_help=FINETUNE_OVERRIDES_HELP, accelerator=True, stops_early=True),
 }

@@ -215,6 +215,15 @@ ROWS = [
         lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.data.tokenizer=bpe", "--config.data.vocab_size=128"]),
     Row("logging.wandb not a W&B project name", "is not a W&B project name",
         lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.logging.wandb=team/project"]),
+    # recommend and the ladder
+    Row("recommend: fit.json does not exist", "does not exist: pass the fit.json", lambda t, d: ["recommend", str(t / "none.json"), "--budget", "1e15"]),
+    Row("recommend: a file that is not a fit.json", "is not a fit.json", lambda t, d: ["recommend", str(_write(t / "fit.json", "{oops")), "--budget", "1e15"]),
+    Row("recommend: a fit without a chinchilla law", "holds a hyperparams law, not chinchilla", lambda t, d: ["recommend", "experiments/hparams_results/fit.json", "--budget", "1e15"]),
+    Row("recommend: --budget 0", "--budget 0.0 is not a compute budget", lambda t, d: ["recommend", "experiments/demo_results/fit.json", "--budget", "0"]),
+    Row("recommend: --budget inf", "--budget inf is not a compute budget", lambda t, d: ["recommend", "experiments/demo_results/fit.json", "--budget", "inf"]),
+    Row("sweep: a ladder rung below the fitted compute", "ladder rung 1e+12 FLOPs is below the fitted compute", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", str(t / "s"), "--ladder", "1e12"]),
+    Row("sweep --ladder that is not numbers", "--ladder 'big' is not a list of compute budgets", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", str(t / "s"), "--ladder", "big"]),
+    Row("sweep: a ladder without a fit to score it", "a ladder scores the fit's forecasts", lambda t, d: ["sweep", "experiments/branches.py", "--workdir", str(t / "s"), "--ladder", "1e16", "--dry-run"]),
 ]
 
 

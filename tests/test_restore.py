@@ -12,7 +12,8 @@ from bigmodel.restore import saved_train_config
 PACKAGE = Path(__file__).resolve().parents[1] / "bigmodel"
 # Modules that are a command's body: they import libraries, and nothing but the CLI imports them.
 COMMAND_MODULES = ("bigmodel.evaluate", "bigmodel.inference.generate", "bigmodel.inference.serve", "bigmodel.inference.export",
-                   "bigmodel.finetune.command", "bigmodel.scaling.compare", "bigmodel.data.prepare_command")
+                   "bigmodel.finetune.command", "bigmodel.scaling.compare", "bigmodel.data.prepare_command",
+                   "bigmodel.scaling.recommend_command")
 FRONT_DOOR = ("cli.py", "__main__.py")
 
 

@@ -17,6 +17,8 @@ C FLOPs of this study's shapes would get. fit.json's `compute_basis` names it; `
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, optimal_frontier
@@ -74,10 +76,18 @@ def frontier_on_basis(law: dict, compute, line: dict | None, points: int = 1201)
     return params[rows, best], tokens[rows, best], loss[rows, best]
 
 
+BASIS_TEXT = re.compile(r"FLOPs per token = (\S+)·N \+ ([^,]+),")  # `describe_basis`'s words, in fit.json files written before the line was kept
+
+
 def basis_line(fit: dict) -> dict | None:
-    """The FLOPs-per-token line a fit allocated on (fit.json `flops_per_token_line`), None for 6ND."""
+    """The FLOPs-per-token line a fit allocated on (fit.json `flops_per_token_line`, else read back
+    from its `compute_basis` words to their 3 digits), None for 6ND."""
     line = fit.get("flops_per_token_line")
-    return line if isinstance(line, dict) and {"slope", "intercept"} <= set(line) else None
+    if isinstance(line, dict) and {"slope", "intercept"} <= set(line):
+        return {"slope": float(line["slope"]), "intercept": float(line["intercept"])}
+    basis = str(fit.get("compute_basis", ""))
+    match = BASIS_TEXT.search(basis)
+    return {"slope": float(match.group(1)), "intercept": float(match.group(2))} if match and basis.startswith("flops") else None
 
 
 def compute_axis_label(fit: dict) -> str:
@@ -108,3 +118,21 @@ def numerical_optimum(law: dict, budget: float, line: dict, centre: float) -> di
     best = int(np.nanargmin(loss)) if np.isfinite(loss).any() else 0
     return {"n_opt": float(params[best]), "d_opt": float(tokens[best]), "tokens_per_param": float(tokens[best] / params[best]),
             "loss_opt": float(loss[best])}
+
+
+def allocation_at(law: dict, budget: float, line: dict | None) -> dict:
+    """N_opt, D_opt, D/N and the loss at C = `budget` of a Chinchilla law (E, A, B, alpha, beta):
+    on `line`'s FLOPs per token, or under C = 6ND where `line` is None. NaN where it allocates nothing."""
+    optimum = compute_optimal(law["A"], law["B"], law["alpha"], law["beta"], budget)
+    if "n_opt" not in optimum:
+        return {"n_opt": np.nan, "d_opt": np.nan, "tokens_per_param": np.nan, "loss_opt": np.nan}
+    if line is not None:
+        return numerical_optimum(law, budget, line, optimum["n_opt"])
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = float(chinchilla_loss(optimum["n_opt"], optimum["d_opt"], *(law[key] for key in ("E", "A", "B", "alpha", "beta"))))
+    return {key: optimum[key] for key in ("n_opt", "d_opt", "tokens_per_param")} | {"loss_opt": loss}
+
+
+def flops_per_token(line: dict | None, non_embedding_params: float) -> float:
+    """A run's FLOPs per token on the basis: slope·N + intercept, or 6N under C = 6ND."""
+    return 6.0 * non_embedding_params if line is None else line["slope"] * non_embedding_params + line["intercept"]

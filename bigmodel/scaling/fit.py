@@ -199,7 +199,7 @@ def fit_chinchilla(non_embedding_params, tokens, loss, *, bootstrap: int = 0, se
             sample.pop("budget", None)  # a constant, not an estimate
         _add_bootstrap(result, model, snap_to_bound(samples, thetas, features), bootstrap_method)
     result["compute_basis"] = describe_basis(flops_line, count_words(definition))  # what C means, here and in the figures
-    if flops_line is not None:
+    if flops_line is not None:  # the basis itself: the figures' compute axis, `recommend` at any other budget
         result["flops_per_token_line"] = dict(flops_line)
     return result
 

@@ -47,7 +47,7 @@ def sweep_hyperparam_points(directory: Path) -> HyperparamPoints:
     table = {key: [] for key in ("flops", "learning_rate", "batch_size", "seq_len", "loss")}
     names, validation = [], []
     for line, row in rows:
-        if row["status"] != registry.DONE or row["role"] == registry.STABLE:
+        if row["status"] != registry.DONE or row["role"] in (registry.STABLE, registry.RUNG):
             continue
         config = files.read_json(directory / row["name"] / "config.json")
         if not isinstance(config, dict):

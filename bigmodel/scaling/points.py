@@ -91,6 +91,14 @@ class Points:
         return dataclasses.replace(self, **arrays, names=names, groups=groups)
 
 
+def join_points(first: Points, second: Points) -> Points:
+    """`first`'s points followed by `second`'s (names and groups too where both have them)."""
+    arrays = {name: np.concatenate([getattr(first, name), getattr(second, name)]) for name in FIELDS}
+    names = first.names + second.names if first.names and second.names else ()
+    groups = first.groups + second.groups if first.groups and second.groups else ()
+    return dataclasses.replace(first, **arrays, names=names, groups=groups)
+
+
 def check_points(name_to_values: dict[str, np.ndarray], minimum: int) -> None:
     """Equal lengths, positive finite values and at least `minimum` points, or one ValueError line."""
     lengths = sorted({len(values) for values in name_to_values.values()})

@@ -36,6 +36,7 @@ COLUMNS = (
 # Registries written before these columns existed read them as "", like the launch columns.
 ROLE_COLUMNS = ("role", "parent")
 STABLE = "stable"
+RUNG = "rung"  # a ladder's run (`ladder.py`): a forecast to check, never a point of the fit
 # Where and how a run was last launched: the backend (local, slurm, ...), its handle there (a pid,
 # a Slurm job id), the host, how many times it was launched, and ISO-8601 UTC timestamps. A
 # restarted sweep reads them to re-attach to runs still in flight. Registries written before
@@ -127,15 +128,16 @@ def loss_name(uses_validation: np.ndarray) -> str:
     return f"validation loss ({(~uses_validation).sum()} runs without eval: training loss)"
 
 
-def sweep_points(directory: str | Path) -> Points:
+def sweep_points(directory: str | Path, rungs: bool = False) -> Points:
     """One point per `done` row but stable runs (their loss is not cooled down: a branch of
-    theirs is the point): N = non_embedding_params, loss = final_eval_loss, else final_loss.
-    A branch's group is its parent (the branches of one stable run share its noise)."""
+    theirs is the point) and ladder rungs (forecasts to check): N = non_embedding_params, loss =
+    final_eval_loss, else final_loss. A branch's group is its parent (the branches of one stable
+    run share its noise). `rungs=True`: the done ladder rungs alone."""
     path = Path(directory) / REGISTRY_FILE
     values = {"non_embedding_params": [], "tokens": [], "flops": [], "loss": [], "total_params": []}
     names, groups, uses_validation, bytes_per_token = [], [], [], []
     for line, row in read_registry(directory):
-        if row["status"] != DONE or row["role"] == STABLE:
+        if row["status"] != DONE or row["role"] == STABLE or (row["role"] == RUNG) != rungs:
             continue
         validation = row["final_eval_loss"] != ""
         for field in ("non_embedding_params", "tokens", "flops"):
@@ -147,7 +149,7 @@ def sweep_points(directory: str | Path) -> Points:
         groups.append(row["parent"])
         uses_validation.append(validation)
         bytes_per_token.append(run_bytes_per_token(row))
-    if not names:
+    if not names and not rungs:
         raise ValueError(f"{path} has no finished runs (status {DONE!r}): run or resume the sweep first")
     arrays = {field: np.asarray(column, dtype=float) for field, column in values.items()}
     return Points(**arrays, loss_name=loss_name(np.array(uses_validation)), names=tuple(names), groups=tuple(groups),

@@ -32,6 +32,7 @@ import json
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from bigmodel import exit_codes, files
@@ -40,6 +41,7 @@ from bigmodel.scaling import registry
 from bigmodel.scaling.backends import ClusterLost
 from bigmodel.scaling.execution import CPU_FLOPS_PER_S, RUN_OVERHEAD_S, estimated_seconds, execute, format_duration
 from bigmodel.scaling.expand import expand, format_number, validate_runs
+from bigmodel.scaling.ladder import check_ladder, describe_ladder, dry_run_lines, parse_ladder, plan_rungs, planned_rungs, score_rungs
 from bigmodel.scaling.registry import DONE, FAILED, STOPPED
 from bigmodel.scaling.resources import checked_value, with_overrides
 from bigmodel.scaling.study import Run, Study
@@ -88,9 +90,12 @@ def load_study(spec: str | Path) -> Study:
     return study
 
 
-def plan_runs(experiment: str | Path) -> tuple[Study, list[Run]]:
-    """Load, expand and validate every run, before anything is written."""
+def plan_runs(experiment: str | Path, ladder: list[float] | None = None) -> tuple[Study, list[Run]]:
+    """Load, expand and validate every run, before anything is written; `ladder` (`--ladder`)
+    replaces the study's rungs, which must lie above its grid (`ladder.check_ladder`)."""
     study = load_study(experiment)
+    if ladder is not None:
+        study = dataclasses.replace(study, ladder=ladder)
     try:
         runs = expand(study)
     except ConfigError:
@@ -98,13 +103,14 @@ def plan_runs(experiment: str | Path) -> tuple[Study, list[Run]]:
     except Exception as error:  # noqa: BLE001 — e.g. a typo in the experiment's rules
         raise ConfigError(f"{experiment}: the study does not expand: {type(error).__name__}: {error}") from None
     validate_runs(runs, n_devices=1)
+    check_ladder(study, runs)
     return study, runs
 
 
 # ----------------------------------------------------------------------------- dry run
 
 
-def dry_run_table(runs: list[Run], workdir: Path) -> str:
+def dry_run_table(runs: list[Run], workdir: Path, rungs: list[dict] = ()) -> str:
     width = max(len(run.name) for run in runs)
     lines = [
         f"# {len(runs)} runs; est. time = {RUN_OVERHEAD_S:.0f}s per run + FLOPs at {CPU_FLOPS_PER_S / 1e9:.0f} GFLOP/s "
@@ -117,19 +123,23 @@ def dry_run_table(runs: list[Run], workdir: Path) -> str:
             f"{format_number(run.tokens):>9} {format_number(run.flops):>9} {run.steps:>6} {run.batch_size:>5} "
             f"{format_duration(estimated_seconds(run)):>6}"
         )
-    total = sum(estimated_seconds(run) for run in runs)
-    lines.append(f"# total ≈ {format_duration(total)} with --jobs 1 (parallel jobs share the same cores)")
+    lines += dry_run_lines(list(rungs), workdir)
+    total = sum(estimated_seconds(run) for run in runs) + sum(entry["estimated_time_s"] for entry in rungs)
+    with_rungs = " (the ladder's rungs included)" if rungs else ""
+    lines.append(f"# total ≈ {format_duration(total)}{with_rungs} with --jobs 1 (parallel jobs share the same cores)")
     lines.append(f"# each run, e.g.: {runs[0].command_line(workdir / runs[0].name)}")
     return "\n".join(lines)
 
 
-def dry_run_json(runs: list[Run], workdir: Path) -> str:
+def dry_run_json(runs: list[Run], workdir: Path, rungs: list[dict] = ()) -> str:
+    """One JSON object per run, then one per ladder rung (with a "rung" key: `ladder.planned_rungs`)."""
     rows = []
     for run in runs:
         row = run.summary()
         row["estimated_time_s"] = round(estimated_seconds(run), 1)
         row["command"] = run.command_line(workdir / run.name)
         rows.append(json.dumps(row))
+    rows += [json.dumps({**entry, "estimated_time_s": round(entry["estimated_time_s"], 1)}) for entry in rungs]
     return "\n".join(rows)
 
 
@@ -195,14 +205,12 @@ def lock_workdir(workdir: Path):
         raise ConfigError(str(error)) from None
 
 
-def run_sweep(study: Study, runs: list[Run], workdir: Path, backend, retries: int = 0, experiment: str = "") -> int:
-    """Run, record and analyse the sweep (its directory locked); return the exit code."""
+def execute_or_stop(runs: list[Run], workdir: Path, backend, retries: int) -> list[dict] | int:
+    """The runs' final registry rows, or the exit code of a sweep stopped on the way."""
     registry_path = workdir / registry.REGISTRY_FILE
-    print(f"sweep {experiment}: {len(runs)} runs in {workdir}/ on {backend.name} (registry {registry_path})", flush=True)
-    started = time.perf_counter()
     previous_handler = signal.signal(signal.SIGTERM, interrupt)  # a preempted sweep stops its runs too
     try:
-        rows = execute(runs, workdir, backend, retries)
+        return execute(runs, workdir, backend, retries)
     except ClusterLost as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return exit_codes.STOPPED
@@ -213,12 +221,53 @@ def run_sweep(study: Study, runs: list[Run], workdir: Path, backend, retries: in
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def report_counts(rows: list[dict], started: float, what: str = "sweep") -> int:
+    """Print how the runs ended; return the number that failed."""
     counts = {status: sum(row["status"] == status for row in rows) for status in (DONE, FAILED, STOPPED)}
-    print(f"sweep done in {format_duration(time.perf_counter() - started)}: {counts[DONE]} finished, {counts[FAILED]} failed"
+    print(f"{what} done in {format_duration(time.perf_counter() - started)}: {counts[DONE]} finished, {counts[FAILED]} failed"
           + (f", {counts[STOPPED]} stopped (rerun to resume)" if counts[STOPPED] else ""), flush=True)
-    if study.analysis:
-        run_analysis(study.analysis, workdir, wandb_project(runs))
-    return min(counts[FAILED], MAX_EXIT_CODE)
+    return counts[FAILED]
+
+
+def climb_ladder(study: Study, runs: list[Run], workdir: Path, backend, retries: int) -> int:
+    """Train the fit's recommended run at each rung, then score each forecast into fit.json."""
+    fit = registry.read_sweep_fit(workdir)
+    planned = plan_rungs(study, fit, str(workdir / registry.FIT_FILE))
+    rung_runs = [run for _, rung in planned for run in rung]
+    print(f"ladder: {len(planned)} rungs, {len(rung_runs)} runs", flush=True)
+    started = time.perf_counter()
+    with warnings.catch_warnings():  # the fit loaded JAX here; a launch forks only to exec the trainer, which JAX's warning cannot see
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        rows = execute_or_stop(runs + rung_runs, workdir, backend, retries)  # the grid's rows stay in the registry (done: skipped)
+    if isinstance(rows, int):
+        return rows
+    failed = report_counts(rows[len(runs):], started, "ladder")
+    try:
+        fit["ladder"] = score_rungs(workdir, fit, [recommendation for recommendation, _ in planned], dict(study.analysis))
+    except ValueError as error:
+        print(f"ladder scoring failed: {error}", file=sys.stderr, flush=True)
+        return min(failed + 1, MAX_EXIT_CODE)
+    fit["summary"] = f"{fit['summary']}; {describe_ladder(fit['ladder'])}"
+    files.write_json_atomic(workdir / registry.FIT_FILE, fit)
+    print(f"fit: {workdir / registry.FIT_FILE}  {describe_ladder(fit['ladder'])}", flush=True)
+    return failed
+
+
+def run_sweep(study: Study, runs: list[Run], workdir: Path, backend, retries: int = 0, experiment: str = "") -> int:
+    """Run, record and analyse the sweep (its directory locked), then climb its ladder; return the exit code."""
+    registry_path = workdir / registry.REGISTRY_FILE
+    print(f"sweep {experiment}: {len(runs)} runs in {workdir}/ on {backend.name} (registry {registry_path})", flush=True)
+    started = time.perf_counter()
+    rows = execute_or_stop(runs, workdir, backend, retries)
+    if isinstance(rows, int):
+        return rows
+    failed = report_counts(rows, started)
+    analysed = run_analysis(study.analysis, workdir, wandb_project(runs)) if study.analysis else False
+    if analysed and study.ladder:
+        failed += climb_ladder(study, runs, workdir, backend, retries)
+    return min(failed, MAX_EXIT_CODE)
 
 
 # Failures on one machine are mostly the run's own (a non-finite loss): retrying costs time for
@@ -276,11 +325,12 @@ def sweep_command(args) -> int:
         raise ConfigError("--json only applies to --dry-run: add --dry-run")
     check_backend_flags(args)
     overrides = resource_overrides(args)
-    study, runs = plan_runs(args.experiment)
+    study, runs = plan_runs(args.experiment, parse_ladder(args.ladder) if args.ladder is not None else None)
     runs = [dataclasses.replace(run, resources=with_overrides(run.resources, overrides)) for run in runs]
     workdir = Path(args.workdir)
     if args.dry_run:
-        print(dry_run_json(runs, workdir) if args.json else dry_run_table(runs, workdir), flush=True)
+        rungs = planned_rungs(study, runs, workdir)
+        print(dry_run_json(runs, workdir, rungs) if args.json else dry_run_table(runs, workdir, rungs), flush=True)
         return 0
     backend = make_backend(args, runs)
     retries = DEFAULT_RETRIES[backend.name] if args.retries is None else args.retries

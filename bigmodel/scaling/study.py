@@ -104,6 +104,9 @@ class Study:
     analysis: e.g. {"law": "power", "x": "params", "holdout": "largest", "bootstrap": 200}.
     resources: RunPlan → {"gpus": 1, "hosts": 1, "cpus": 8, "memory_gb": 32, "time_limit_min": 60},
       what each run asks of the machines (`bigmodel.scaling.resources`); None: one host, GPUs not managed.
+    ladder: compute budgets C (FLOPs), each above the grid's largest run: once the grid is fitted
+      (analysis: a chinchilla law with a bootstrap), the run the fit recommends at each C is
+      trained and scored against its prediction interval (`bigmodel.scaling.ladder`).
     """
 
     base_config: str
@@ -116,6 +119,7 @@ class Study:
     batch_sizes: Sequence[int] | None = None
     analysis: Mapping[str, Any] | None = None
     resources: Callable[[RunPlan], Mapping[str, Any]] | None = None
+    ladder: Sequence[float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +141,7 @@ class Run:
     seed: int
     budget: float | None = None
     resources: Resources = Resources()
-    role: str = ""  # "stable": a BranchGrid's warmup-stable run (not a point of the fit); "branch": its cooldowns
+    role: str = ""  # "stable": a BranchGrid's warmup-stable run (not a point of the fit); "branch": its cooldowns; "rung": a ladder's run
     parent: str = ""  # a branch's stable run, a sibling folder of its own in the sweep directory
     init_step: int = 0  # where a branch starts from its parent
 
