@@ -72,6 +72,13 @@ def join_processes(coordinator: str | None, num_processes: int | None, process_i
     return cluster
 
 
+def user_cache_dir(environment: Mapping[str, str] = os.environ) -> Path:
+    """bigmodel's cache home, by the XDG base-directory rule: $XDG_CACHE_HOME/bigmodel when that
+    is an absolute path (the spec says to ignore a relative one), else ~/.cache/bigmodel."""
+    base = environment.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "bigmodel"
+
+
 def compilation_cache_dir(environment: Mapping[str, str] = os.environ) -> Path | None:
     """Where executables are cached, or None when the cache is off or the user set JAX's own."""
     if "JAX_COMPILATION_CACHE_DIR" in environment:
@@ -81,8 +88,7 @@ def compilation_cache_dir(environment: Mapping[str, str] = os.environ) -> Path |
         return None
     if chosen:
         return Path(chosen)
-    base = environment.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "bigmodel" / "jax"
+    return user_cache_dir(environment) / "jax"
 
 
 def enable_compilation_cache(environment: Mapping[str, str] = os.environ) -> Path | None:

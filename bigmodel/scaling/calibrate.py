@@ -72,7 +72,7 @@ def check_settings(settings: Settings, studies: int) -> None:
         raise ValueError(f"--bootstrap must be at least 2 replicates (the intervals calibrate measures), got {settings.bootstrap}")
     if settings.noise_model not in NOISE_MODELS:
         raise ValueError(f"unknown noise model {settings.noise_model!r}: use one of {', '.join(NOISE_MODELS)}")
-    if settings.noise_sd is not None and not settings.noise_sd >= 0:
+    if settings.noise_sd is not None and not (math.isfinite(settings.noise_sd) and settings.noise_sd >= 0):
         raise ValueError(f"--noise_sd must be 0 or more (σ of log loss), got {settings.noise_sd}")
     if not 0 <= settings.shared_fraction < 1:
         raise ValueError(f"--shared_fraction must be in [0, 1) (the share of noise variance runs of a group share), got {settings.shared_fraction}")

@@ -25,7 +25,7 @@ import statistics
 import sys
 
 from bigmodel import exit_codes
-from bigmodel.arguments import bad_input, positive_int, tool_main
+from bigmodel.arguments import bad_input, path_text, positive_int, seed, tool_main
 from bigmodel.scaling import run_groups
 
 COMPARE_HELP = "B − A in final eval loss: 95%% interval, p-value, minimal detectable difference (Welch over seeds, or a paired bootstrap over eval batches)"
@@ -36,12 +36,12 @@ GROUP_HELP = ("a run directory, a quoted glob of run directories ('runs/seeds/L2
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("a", metavar="A", help="the baseline: " + GROUP_HELP)
-    parser.add_argument("b", metavar="B", help="the candidate, the same way; differences are B − A")
+    parser.add_argument("a", type=path_text, metavar="A", help="the baseline: " + GROUP_HELP)
+    parser.add_argument("b", type=path_text, metavar="B", help="the candidate, the same way; differences are B − A")
     parser.add_argument("--batches", type=positive_int, default=None,
                         help="one run a side: validation batches to evaluate (default: the runs' eval.batches; at most one pass over the split)")
     parser.add_argument("--bootstrap", type=positive_int, default=None, metavar="K", help="one run a side: bootstrap resamples (default 10000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 

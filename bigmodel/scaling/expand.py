@@ -21,10 +21,12 @@ Each run is a config spec plus string overrides, so `run.command(workdir)` re-ru
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from bigmodel.arguments import MAX_SEED, is_positive_number, is_seed
 from bigmodel.config import ConfigError, apply_overrides, load_config, validate
 from bigmodel.flops import run_stats
 from bigmodel.presets import model_shape
@@ -105,9 +107,44 @@ def resolve_shape(size: str | Mapping[str, int]) -> dict[str, int]:
     return {key: int(size[key]) for key in SHAPE_KEYS}
 
 
-def check_grid(study: Study) -> None:
-    """The grid's kind, and a BranchGrid's choices, before any config is loaded."""
+def check_positive(where: str, values) -> None:
+    """A grid's or study's numbers (one or a list): each finite and > 0."""
+    bad = [value for value in as_list(values) if not is_positive_number(value)]
+    if bad:
+        raise ConfigError(f"{where}={values!r}: {bad[0]!r} is not a finite number > 0")
+
+
+def check_ratio_range(grid: IsoFlopGrid | BranchGrid) -> None:
+    """(low, high): 0 < low <= high; high may be infinite (no upper bound)."""
+    span = grid.tokens_per_param_range
+    pair = tuple(span) if isinstance(span, (tuple, list)) else ()
+    if len(pair) != 2 or not is_positive_number(pair[0]) or not (pair[1] == math.inf or is_positive_number(pair[1])) or pair[1] < pair[0]:
+        raise ConfigError(f"{type(grid).__name__} tokens_per_param_range={span!r} must be (low, high) with 0 < low <= high, e.g. (1, 1000)")
+
+
+def check_values(study: Study) -> None:
+    """Every number of the grid and study that no config check sees: tokens, ratios, budgets,
+    seeds and the learning-rate sweep (a bad one would train nonsense, or fail at the end)."""
     grid = study.grid
+    for field in ("tokens", "tokens_per_param", "budgets"):
+        if getattr(grid, field, None) is not None:
+            check_positive(f"{type(grid).__name__} {field}", getattr(grid, field))
+    if isinstance(grid, (IsoFlopGrid, BranchGrid)):
+        check_ratio_range(grid)
+    seeds = as_list(study.seeds)
+    if not seeds or not all(is_seed(seed) for seed in seeds):
+        raise ConfigError(f"Study seeds={study.seeds!r} must be a list of whole numbers from 0 to {MAX_SEED}, e.g. [0, 1, 2]")
+    if study.learning_rates is not None:
+        if not as_list(study.learning_rates):
+            raise ConfigError("Study learning_rates=[] sweeps nothing: list the rates, or leave it None to keep the rules' lr")
+        check_positive("Study learning_rates", study.learning_rates)
+
+
+def check_grid(study: Study) -> None:
+    """The grid's kind, its numbers, and a BranchGrid's choices, before any config is loaded."""
+    grid = study.grid
+    if isinstance(grid, (SizeGrid, IsoFlopGrid, BranchGrid)):
+        check_values(study)
     if isinstance(grid, BranchGrid):
         if study.batch_sizes is not None:
             raise ConfigError("batch_sizes=[...] sweeps SizeGrid and IsoFlopGrid runs, not a BranchGrid (its branches share "

@@ -26,10 +26,12 @@ predicts and the allocation are in `laws.py`; the held-out check (`--holdout`) i
 
 from __future__ import annotations
 
+import inspect
 import itertools
 
 import numpy as np
 
+from bigmodel.arguments import is_positive_number, is_seed
 from bigmodel.scaling import lbfgs
 from bigmodel.scaling.allocation import BASES, describe_basis, flops_per_token_line, numerical_optimum
 from bigmodel.scaling.intervals import describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval  # noqa: F401
@@ -272,8 +274,34 @@ def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdou
         raise ValueError("--predict N,D needs a law of N and D: use --law chinchilla, or power with --x non_embedding_params")
     if budget is not None and law != "chinchilla":
         raise ValueError("--budget gives the Chinchilla compute-optimal allocation: use it with --law chinchilla")
-    if bootstrap < 0:
-        raise ValueError(f"bootstrap must be 0 or a positive number of replicates, got {bootstrap}")
+    if budget is not None and not is_positive_number(budget):
+        raise ValueError(f"budget must be a finite number of FLOPs > 0, got {budget!r}")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be 0 or a positive number of replicates, got {bootstrap!r}")
+
+
+def check_request(law: str, x: str, bootstrap: int, seed: int, budget: float | None, holdout: str | None,
+                  bootstrap_method: str, predict, compute_basis: str) -> None:
+    """Everything `fit_input` refuses before it reads a point."""
+    check_options(law, x, bootstrap, budget, holdout, bootstrap_method, predict)
+    if compute_basis not in BASES:
+        raise ValueError(f"unknown compute basis {compute_basis!r}: use flops (the runs' own FLOPs per token) or 6ND")
+    if not is_seed(seed):
+        raise ValueError(f"seed must be a whole number from 0 to 2^32 - 1, got {seed!r}")
+
+
+def check_fit_request(law: str, options: dict) -> None:
+    """A fit asked for as data, `fit_input(path, law, **options)` (a Study's analysis): an unknown
+    option or a value fit would refuse is a ValueError now, not after every run has trained."""
+    try:
+        bound = inspect.signature(fit_input).bind("", law, **options)
+    except TypeError as error:
+        names = [name for name in inspect.signature(fit_input).parameters if name not in ("path", "law")]
+        raise ValueError(f"{error}: the options are law, {', '.join(names)}") from None
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    del arguments["path"]
+    check_request(**arguments)
 
 
 def fit_points(points: Points, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
@@ -305,9 +333,7 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     `predict`: "N,D" texts; fit.json's `predictions` gives the law's loss and intervals there.
     The result carries "summary", the line the CLI prints.
     """
-    check_options(law, x, bootstrap, budget, holdout, bootstrap_method, predict)
-    if compute_basis not in BASES:
-        raise ValueError(f"unknown compute basis {compute_basis!r}: use flops (the runs' own FLOPs per token) or 6ND")
+    check_request(law, x, bootstrap, seed, budget, holdout, bootstrap_method, predict, compute_basis)
     if law == "hyperparams":  # its points carry each run's lr and batch size, not N and D
         from bigmodel.scaling.hyperparams import fit_hyperparams_input
 
