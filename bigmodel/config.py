@@ -241,6 +241,12 @@ def check_parametrization(model) -> None:
                           "differently): set model.tie_embeddings=false")
 
 
+def check_seed(seed) -> None:
+    """config.seed, for a training run and a fine-tuning run alike: the rule `generate --seed` follows."""
+    if not is_seed(seed):
+        raise ConfigError(f"config.seed must be a whole number from 0 to {MAX_SEED} (JAX keeps 32 bits of it), got {seed!r}")
+
+
 def check_optim(optim, steps: int) -> None:
     """The optimizer group's ranges, for a training run and a fine-tuning run alike."""
     if not (optim.lr > 0 and math.isfinite(optim.lr)):
@@ -317,8 +323,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
         value = _get(config, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"config.{key} must be a positive integer, got {value!r}")
-    if not is_seed(config.seed):
-        raise ConfigError(f"config.seed must be a whole number from 0 to {MAX_SEED} (JAX keeps 32 bits of it), got {config.seed!r}")
+    check_seed(config.seed)
     for key, allowed in CHOICES.items():
         if _get(config, key) not in allowed:
             raise ConfigError(f"config.{key} must be one of {', '.join(allowed)}, got {_get(config, key)!r}")
