@@ -17,7 +17,7 @@ import sys
 from typing import Callable
 
 from bigmodel import exit_codes
-from bigmodel.arguments import (OneLineErrorParser, int_up_to, non_negative_int, one_of, path_text, positive_int,
+from bigmodel.arguments import (OneLineErrorParser, int_in, non_negative_int, one_of, path_text, positive_int,
                                 positive_number)
 from bigmodel.config import ConfigError, parse_override
 from bigmodel.finetune import command as finetune
@@ -93,7 +93,7 @@ def run_bench(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=path_text, required=True, help="path/to/config.py[:arg]")
-    parser.add_argument("--devices", type=int_up_to(MAX_PLAN_DEVICES, "a TPU v4 pod; each fake CPU device costs memory and compile time"),
+    parser.add_argument("--devices", type=int_in(1, MAX_PLAN_DEVICES, "a TPU v4 pod; each fake CPU device costs memory and compile time"),
                         default=None, help="plan for N fake CPU devices instead of the devices present")
     parser.add_argument("--target", type=one_of(TARGETS), default=None, help="device to check the fit against: " + ", ".join(TARGETS) + "; also searches the largest batch that fits")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

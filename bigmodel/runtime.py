@@ -15,9 +15,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Mapping
+
+from bigmodel.exit_codes import ConfigError
 
 CACHE_VARIABLE = "BIGMODEL_COMPILATION_CACHE"
 MEMORY_FRACTION_VARIABLE = "XLA_PYTHON_CLIENT_MEM_FRACTION"
@@ -57,10 +60,32 @@ def detected_cluster(environment: Mapping[str, str]) -> str | None:
     return None
 
 
+COORDINATOR = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})")  # host:port, or [IPv6]:port
+
+
+def check_process_flags(coordinator: str | None, num_processes: int | None, process_id: int | None,
+                        environment: Mapping[str, str] = os.environ) -> None:
+    """The multi-host flags make sense together, or ConfigError (before JAX, which would hang,
+    raise a traceback or, without --coordinator, silently run one process)."""
+    if coordinator is None:
+        if num_processes is not None or process_id is not None:
+            raise ConfigError("--num_processes and --process_id apply with --coordinator HOST:PORT (process 0's address): "
+                              "add it, or drop them to run one process")
+        return
+    address = COORDINATOR.fullmatch(coordinator)
+    if not address or not 1 <= int(address.group(2)) <= 65535:
+        raise ConfigError(f"--coordinator {coordinator!r} is not HOST:PORT with a port from 1 to 65535, e.g. 10.0.0.1:1234")
+    if (num_processes is None or process_id is None) and not detected_cluster(environment):
+        raise ConfigError("--coordinator needs --num_processes N and --process_id I (0 to N-1) outside Slurm, Open MPI and TPU VMs")
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise ConfigError(f"--process_id {process_id} must be below --num_processes {num_processes} (processes count from 0)")
+
+
 def join_processes(coordinator: str | None, num_processes: int | None, process_id: int | None,
                    environment: Mapping[str, str] = os.environ) -> str | None:
     """Initialise jax.distributed when asked or when a launcher is detected (before any other
     JAX call); returns how the processes were joined, or None for a single process."""
+    check_process_flags(coordinator, num_processes, process_id, environment)
     import jax
 
     if coordinator:

@@ -215,6 +215,11 @@ ROWS = [
     Row("Study seed -1", "Study seeds=[-1] must be a list of whole numbers from 0 to 4294967295", lambda t, d: _dry_run(t, _study(t, seeds="[-1]"))),
     Row("get_study() calls sys.exit(0)", "get_study() called sys.exit(0): return a Study", lambda t, d: ["sweep", _experiment(t, "import sys\ndef get_study():\n    sys.exit(0)\n"), "--workdir", str(t / "s")]),
     Row("experiment file calls sys.exit on import", "called sys.exit(3) while loading", lambda t, d: ["sweep", _experiment(t, "import sys\nsys.exit(3)\n"), "--workdir", str(t / "s")]),
+    Row("--num_processes without --coordinator", "--num_processes and --process_id apply with --coordinator HOST:PORT", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--num_processes", "2", "--process_id", "1"]),
+    Row("--coordinator without a port", "--coordinator 'localhost' is not HOST:PORT", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--coordinator", "localhost", "--num_processes", "2", "--process_id", "0"]),
+    Row("--process_id not below --num_processes", "--process_id 2 must be below --num_processes 2", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--coordinator", "127.0.0.1:1234", "--num_processes", "2", "--process_id", "2"]),
+    Row("fit --bootstrap 10^11", "argument --bootstrap: expected an integer from 0 to 1,000,000", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "power", "--bootstrap", str(10**11), "--out", str(t / "fit.json")]),
+    Row("compare --bootstrap 10^12", "argument --bootstrap: expected an integer from 1 to 1,000,000", lambda t, d: ["compare", str(t / "a"), str(t / "b"), "--bootstrap", str(10**12)]),
 ]
 
 

@@ -27,7 +27,7 @@ def test_a_type_takes_the_edge_of_its_range(kind, text, value):
     (arguments.seed, str(2**32)), (arguments.seed, "-1"), (arguments.seed, "1.5"), (arguments.positive_int, "9" * 5000),
     (arguments.non_negative_int, "-1"), (arguments.positive_number, "0"), (arguments.positive_number, "-inf"),
     (arguments.positive_number, "nan"), (arguments.utf8_text, "a\udcffb"), (arguments.path_text, " "),
-    (arguments.int_up_to(4, "why"), "5"),
+    (arguments.int_in(1, 4, "why"), "5"), (arguments.bootstrap_replicates(0), str(10**6 + 1)),
 ])
 def test_a_type_refuses_past_its_edge(kind, text):
     with pytest.raises(argparse.ArgumentTypeError):
@@ -86,3 +86,17 @@ def test_every_shipped_studys_analysis_passes_the_dry_run_check():
     for path in studies:
         check_analysis(load_study(path).analysis)
     assert "demo.py" in analysed
+
+
+def test_batches_past_one_pass_over_the_validation_split_are_refused(kjv_data_dir):
+    from bigmodel.config import ConfigError, load_config
+    from bigmodel.data import load_dataset
+    from bigmodel.data.pipeline import batches_in_one_pass, check_batches
+
+    config = load_config("configs/lm.py:L1", {"data.data_dir": kjv_data_dir, "data.seq_len": "64"})
+    validation = load_dataset(config.data, "validation", seed=0)
+    one_pass = batches_in_one_pass(validation, 8)
+    assert one_pass == validation.num_windows // 8 > 1
+    check_batches(one_pass, validation, 8)
+    with pytest.raises(ConfigError, match=f"use at most {one_pass}"):
+        check_batches(one_pass + 1, validation, 8)

@@ -61,6 +61,22 @@ def tokenize_documents(tokenizer, documents: list[str]) -> tuple[np.ndarray, int
     return (np.concatenate(pieces) if pieces else np.zeros(0, dtype)), num_bytes
 
 
+def batches_in_one_pass(source, batch_size: int) -> int | None:
+    """Whole batches of `batch_size` windows in one pass over a split (at least 1): past it the
+    windows repeat. None for synthetic tokens, which are drawn fresh for every batch."""
+    windows = getattr(source, "num_windows", None)
+    return None if windows is None else max(1, windows // batch_size)
+
+
+def check_batches(requested: int, source, batch_size: int) -> None:
+    """`--batches N` reads at most one pass over the validation split: more would repeat its
+    windows, costing time and adding no information (and a huge N would run for days)."""
+    one_pass = batches_in_one_pass(source, batch_size)
+    if one_pass is not None and requested > one_pass:
+        raise ConfigError(f"--batches {requested} is more than one pass over the validation split ({one_pass} batches of {batch_size}): "
+                          f"use at most {one_pass}")
+
+
 def token_cache_path(data_dir: str, dataset: str, split: str, tokenizer_name: str, vocab_size: int) -> Path:
     tokenizer_tag = "bytes" if tokenizer_name == "bytes" else f"{tokenizer_name}{vocab_size}"
     return Path(data_dir) / TOKENS_DIR / f"{dataset_slug(dataset)}-{split}-{tokenizer_tag}.npy"

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from bigmodel import exit_codes, files
-from bigmodel.arguments import bad_input, int_up_to, path_text, positive_number, seed
+from bigmodel.arguments import bad_input, bootstrap_replicates, int_in, path_text, positive_number, seed
 from bigmodel.scaling.noise import DEFAULT_METHOD
 
 CALIBRATE_HELP = "simulate K studies of a design and measure the coverage of every interval fit prints"
@@ -30,7 +30,7 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("design", type=path_text, help="sweep directory (or its runs.csv) or CSV with params,tokens,loss[,flops][,seed][,group] rows")
     parser.add_argument("--law", default="chinchilla", help="the fit to calibrate: chinchilla (Approach 3) or isoflop (Approach 2)")
     parser.add_argument("--studies", type=int, default=200, metavar="K", help="simulated studies (coverage SE ≈ 0.015 at K = 200)")
-    parser.add_argument("--bootstrap", type=int, default=200, metavar="R", help="bootstrap replicates of each study's fit, as fit --bootstrap")
+    parser.add_argument("--bootstrap", type=bootstrap_replicates(0), default=200, metavar="R", help="bootstrap replicates of each study's fit, as fit --bootstrap")
     parser.add_argument("--bootstrap_method", default=DEFAULT_METHOD, help="as fit --bootstrap_method (default: fit's default): the method whose intervals are measured")
     parser.add_argument("--budget", type=positive_number, default=None, metavar="C", help="chinchilla: also measure N_opt, D_opt, loss_opt at C FLOPs")
     parser.add_argument("--holdout", default=None, help="'largest': hold out the largest runs as fit does and measure their intervals")
@@ -42,7 +42,7 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shared_fraction", type=float, default=0.5, metavar="F",
                         help="share of the noise variance runs of one group share (their correlation), in [0, 1)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the simulation (the report is a function of it)")
-    parser.add_argument("--processes", type=int_up_to(MAX_PROCESSES, "one per core"), default=2, help="worker processes (one per core)")
+    parser.add_argument("--processes", type=int_in(1, MAX_PROCESSES, "one per core"), default=2, help="worker processes (one per core)")
     parser.add_argument("--vary", default=None, metavar="sizes=3,4,6|seeds=1,2,4",
                         help="design question: alpha's (isoflop: a's) coverage and median width with this many sizes or seeds")
     parser.add_argument("--target_width", type=positive_number, default=0.2, help="with --vary: the median interval width wanted")

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from bigmodel import exit_codes, files
-from bigmodel.arguments import bad_input, path_text, positive_number, seed, tool_main
+from bigmodel.arguments import bad_input, bootstrap_replicates, path_text, positive_number, seed, tool_main
 
 INPUT_HELP = ("sweep directory (with runs.csv) or CSV with columns params,tokens,loss[,flops] "
               "(--law hyperparams: flops,learning_rate,batch_size,seq_len,loss)")
@@ -30,7 +30,7 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         "hyperparams (η_opt(C), B_opt(C) from lr × batch-size sweeps at several budgets)")
     parser.add_argument("--x", default="non_embedding_params",
                         help="power law's variable: non_embedding_params (N; 'params' means the same) or flops")
-    parser.add_argument("--bootstrap", type=int, default=0, metavar="K", help="refit K resamples: 95%% intervals and standard errors")
+    parser.add_argument("--bootstrap", type=bootstrap_replicates(0), default=0, metavar="K", help="refit K resamples: 95%% intervals and standard errors")
     parser.add_argument("--bootstrap_method", default="noise", help="noise (default: keep the design, redraw each run's noise and "
                         "one shared draw per stable run from the noise model), wild (Rademacher signs on the scaled residuals; "
                         "chinchilla, power), points (resample runs, Hoffmann et al.) or residuals (raw residuals, the old design bootstrap)")
