@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import sys
 from collections.abc import Callable, Iterable
 
@@ -119,13 +120,13 @@ def one_of(choices: Iterable[str]) -> Callable[[str], str]:
 
 
 def is_seed(value) -> bool:
-    """A seed as a value (config.seed, a Study's seeds): an int (not a bool) in [0, MAX_SEED]."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+    """A seed as a value (config.seed, a Study's seeds): a whole number (numpy's too, not a bool) in [0, MAX_SEED]."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
 
 
 def is_positive_number(value) -> bool:
-    """A value (not text) that is a finite real number > 0: a Study's tokens, budgets, learning rates."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    """A value (not text) that is a finite real number > 0 (numpy's too, not a bool): a Study's tokens, budgets, learning rates."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

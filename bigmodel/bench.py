@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 
 import jax
 
@@ -44,6 +45,19 @@ def peak_flops_from_environment(environment=os.environ) -> float:
     return value
 
 
+def prepare_profile_dir(profile_dir: str) -> None:
+    """--profile DIR exists as a directory we can write, or one error line now (not after the timed steps)."""
+    path = Path(profile_dir)
+    if path.exists() and not path.is_dir():
+        raise config_lib.ConfigError(f"--profile {profile_dir} is a file: pass a directory for the trace")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise config_lib.ConfigError(f"--profile {profile_dir} cannot be created ({error.strerror}): pick a directory you can write") from None
+    if not os.access(path, os.W_OK):
+        raise config_lib.ConfigError(f"--profile {profile_dir} is not writable: pick a directory you can write")
+
+
 def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int, peak_flops: float | None,
                   profile_dir: str | None = None) -> int:
     from bigmodel.data import load_dataset
@@ -53,6 +67,8 @@ def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int,
     peak_flops = peak_flops or peak_flops_from_environment()
     config = config_lib.load_config(spec, overrides)
     config_lib.validate(config, jax.device_count(), jax.process_count())
+    if profile_dir:  # created only once the config is known good
+        prepare_profile_dir(profile_dir)
     setup = build(config)
     data = load_dataset(config.data, "train", config.seed)
     process = (jax.process_index(), jax.process_count())

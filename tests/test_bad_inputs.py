@@ -220,6 +220,8 @@ ROWS = [
     Row("--process_id not below --num_processes", "--process_id 2 must be below --num_processes 2", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--coordinator", "127.0.0.1:1234", "--num_processes", "2", "--process_id", "2"]),
     Row("fit --bootstrap 10^11", "argument --bootstrap: expected an integer from 0 to 1,000,000", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "power", "--bootstrap", str(10**11), "--out", str(t / "fit.json")]),
     Row("compare --bootstrap 10^12", "argument --bootstrap: expected an integer from 1 to 1,000,000", lambda t, d: ["compare", str(t / "a"), str(t / "b"), "--bootstrap", str(10**12)]),
+    Row("bench --profile is a file", "is a file: pass a directory for the trace", lambda t, d: ["bench", "--config", "configs/lm.py:L1", "--profile", str(_write(t / "trace", "mine"))]),
+    Row("Study analysis with a billion bootstrap replicates", "bootstrap must be 0 or a number of replicates up to 1,000,000", lambda t, d: _dry_run(t, _study(t, analysis="{'bootstrap': 10**9}"))),
 ]
 
 

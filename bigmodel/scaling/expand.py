@@ -223,7 +223,8 @@ def run_resources(study: Study, plan: RunPlan) -> Resources:
 
 def learning_rates(study: Study, chosen: Mapping[str, Any], config) -> list[float]:
     """The study's lr sweep, else the lr the rules chose, else the base config's."""
-    return [float(value) for value in study.learning_rates or [chosen.get("optim.lr", config.optim.lr)]]
+    chosen_lr = [chosen.get("optim.lr", config.optim.lr)]
+    return [float(value) for value in (as_list(study.learning_rates) if study.learning_rates is not None else chosen_lr)]
 
 
 # ----------------------------------------------------------------------------- one size, every grid kind
@@ -301,7 +302,7 @@ def grid_runs(study: Study, size: Size) -> list[Run]:
     runs = []
     for budget, wanted_tokens, batch_size in batch_targets(study, size):
         steps = max(1, round(wanted_tokens / (batch_size * size.seq_len)))
-        for seed in study.seeds:
+        for seed in map(int, as_list(study.seeds)):  # numpy seeds become ints: they go into JSON
             plan = plan_for(size, steps, batch_size, budget, seed)
             chosen, resources = rule_overrides(study, plan), run_resources(study, plan)
             for learning_rate in learning_rates(study, chosen, size.config):
@@ -341,7 +342,7 @@ def branch_runs(study: Study, size: Size) -> list[Run]:
     stable_steps = max(start for _, start in points)
     keep = format_override(tuple(start for _, start in points))
     runs = []
-    for seed in study.seeds:
+    for seed in map(int, as_list(study.seeds)):  # numpy seeds become ints: they go into JSON
         plan = plan_for(size, stable_steps, batch_size, None, seed)
         chosen = rule_overrides(study, plan, owned=BRANCH_KEYS)  # one set for the stable run and all its branches
         check_warmup(size, chosen, points)

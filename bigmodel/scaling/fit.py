@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import numbers
 
 import numpy as np
 
-from bigmodel.arguments import is_positive_number, is_seed
+from bigmodel.arguments import MAX_REPLICATES, is_positive_number, is_seed
 from bigmodel.scaling import lbfgs
 from bigmodel.scaling.allocation import BASES, describe_basis, flops_per_token_line, numerical_optimum
 from bigmodel.scaling.intervals import describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval  # noqa: F401
@@ -276,8 +277,8 @@ def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdou
         raise ValueError("--budget gives the Chinchilla compute-optimal allocation: use it with --law chinchilla")
     if budget is not None and not is_positive_number(budget):
         raise ValueError(f"budget must be a finite number of FLOPs > 0, got {budget!r}")
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
-        raise ValueError(f"bootstrap must be 0 or a positive number of replicates, got {bootstrap!r}")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, numbers.Integral) or not 0 <= bootstrap <= MAX_REPLICATES:
+        raise ValueError(f"bootstrap must be 0 or a number of replicates up to {MAX_REPLICATES:,}, got {bootstrap!r}")
 
 
 def check_request(law: str, x: str, bootstrap: int, seed: int, budget: float | None, holdout: str | None,
