@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -30,6 +31,7 @@ DEFAULT_GPU_MEMORY_FRACTION = "0.9"  # JAX's own default, 0.75, leaves a fifth o
 def set_gpu_memory_fraction(environment=os.environ) -> None:
     """Let XLA preallocate 90% of each GPU unless the user chose (must precede importing jax)."""
     environment.setdefault(MEMORY_FRACTION_VARIABLE, DEFAULT_GPU_MEMORY_FRACTION)
+    gpu_memory_fraction(environment)  # a value of the user's that XLA cannot use is one line now
 
 
 def use_fake_cpu_devices(count: int, environment=os.environ) -> None:
@@ -39,7 +41,15 @@ def use_fake_cpu_devices(count: int, environment=os.environ) -> None:
 
 
 def gpu_memory_fraction(environment: Mapping[str, str] = os.environ) -> float:
-    return float(environment.get(MEMORY_FRACTION_VARIABLE, DEFAULT_GPU_MEMORY_FRACTION))
+    """$XLA_PYTHON_CLIENT_MEM_FRACTION as a share of each GPU in (0, 1], or ConfigError."""
+    text = environment.get(MEMORY_FRACTION_VARIABLE, DEFAULT_GPU_MEMORY_FRACTION)
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction <= 1:  # also NaN
+        raise ConfigError(f"{MEMORY_FRACTION_VARIABLE}={text!r} must be a share of each GPU in (0, 1], e.g. 0.9: fix or unset it")
+    return fraction
 
 
 def detected_cluster(environment: Mapping[str, str]) -> str | None:

@@ -25,6 +25,7 @@ class Row:
     case: str  # what the user did wrong (the docs table's first column)
     message: str  # a fragment of the one error line (the docs table's second column)
     arguments: Callable[[Path, str], list[str]]  # (tmp_path, tfds data dir) → `python -m bigmodel` arguments
+    environment: dict[str, str] = dataclasses.field(default_factory=dict)  # variables set for the command
 
 
 def _write(path: Path, text: str) -> Path:
@@ -186,8 +187,8 @@ ROWS = [
     Row("calibrate --truth with nan", "give five numbers E,A,B,alpha,beta", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--truth", "nan,400,410,0.34,0.28"]),
     Row("calibrate --target_width -1", "argument --target_width: expected a finite number > 0, got '-1'", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--vary", "seeds=1,2", "--target_width", "-1"]),
     Row("compare --seed 2^32", "argument --seed: expected a seed from 0 to 4294967295", lambda t, d: ["compare", str(t / "a"), str(t / "b"), "--seed", str(2**32)]),
-    Row("status --watch nan", "--watch takes a positive number of seconds, at most 86,400 (a day), got nan", lambda t, d: ["status", str(t), "--watch", "nan"]),
-    Row("status --watch inf", "--watch takes a positive number of seconds, at most 86,400 (a day), got inf", lambda t, d: ["status", str(t), "--watch", "inf"]),
+    Row("status --watch nan", "--watch takes a positive number of seconds, from 0.1 (watch(1)'s floor) to 86,400 (a day), got nan", lambda t, d: ["status", str(t), "--watch", "nan"]),
+    Row("status --watch inf", "--watch takes a positive number of seconds, from 0.1 (watch(1)'s floor) to 86,400 (a day), got inf", lambda t, d: ["status", str(t), "--watch", "inf"]),
     Row("sweep --workdir ''", "argument --workdir: is empty: pass a path", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", ""]),
     Row("train --workdir ''", "argument --workdir: is empty: pass a path", lambda t, d: [*TRAIN, "--workdir", ""]),
     Row("eval --workdir ''", "argument --workdir: is empty: pass a path", lambda t, d: ["eval", "--workdir", ""]),
@@ -221,6 +222,11 @@ ROWS = [
     Row("fit --bootstrap 10^11", "argument --bootstrap: expected an integer from 0 to 1,000,000", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "power", "--bootstrap", str(10**11), "--out", str(t / "fit.json")]),
     Row("compare --bootstrap 10^12", "argument --bootstrap: expected an integer from 1 to 1,000,000", lambda t, d: ["compare", str(t / "a"), str(t / "b"), "--bootstrap", str(10**12)]),
     Row("bench --profile is a file", "is a file: pass a directory for the trace", lambda t, d: ["bench", "--config", "configs/lm.py:L1", "--profile", str(_write(t / "trace", "mine"))]),
+    Row("status --watch 1e-9", "--watch takes a positive number of seconds, from 0.1", lambda t, d: ["status", str(t), "--watch", "1e-9"]),
+    Row("XLA_PYTHON_CLIENT_MEM_FRACTION that is not a share", "XLA_PYTHON_CLIENT_MEM_FRACTION='abc' must be a share of each GPU in (0, 1]",
+        lambda t, d: ["plan", "--config", "configs/lm.py:L1"], environment={"XLA_PYTHON_CLIENT_MEM_FRACTION": "abc"}),
+    Row("BIGMODEL_PEAK_FLOPS that is not a number", "BIGMODEL_PEAK_FLOPS='fast' must be a finite number of FLOP/s > 0",
+        lambda t, d: ["bench", "--config", "configs/lm.py:L1"], environment={"BIGMODEL_PEAK_FLOPS": "fast"}),
     Row("Study analysis with a billion bootstrap replicates", "bootstrap must be 0 or a number of replicates up to 1,000,000", lambda t, d: _dry_run(t, _study(t, analysis="{'bootstrap': 10**9}"))),
 ]
 
@@ -236,6 +242,8 @@ def test_bad_input_is_one_error_line_exit_2_and_changes_nothing(row, tmp_path, k
     from bigmodel.cli import main
 
     monkeypatch.chdir(REPO)
+    for name, value in row.environment.items():
+        monkeypatch.setenv(name, value)
     arguments = row.arguments(tmp_path, kjv_data_dir)
     capsys.readouterr()  # what building the inputs printed is not the command's output
     before = tree_snapshot(tmp_path)
