@@ -227,6 +227,8 @@ ROWS = [
         lambda t, d: ["plan", "--config", "configs/lm.py:L1"], environment={"XLA_PYTHON_CLIENT_MEM_FRACTION": "abc"}),
     Row("BIGMODEL_PEAK_FLOPS that is not a number", "BIGMODEL_PEAK_FLOPS='fast' must be a finite number of FLOP/s > 0",
         lambda t, d: ["bench", "--config", "configs/lm.py:L1"], environment={"BIGMODEL_PEAK_FLOPS": "fast"}),
+    Row("calibrate --studies 10^30", "--studies must be a positive number of simulated studies, at most 100,000", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--studies", str(10**30)]),
+    Row("calibrate --vary seeds=10^8", "--vary seeds needs whole numbers from 1 to 1,000", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--vary", f"seeds={10**8}"]),
     Row("Study analysis with a billion bootstrap replicates", "bootstrap must be 0 or a number of replicates up to 1,000,000", lambda t, d: _dry_run(t, _study(t, analysis="{'bootstrap': 10**9}"))),
 ]
 
