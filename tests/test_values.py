@@ -103,12 +103,14 @@ def test_batches_past_one_pass_over_the_validation_split_are_refused(kjv_data_di
         check_batches(one_pass + 1, validation, 8)
 
 
-def test_a_study_may_give_its_seeds_and_learning_rates_as_numpy_arrays():
+def test_a_study_may_give_its_numbers_as_numpy_values():
     import numpy as np
 
     from bigmodel.scaling.sweep import SizeGrid, Study, expand
 
-    study = Study(base_config="configs/lm.py:L1", grid=SizeGrid(["L1"], tokens=4096), seeds=np.arange(2), learning_rates=np.array([1e-3, 2e-3]))
+    study = Study(base_config="configs/lm.py:L1", grid=SizeGrid(["L1"], tokens=4096), seeds=np.arange(2), learning_rates=np.array([1e-3, 2e-3]),
+                  batch_size=np.int64(8))
     runs = expand(study)
+    assert {type(run.batch_size) for run in runs} == {int} and runs[0].batch_size == 8
     assert sorted((run.seed, run.learning_rate) for run in runs) == [(0, 1e-3), (0, 2e-3), (1, 1e-3), (1, 2e-3)]
     assert all(type(json.loads(json.dumps(run.summary()))["seed"]) is int for run in runs)  # what --dry-run --json prints

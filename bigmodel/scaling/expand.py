@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,11 @@ def resolve_shape(size: str | Mapping[str, int]) -> dict[str, int]:
     return {key: int(size[key]) for key in SHAPE_KEYS}
 
 
+def is_positive_whole(value) -> bool:
+    """A batch size as a value: a whole number ≥ 1 (numpy's too, not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
 def check_positive(where: str, values) -> None:
     """A grid's or study's numbers (one or a list): each finite and > 0."""
     bad = [value for value in as_list(values) if not is_positive_number(value)]
@@ -184,9 +190,9 @@ def batch_size_for(study: Study, stats: dict, base_batch_size: int) -> int:
     if study.batch_size is None:
         return base_batch_size
     value = study.batch_size(stats) if callable(study.batch_size) else study.batch_size
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_positive_whole(value):
         raise ConfigError(f"the study's batch_size must be a positive int, got {value!r}")
-    return value
+    return int(value)  # numpy's too: it goes into names and JSON
 
 
 def batch_sizes_for(study: Study, stats: dict, base_batch_size: int) -> list[int]:
@@ -195,8 +201,8 @@ def batch_sizes_for(study: Study, stats: dict, base_batch_size: int) -> list[int
         return [batch_size_for(study, stats, base_batch_size)]
     if study.batch_size is not None:
         raise ConfigError("the study gives both batch_size and batch_sizes: batch_sizes=[...] sweeps in place of batch_size, drop one")
-    values = list(study.batch_sizes)
-    if not values or any(isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in values):
+    values = [int(value) if is_positive_whole(value) else value for value in study.batch_sizes]
+    if not values or not all(is_positive_whole(value) for value in values):
         raise ConfigError(f"the study's batch_sizes must be a list of positive ints, got {study.batch_sizes!r}")
     if len(set(values)) < len(values):
         raise ConfigError(f"the study's batch_sizes {values} repeat a value: list each batch size once")
