@@ -89,20 +89,33 @@ def positive_number(text: str) -> float:
     return value
 
 
-def utf8_text(text: str) -> str:
-    """argparse type: text that encodes as UTF-8 (a prompt, a stop string the tokenizer will encode)."""
+def _undecodable_at(text: str) -> int | None:
+    """The 1-based position of the first character that stands for a byte that is not UTF-8, or None."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise argparse.ArgumentTypeError(f"is not valid UTF-8 (character {error.start + 1} is an undecodable byte): "
-                                         "pass the text in UTF-8, as a terminal set to a UTF-8 locale does") from None
+        return error.start + 1
+    return None
+
+
+def utf8_text(text: str) -> str:
+    """argparse type: text that encodes as UTF-8 (a prompt, a stop string the tokenizer will encode)."""
+    position = _undecodable_at(text)
+    if position is not None:
+        raise argparse.ArgumentTypeError(f"is not valid UTF-8 (character {position} is an undecodable byte): "
+                                         "pass the text in UTF-8, as a terminal set to a UTF-8 locale does")
     return text
 
 
 def path_text(text: str) -> str:
-    """argparse type: a non-empty path (an empty one would silently mean the working directory)."""
+    """argparse type: a non-empty path (an empty one would silently mean the working directory) in
+    UTF-8 (Orbax's and tensorstore's C++ cannot take other bytes: a run would fail at its first save)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty: pass a path")
+    position = _undecodable_at(text)
+    if position is not None:
+        raise argparse.ArgumentTypeError(f"is not valid UTF-8 (character {position} is an undecodable byte): "
+                                         "use a path whose name is UTF-8")
     return text
 
 

@@ -229,6 +229,7 @@ ROWS = [
         lambda t, d: ["bench", "--config", "configs/lm.py:L1"], environment={"BIGMODEL_PEAK_FLOPS": "fast"}),
     Row("calibrate --studies 10^30", "--studies must be a positive number of simulated studies, at most 100,000", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--studies", str(10**30)]),
     Row("calibrate --vary seeds=10^8", "--vary seeds needs whole numbers from 1 to 1,000", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--vary", f"seeds={10**8}"]),
+    Row("train --workdir that is not UTF-8", "argument --workdir: is not valid UTF-8 (character", lambda t, d: [*TRAIN, "--workdir", str(t / NOT_UTF8)]),
     Row("Study analysis with a billion bootstrap replicates", "bootstrap must be 0 or a number of replicates up to 1,000,000", lambda t, d: _dry_run(t, _study(t, analysis="{'bootstrap': 10**9}"))),
 ]
 
