@@ -300,9 +300,8 @@ def check_fit_request(law: str, options: dict) -> None:
         names = [name for name in inspect.signature(fit_input).parameters if name not in ("path", "law")]
         raise ValueError(f"{error}: the options are law, {', '.join(names)}") from None
     bound.apply_defaults()
-    arguments = dict(bound.arguments)
-    del arguments["path"]
-    check_request(**arguments)
+    checked = inspect.signature(check_request).parameters  # fit_input's other options are checked when the points are read
+    check_request(**{name: value for name, value in bound.arguments.items() if name in checked})
 
 
 def fit_points(points: Points, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
