@@ -4,7 +4,7 @@ entry point of a command that also runs as a script under tools/.
 The types are the project's rules for a value from a command line: a count is a whole number in
 range, a number is finite, a seed fits the 32 bits JAX keeps, text is valid UTF-8 (what a
 terminal passes as bytes that are not arrives as lone surrogates, which no encoder takes), and a
-path is not empty (`Path("")` is the working directory). Each refuses with argparse's one
+path is not empty (`Path("")` is the working directory) and is UTF-8 too. Each refuses with argparse's one
 `error: argument --flag: ...` line, exit 2, before any work starts.
 
 A leaf: it imports nothing of bigmodel but the exit codes, so any module may borrow from it
