@@ -10,8 +10,10 @@ whether cuDNN's fused attention kernel is really in the compiled program (`cudnn
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+from pathlib import Path
 
 import jax
 
@@ -29,14 +31,44 @@ def uses_cudnn_attention(compiled) -> bool:
     return CUDNN_ATTENTION_CALL in compiled.as_text()
 
 
+def peak_flops_from_environment(environment=os.environ) -> float:
+    """$BIGMODEL_PEAK_FLOPS (per device), 0 when unset; anything but a finite number > 0 is refused."""
+    text = environment.get("BIGMODEL_PEAK_FLOPS", "")
+    if not text:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise config_lib.ConfigError(f"BIGMODEL_PEAK_FLOPS={text!r} must be a finite number of FLOP/s > 0, e.g. 989e12: fix or unset it")
+    return value
+
+
+def prepare_profile_dir(profile_dir: str) -> None:
+    """--profile DIR exists as a directory we can write, or one error line now (not after the timed steps)."""
+    path = Path(profile_dir)
+    if path.exists() and not path.is_dir():
+        raise config_lib.ConfigError(f"--profile {profile_dir} is a file: pass a directory for the trace")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise config_lib.ConfigError(f"--profile {profile_dir} cannot be created ({error.strerror}): pick a directory you can write") from None
+    if not os.access(path, os.W_OK):
+        raise config_lib.ConfigError(f"--profile {profile_dir} is not writable: pick a directory you can write")
+
+
 def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int, peak_flops: float | None,
                   profile_dir: str | None = None) -> int:
     from bigmodel.data import load_dataset
 
     if steps < 1 or warmup < 0:
         raise config_lib.ConfigError("bench needs --steps >= 1 and --warmup >= 0")
+    peak_flops = peak_flops or peak_flops_from_environment()
     config = config_lib.load_config(spec, overrides)
     config_lib.validate(config, jax.device_count(), jax.process_count())
+    if profile_dir:  # created only once the config is known good
+        prepare_profile_dir(profile_dir)
     setup = build(config)
     data = load_dataset(config.data, "train", config.seed)
     process = (jax.process_index(), jax.process_count())
@@ -69,7 +101,7 @@ def bench_command(spec: str, overrides: dict[str, str], steps: int, warmup: int,
     tokens_per_s = steps * config.train.batch_size * config.data.seq_len / elapsed
     flops_per_s = tokens_per_s * stats["flops_per_token"]
     device = jax.devices()[0]
-    peak = peak_flops or float(os.environ.get("BIGMODEL_PEAK_FLOPS", 0)) or device_peak_flops(device.device_kind)
+    peak = peak_flops or device_peak_flops(device.device_kind)
     measured = (device.memory_stats() or {}).get("peak_bytes_in_use")  # GPU/TPU allocators report it; CPU does not
     print(json.dumps({
         "tokens_per_s": tokens_per_s,

@@ -17,7 +17,8 @@ import sys
 from typing import Callable
 
 from bigmodel import exit_codes
-from bigmodel.arguments import OneLineErrorParser, positive_int
+from bigmodel.arguments import (OneLineErrorParser, int_in, non_negative_int, one_of, path_text, positive_int,
+                                positive_number)
 from bigmodel.config import ConfigError, parse_override
 from bigmodel.data import prepare_command as prepare
 from bigmodel.finetune import command as finetune
@@ -28,6 +29,9 @@ from bigmodel.scaling import calibrate_command, commands as scaling_commands, co
 OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
                   "(e.g. --config.train.steps=200 --config.model.d_model=128); configs/lm.py lists the keys.")
 FINETUNE_OVERRIDES_HELP = "Any key of configs/finetune.py can be overridden with --config.group.key=value."
+# plan --devices: 4,096 fake CPU devices take ~15 s and 0.6 GB just to start (2 CPU cores, 2026-12-07);
+# 65,536 grow memory for minutes. A TPU v4 pod is 4,096 chips: plan larger meshes on their own devices.
+MAX_PLAN_DEVICES = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +53,8 @@ def without_overrides(command: Callable[[argparse.Namespace], int]):
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="path/to/config.py[:arg]")
-    parser.add_argument("--workdir", required=True, help="run directory; an existing one is resumed")
+    parser.add_argument("--config", type=path_text, required=True, help="path/to/config.py[:arg]")
+    parser.add_argument("--workdir", type=path_text, required=True, help="run directory; an existing one is resumed")
     parser.add_argument("--stop_at_step", type=positive_int, default=None, help="checkpoint and exit after this step (resume later)")
 
 
@@ -61,7 +65,7 @@ def run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True, help="a train run's directory; its newest readable checkpoint is evaluated")
+    parser.add_argument("--workdir", type=path_text, required=True, help="a train run's directory; its newest readable checkpoint is evaluated")
     parser.add_argument("--batches", type=positive_int, default=None, help="validation batches (default: the run's eval.batches)")
     parser.add_argument("--all", action="store_true", dest="every_checkpoint",
                         help="every kept checkpoint, oldest first: one JSON line each, DIR/eval_curve.json and eval_curve.png")
@@ -74,11 +78,11 @@ def run_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="path/to/config.py[:arg]")
+    parser.add_argument("--config", type=path_text, required=True, help="path/to/config.py[:arg]")
     parser.add_argument("--steps", type=positive_int, default=10, help="timed steps after warm-up")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
-    parser.add_argument("--peak_flops", type=float, default=None, help="peak FLOP/s per device (overrides the table)")
-    parser.add_argument("--profile", default=None, metavar="DIR",
+    parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps after compilation")
+    parser.add_argument("--peak_flops", type=positive_number, default=None, help="peak FLOP/s per device (overrides the table)")
+    parser.add_argument("--profile", type=path_text, default=None, metavar="DIR",
                         help="record the timed steps with jax.profiler into DIR (open with xprof or TensorBoard)")
 
 
@@ -89,21 +93,26 @@ def run_bench(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="path/to/config.py[:arg]")
-    parser.add_argument("--devices", type=positive_int, default=None, help="plan for N fake CPU devices instead of the devices present")
-    parser.add_argument("--target", default=None, help="device to check the fit against: " + ", ".join(TARGETS) + "; also searches the largest batch that fits")
+    parser.add_argument("--config", type=path_text, required=True, help="path/to/config.py[:arg]")
+    parser.add_argument("--devices", type=int_in(1, MAX_PLAN_DEVICES, "a TPU v4 pod; each fake CPU device costs memory and compile time"),
+                        default=None, help="plan for N fake CPU devices instead of the devices present")
+    parser.add_argument("--target", type=one_of(TARGETS), default=None, help="device to check the fit against: " + ", ".join(TARGETS) + "; also searches the largest batch that fits")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run_plan(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    if args.devices:  # a mesh the fake devices cannot hold is refused before JAX makes them
+        from bigmodel.config import load_config, validate
+
+        validate(load_config(args.config, overrides), args.devices, platform="cpu", device_kind="cpu")
     from bigmodel.plan import plan_command
 
     return plan_command(args.config, overrides, args.target, args.json)
 
 
 def add_presets_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vocab_size", type=int, default=256)
-    parser.add_argument("--seq_len", type=int, default=256)
+    parser.add_argument("--vocab_size", type=positive_int, default=256)
+    parser.add_argument("--seq_len", type=positive_int, default=256)
 
 
 def run_presets(args: argparse.Namespace, overrides: dict[str, str]) -> int:
@@ -114,8 +123,8 @@ def run_presets(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiment", help="path/to/experiment.py, or path/to/experiment.py:ARG for get_study(ARG)")
-    parser.add_argument("--workdir", required=True)
+    parser.add_argument("experiment", type=path_text, help="path/to/experiment.py, or path/to/experiment.py:ARG for get_study(ARG)")
+    parser.add_argument("--workdir", type=path_text, required=True)
     parser.add_argument("--dry-run", action="store_true", help="print the runs and write nothing")
     parser.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per run")
     parser.add_argument("--ladder", default=None, metavar="C1,C2",
@@ -152,7 +161,7 @@ def run_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("workdir", help="the sweep's --workdir")
+    parser.add_argument("workdir", type=path_text, help="the sweep's --workdir")
     parser.add_argument("--watch", type=float, default=None, metavar="S", help="refresh every S seconds until Ctrl-C")
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
 
@@ -168,7 +177,7 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     a multi-host TPU VM the processes find each other; elsewhere name process 0 and each one's id."""
     parser.add_argument("--coordinator", default=None, help="host:port of process 0 (jax.distributed); auto-detected under Slurm, Open MPI, TPU VMs")
     parser.add_argument("--num_processes", type=positive_int, default=None)
-    parser.add_argument("--process_id", type=int, default=None)
+    parser.add_argument("--process_id", type=non_negative_int, default=None)
 
 
 # The order of --help.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ml_collections
 
+from bigmodel.arguments import MAX_SEED, is_seed
 from bigmodel.exit_codes import ConfigError  # re-exported: `from bigmodel.config import ConfigError` keeps working
 from bigmodel.model_config import ATTENTIONS, AUTO, DTYPES, REMAT_NAMES, compute_dtype, cudnn_problem, current_platform
 from bigmodel.mup import PARAMETRIZATIONS, implicit_base_head_dim_problem
@@ -31,6 +32,8 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         module_spec.loader.exec_module(module)
     except SyntaxError as error:
         raise ConfigError(f"config file {path!r} line {error.lineno}: {error.msg}: fix the Python syntax") from None
+    except SystemExit as exit_info:  # a config is data: exiting, whatever the code, is not a way to give one
+        raise ConfigError(f"config file {path!r} called sys.exit({exit_info.code!r}) while loading: define get_config(arg)") from None
     except Exception as error:  # noqa: BLE001 — any import-time failure is the file's problem
         raise ConfigError(f"config file {path!r} failed to load: {type(error).__name__}: {error}") from None
     if not callable(getattr(module, "get_config", None)):
@@ -39,6 +42,8 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         config = module.get_config(arg) if arg else module.get_config()
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    except SystemExit as exit_info:
+        raise ConfigError(f"config file {path!r}: get_config({arg!r}) called sys.exit({exit_info.code!r}): return a ConfigDict") from None
     except Exception as error:  # noqa: BLE001 — the config's own code, reported as one line
         raise ConfigError(f"config file {path!r}: get_config({arg!r}) failed: {type(error).__name__}: {error}") from None
     if not isinstance(config, ml_collections.ConfigDict):
@@ -236,16 +241,22 @@ def check_parametrization(model) -> None:
                           "differently): set model.tie_embeddings=false")
 
 
+def check_seed(seed) -> None:
+    """config.seed, for a training run and a fine-tuning run alike: the rule `generate --seed` follows."""
+    if not is_seed(seed):
+        raise ConfigError(f"config.seed must be a whole number from 0 to {MAX_SEED} (JAX keeps 32 bits of it), got {seed!r}")
+
+
 def check_optim(optim, steps: int) -> None:
     """The optimizer group's ranges, for a training run and a fine-tuning run alike."""
-    if not optim.lr > 0:
-        raise ConfigError(f"config.optim.lr must be positive, got {optim.lr}")
+    if not (optim.lr > 0 and math.isfinite(optim.lr)):
+        raise ConfigError(f"config.optim.lr must be positive and finite, got {optim.lr}")
     if optim.warmup_steps < 0 or optim.warmup_steps > steps:
         raise ConfigError(f"config.optim.warmup_steps={optim.warmup_steps} must be between 0 and train.steps={steps}")
     if not (0.0 <= optim.b1 < 1.0 and 0.0 <= optim.b2 < 1.0):
         raise ConfigError(f"config.optim.b1 and b2 must be in [0, 1), got {optim.b1}, {optim.b2}")
-    if optim.weight_decay < 0 or optim.grad_clip < 0:
-        raise ConfigError("config.optim.weight_decay and grad_clip must be >= 0")
+    if not (0 <= optim.weight_decay < math.inf and 0 <= optim.grad_clip <= math.inf):  # also refuses NaN
+        raise ConfigError(f"config.optim.weight_decay must be finite and >= 0, and grad_clip >= 0 (inf: none), got {optim.weight_decay}, {optim.grad_clip}")
     if not 0.0 < optim.decay_fraction <= 1.0 or not 0.0 <= optim.min_lr_ratio <= 1.0:
         raise ConfigError("config.optim.decay_fraction must be in (0, 1] and min_lr_ratio in [0, 1]")
 
@@ -325,6 +336,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
         value = _get(config, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"config.{key} must be a positive integer, got {value!r}")
+    check_seed(config.seed)
     for key, allowed in CHOICES.items():
         if _get(config, key) not in allowed:
             raise ConfigError(f"config.{key} must be one of {', '.join(allowed)}, got {_get(config, key)!r}")

@@ -23,13 +23,16 @@ from bigmodel.train import VALIDATION_SEED, build, make_eval_step, validation_lo
 
 def eval_command(workdir: str, batches: int | None = None, every_checkpoint: bool = False) -> int:
     from bigmodel.data import load_dataset
+    from bigmodel.data.pipeline import check_batches
 
     workdir = Path(workdir)
     config, manager = open_run(workdir)
-    if every_checkpoint:
-        return eval_curve(workdir, config, manager, batches or config.eval.batches)
-    setup, params, step = restore_params(config, manager)  # eval only reads
     validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)
+    if batches:  # before any checkpoint is read
+        check_batches(batches, validation, config.train.batch_size // config.train.grad_accum)
+    if every_checkpoint:
+        return eval_curve(workdir, config, manager, batches or config.eval.batches, validation)
+    setup, params, step = restore_params(config, manager)  # eval only reads
     n_batches = batches or config.eval.batches
     result = {
         "step": step,
@@ -51,13 +54,10 @@ def curve_point(step: int, config, n_batches: int, result: dict) -> dict:
     return {"step": step, "tokens_seen": step * config.train.batch_size * config.data.seq_len, "batches": n_batches, **result}
 
 
-def eval_curve(workdir: Path, config, manager, n_batches: int) -> int:
+def eval_curve(workdir: Path, config, manager, n_batches: int, validation) -> int:
     """`eval --all`: every readable checkpoint, oldest first, on the same validation batches."""
-    from bigmodel.data import load_dataset
-
     setup = build(config)
     target = checkpoint.abstract_target(setup.abstract_state, setup.state_shardings)
-    validation = load_dataset(config.data, "validation", seed=VALIDATION_SEED)
     eval_step = make_eval_step(setup)  # one jit for all: same shapes and shardings, so one compile
     is_writer = jax.process_index() == 0
     curve = []

@@ -14,10 +14,14 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Mapping
+
+from bigmodel.exit_codes import ConfigError
 
 CACHE_VARIABLE = "BIGMODEL_COMPILATION_CACHE"
 MEMORY_FRACTION_VARIABLE = "XLA_PYTHON_CLIENT_MEM_FRACTION"
@@ -27,6 +31,7 @@ DEFAULT_GPU_MEMORY_FRACTION = "0.9"  # JAX's own default, 0.75, leaves a fifth o
 def set_gpu_memory_fraction(environment=os.environ) -> None:
     """Let XLA preallocate 90% of each GPU unless the user chose (must precede importing jax)."""
     environment.setdefault(MEMORY_FRACTION_VARIABLE, DEFAULT_GPU_MEMORY_FRACTION)
+    gpu_memory_fraction(environment)  # a value of the user's that XLA cannot use is one line now
 
 
 def use_fake_cpu_devices(count: int, environment=os.environ) -> None:
@@ -36,7 +41,15 @@ def use_fake_cpu_devices(count: int, environment=os.environ) -> None:
 
 
 def gpu_memory_fraction(environment: Mapping[str, str] = os.environ) -> float:
-    return float(environment.get(MEMORY_FRACTION_VARIABLE, DEFAULT_GPU_MEMORY_FRACTION))
+    """$XLA_PYTHON_CLIENT_MEM_FRACTION as a share of each GPU in (0, 1], or ConfigError."""
+    text = environment.get(MEMORY_FRACTION_VARIABLE, DEFAULT_GPU_MEMORY_FRACTION)
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction <= 1:  # also NaN
+        raise ConfigError(f"{MEMORY_FRACTION_VARIABLE}={text!r} must be a share of each GPU in (0, 1], e.g. 0.9: fix or unset it")
+    return fraction
 
 
 def detected_cluster(environment: Mapping[str, str]) -> str | None:
@@ -57,10 +70,32 @@ def detected_cluster(environment: Mapping[str, str]) -> str | None:
     return None
 
 
+COORDINATOR = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})")  # host:port, or [IPv6]:port
+
+
+def check_process_flags(coordinator: str | None, num_processes: int | None, process_id: int | None,
+                        environment: Mapping[str, str] = os.environ) -> None:
+    """The multi-host flags make sense together, or ConfigError (before JAX, which would hang,
+    raise a traceback or, without --coordinator, silently run one process)."""
+    if coordinator is None:
+        if num_processes is not None or process_id is not None:
+            raise ConfigError("--num_processes and --process_id apply with --coordinator HOST:PORT (process 0's address): "
+                              "add it, or drop them to run one process")
+        return
+    address = COORDINATOR.fullmatch(coordinator)
+    if not address or not 1 <= int(address.group(2)) <= 65535:
+        raise ConfigError(f"--coordinator {coordinator!r} is not HOST:PORT with a port from 1 to 65535, e.g. 10.0.0.1:1234")
+    if (num_processes is None or process_id is None) and not detected_cluster(environment):
+        raise ConfigError("--coordinator needs --num_processes N and --process_id I (0 to N-1) outside Slurm, Open MPI and TPU VMs")
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise ConfigError(f"--process_id {process_id} must be below --num_processes {num_processes} (processes count from 0)")
+
+
 def join_processes(coordinator: str | None, num_processes: int | None, process_id: int | None,
                    environment: Mapping[str, str] = os.environ) -> str | None:
     """Initialise jax.distributed when asked or when a launcher is detected (before any other
     JAX call); returns how the processes were joined, or None for a single process."""
+    check_process_flags(coordinator, num_processes, process_id, environment)
     import jax
 
     if coordinator:
@@ -72,6 +107,13 @@ def join_processes(coordinator: str | None, num_processes: int | None, process_i
     return cluster
 
 
+def user_cache_dir(environment: Mapping[str, str] = os.environ) -> Path:
+    """bigmodel's cache home, by the XDG base-directory rule: $XDG_CACHE_HOME/bigmodel when that
+    is an absolute path (the spec says to ignore a relative one), else ~/.cache/bigmodel."""
+    base = environment.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "bigmodel"
+
+
 def compilation_cache_dir(environment: Mapping[str, str] = os.environ) -> Path | None:
     """Where executables are cached, or None when the cache is off or the user set JAX's own."""
     if "JAX_COMPILATION_CACHE_DIR" in environment:
@@ -81,8 +123,7 @@ def compilation_cache_dir(environment: Mapping[str, str] = os.environ) -> Path |
         return None
     if chosen:
         return Path(chosen)
-    base = environment.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "bigmodel" / "jax"
+    return user_cache_dir(environment) / "jax"
 
 
 def enable_compilation_cache(environment: Mapping[str, str] = os.environ) -> Path | None:

@@ -50,7 +50,7 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.data.tokenizer = "bytes"  # bytes | spm (sentencepiece BPE) | bpe (byte-level BPE, tokenizers): both trained on the train split
     config.data.vocab_size = 256  # bytes: 256; spm, bpe: the BPE size
     config.data.seq_len = 256
-    config.data.data_dir = ""  # "" → $TFDS_DATA_DIR or ~/.cache/bigmodel/tfds
+    config.data.data_dir = ""  # "" → $TFDS_DATA_DIR, else $XDG_CACHE_HOME/bigmodel/tfds (~/.cache/bigmodel/tfds)
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 3000

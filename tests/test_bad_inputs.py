@@ -25,6 +25,7 @@ class Row:
     case: str  # what the user did wrong (the docs table's first column)
     message: str  # a fragment of the one error line (the docs table's second column)
     arguments: Callable[[Path, str], list[str]]  # (tmp_path, tfds data dir) → `python -m bigmodel` arguments
+    environment: dict[str, str] = dataclasses.field(default_factory=dict)  # variables set for the command
 
 
 def _write(path: Path, text: str) -> Path:
@@ -108,6 +109,19 @@ def _prepared(tmp_path: Path) -> str:
     assert main([*PREPARE, pattern, "--data_dir", str(tmp_path / "data")]) == 0
     return pattern
 
+def _study(tmp_path: Path, grid: str = "SizeGrid(['L1'], tokens=4096)", **fields: str) -> str:
+    """An experiment file whose study trains L1 on `grid` (source text), with `fields` (source text) added."""
+    extra = "".join(f", {key}={value}" for key, value in fields.items())
+    return _experiment(tmp_path, "import math\nfrom bigmodel.scaling.sweep import IsoFlopGrid, SizeGrid, Study\n\n"
+                                 f"def get_study():\n    return Study(base_config='configs/lm.py:L1', grid={grid}{extra})\n")
+
+
+def _dry_run(tmp_path: Path, study: str) -> list[str]:
+    return ["sweep", study, "--workdir", str(tmp_path / "s"), "--dry-run"]
+
+
+NOT_UTF8 = "In \udcff"  # how Python hands over a command-line byte that is not UTF-8 (here 0xff)
+GENERATE = ["generate", "--prompt", "In the"]
 
 GOOD_POINTS = "params,tokens,loss\n" + "".join(f"{n},{20 * n},{2 + 10 * n ** -0.3:.4f}\n" for n in (1e5, 2e5, 4e5, 8e5, 1.6e6))
 
@@ -224,6 +238,76 @@ ROWS = [
     Row("sweep: a ladder rung below the fitted compute", "ladder rung 1e+12 FLOPs is below the fitted compute", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", str(t / "s"), "--ladder", "1e12"]),
     Row("sweep --ladder that is not numbers", "--ladder 'big' is not a list of compute budgets", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", str(t / "s"), "--ladder", "big"]),
     Row("sweep: a ladder without a fit to score it", "a ladder scores the fit's forecasts", lambda t, d: ["sweep", "experiments/branches.py", "--workdir", str(t / "s"), "--ladder", "1e16", "--dry-run"]),
+    # values nobody checked: every flag up front, every Study field at dry-run (refused before any JAX work)
+    Row("generate --seed 2^32", "argument --seed: expected a seed from 0 to 4294967295", lambda t, d: [*GENERATE, "--workdir", str(t), "--seed", str(2**32)]),
+    Row("generate --seed 2^70", "argument --seed: expected a seed from 0 to 4294967295", lambda t, d: [*GENERATE, "--workdir", str(t), "--seed", str(2**70)]),
+    Row("generate --seed -1", "argument --seed: expected a seed from 0 to 4294967295 (JAX keeps 32 bits of it), got '-1'", lambda t, d: [*GENERATE, "--workdir", str(t), "--seed", "-1"]),
+    Row("generate --prompt that is not UTF-8", "argument --prompt: is not valid UTF-8 (character 4", lambda t, d: ["generate", "--workdir", str(t), "--prompt", NOT_UTF8]),
+    Row("generate --stop that is not UTF-8", "argument --stop: is not valid UTF-8", lambda t, d: [*GENERATE, "--workdir", str(t), "--stop", NOT_UTF8]),
+    Row("generate --workdir ''", "argument --workdir: is empty: pass a path", lambda t, d: [*GENERATE, "--workdir", ""]),
+    Row("bench --peak_flops -1", "argument --peak_flops: expected a finite number > 0, got '-1'", lambda t, d: ["bench", "--config", "configs/lm.py:L1", "--peak_flops", "-1"]),
+    Row("bench --peak_flops inf", "argument --peak_flops: expected a finite number > 0, got 'inf'", lambda t, d: ["bench", "--config", "configs/lm.py:L1", "--peak_flops", "inf"]),
+    Row("bench --warmup -1", "argument --warmup: expected an integer ≥ 0, got '-1'", lambda t, d: ["bench", "--config", "configs/lm.py:L1", "--warmup", "-1"]),
+    Row("presets --vocab_size 0", "argument --vocab_size: expected a positive integer, got '0'", lambda t, d: ["presets", "--vocab_size", "0"]),
+    Row("presets --seq_len -1", "argument --seq_len: expected a positive integer, got '-1'", lambda t, d: ["presets", "--seq_len", "-1"]),
+    Row("plan --devices 65536", "argument --devices: expected an integer from 1 to 4,096", lambda t, d: ["plan", "--config", "configs/lm.py:L1", "--devices", "65536"]),
+    Row("plan --target that is unknown", "argument --target: unknown value 'tpu9': use one of h100-80gb", lambda t, d: ["plan", "--config", "configs/lm.py:L1", "--target", "tpu9"]),
+    Row("fit --budget -1", "argument --budget: expected a finite number > 0, got '-1'", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "chinchilla", "--budget", "-1", "--out", str(t / "fit.json")]),
+    Row("fit --budget 0", "argument --budget: expected a finite number > 0, got '0'", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "chinchilla", "--budget", "0", "--out", str(t / "fit.json")]),
+    Row("fit --budget nan", "argument --budget: expected a finite number > 0, got 'nan'", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "chinchilla", "--budget", "nan", "--out", str(t / "fit.json")]),
+    Row("fit --budget inf", "argument --budget: expected a finite number > 0, got 'inf'", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "chinchilla", "--budget", "inf", "--out", str(t / "fit.json")]),
+    Row("fit --seed -1", "argument --seed: expected a seed from 0 to 4294967295 (JAX keeps 32 bits of it), got '-1'", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "power", "--seed", "-1", "--out", str(t / "fit.json")]),
+    Row("fit --out ''", "argument --out: is empty: pass a path", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "power", "--out", ""]),
+    Row("calibrate --budget nan", "argument --budget: expected a finite number > 0, got 'nan'", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--budget", "nan"]),
+    Row("calibrate --processes 0", "argument --processes: expected an integer from 1 to 256", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--processes", "0"]),
+    Row("calibrate --noise_sd inf", "--noise_sd must be 0 or more (σ of log loss), got inf", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--noise_sd", "inf"]),
+    Row("calibrate --truth with nan", "give five numbers E,A,B,alpha,beta", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--truth", "nan,400,410,0.34,0.28"]),
+    Row("calibrate --target_width -1", "argument --target_width: expected a finite number > 0, got '-1'", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--vary", "seeds=1,2", "--target_width", "-1"]),
+    Row("compare --seed 2^32", "argument --seed: expected a seed from 0 to 4294967295", lambda t, d: ["compare", str(t / "a"), str(t / "b"), "--seed", str(2**32)]),
+    Row("status --watch nan", "--watch takes a positive number of seconds, from 0.1 (watch(1)'s floor) to 86,400 (a day), got nan", lambda t, d: ["status", str(t), "--watch", "nan"]),
+    Row("status --watch inf", "--watch takes a positive number of seconds, from 0.1 (watch(1)'s floor) to 86,400 (a day), got inf", lambda t, d: ["status", str(t), "--watch", "inf"]),
+    Row("sweep --workdir ''", "argument --workdir: is empty: pass a path", lambda t, d: ["sweep", "experiments/demo.py", "--workdir", ""]),
+    Row("train --workdir ''", "argument --workdir: is empty: pass a path", lambda t, d: [*TRAIN, "--workdir", ""]),
+    Row("eval --workdir ''", "argument --workdir: is empty: pass a path", lambda t, d: ["eval", "--workdir", ""]),
+    Row("export --out ''", "argument --out: is empty: pass a path", lambda t, d: ["export", "--workdir", str(t), "--out", ""]),
+    Row("config.seed -1", "config.seed must be a whole number from 0 to 4294967295", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.seed=-1"]),
+    Row("config.seed 2^32", "config.seed must be a whole number from 0 to 4294967295", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), f"--config.seed={2**32}"]),
+    Row("infinite learning rate", "config.optim.lr must be positive and finite, got inf", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.optim.lr=inf"]),
+    Row("NaN weight decay", "config.optim.weight_decay must be finite and >= 0", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.optim.weight_decay=nan"]),
+    Row("get_config calls sys.exit(0)", "get_config('') called sys.exit(0): return a ConfigDict", lambda t, d: ["train", "--config", str(_write(t / "c.py", "import sys\ndef get_config():\n    sys.exit(0)\n")), "--workdir", str(t / "r")]),
+    Row("tfds name with bad characters", "'k j v' is not a tfds dataset name", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.data.dataset=tfds:k j v"]),
+    Row("tfds config that does not exist", "tfds cannot open 'imdb_reviews/nope' (BuilderConfig nope not found", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.data.dataset=tfds:imdb_reviews/nope", f"--config.data.data_dir={d}"]),
+    Row("finetune --task with bad characters", "--task tfds:../x: '../x' is not a tfds dataset name", lambda t, d: ["finetune", "--from", str(t / "run"), "--task", "tfds:../x", "--workdir", str(t / "ft")]),
+    Row("finetune config.seed -1", "config.seed must be a whole number from 0 to 4294967295", lambda t, d: ["finetune", "--from", str(t / "run"), "--task", "kjv_books", "--workdir", str(t / "ft"), "--config.seed=-1"]),
+    Row("Study analysis with an unknown law", "the study's analysis {'law': 'kaplan'}: unknown law 'kaplan'", lambda t, d: _dry_run(t, _study(t, analysis="{'law': 'kaplan'}"))),
+    Row("Study analysis with an unknown option", "got an unexpected keyword argument 'bootstrapp'", lambda t, d: ["sweep", _study(t, analysis="{'law': 'power', 'bootstrapp': 200}"), "--workdir", str(t / "s")]),
+    Row("Study analysis with a negative budget", "budget must be a finite number of FLOPs > 0, got -1", lambda t, d: _dry_run(t, _study(t, analysis="{'law': 'chinchilla', 'budget': -1}"))),
+    Row("Study analysis that is not a dict", "the study's analysis must be a dict", lambda t, d: _dry_run(t, _study(t, analysis="'power'"))),
+    Row("SizeGrid(tokens=-5)", "SizeGrid tokens=-5: -5 is not a finite number > 0", lambda t, d: _dry_run(t, _study(t, grid="SizeGrid(['L1'], tokens=-5)"))),
+    Row("SizeGrid tokens_per_param NaN", "SizeGrid tokens_per_param=nan: nan is not a finite number > 0", lambda t, d: _dry_run(t, _study(t, grid="SizeGrid(['L1'], tokens_per_param=math.nan)"))),
+    Row("IsoFlopGrid budget inf", "IsoFlopGrid budgets=[1000000000000.0, inf]: inf is not a finite number > 0", lambda t, d: _dry_run(t, _study(t, grid="IsoFlopGrid([1e12, math.inf], ['L1'])"))),
+    Row("IsoFlopGrid range low above high", "IsoFlopGrid tokens_per_param_range=(100, 1) must be (low, high) with 0 < low <= high", lambda t, d: _dry_run(t, _study(t, grid="IsoFlopGrid([1e12], ['L1'], tokens_per_param_range=(100, 1))"))),
+    Row("Study learning rate 0", "Study learning_rates=[0.01, 0]: 0 is not a finite number > 0", lambda t, d: _dry_run(t, _study(t, learning_rates="[0.01, 0]"))),
+    Row("Study learning rate NaN", "Study learning_rates=[nan]: nan is not a finite number > 0", lambda t, d: _dry_run(t, _study(t, learning_rates="[math.nan]"))),
+    Row("Study learning_rates=[]", "Study learning_rates=[] sweeps nothing", lambda t, d: _dry_run(t, _study(t, learning_rates="[]"))),
+    Row("Study seed -1", "Study seeds=[-1] must be a list of whole numbers from 0 to 4294967295", lambda t, d: _dry_run(t, _study(t, seeds="[-1]"))),
+    Row("get_study() calls sys.exit(0)", "get_study() called sys.exit(0): return a Study", lambda t, d: ["sweep", _experiment(t, "import sys\ndef get_study():\n    sys.exit(0)\n"), "--workdir", str(t / "s")]),
+    Row("experiment file calls sys.exit on import", "called sys.exit(3) while loading", lambda t, d: ["sweep", _experiment(t, "import sys\nsys.exit(3)\n"), "--workdir", str(t / "s")]),
+    Row("--num_processes without --coordinator", "--num_processes and --process_id apply with --coordinator HOST:PORT", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--num_processes", "2", "--process_id", "1"]),
+    Row("--coordinator without a port", "--coordinator 'localhost' is not HOST:PORT", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--coordinator", "localhost", "--num_processes", "2", "--process_id", "0"]),
+    Row("--process_id not below --num_processes", "--process_id 2 must be below --num_processes 2", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--coordinator", "127.0.0.1:1234", "--num_processes", "2", "--process_id", "2"]),
+    Row("fit --bootstrap 10^11", "argument --bootstrap: expected an integer from 0 to 1,000,000", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "power", "--bootstrap", str(10**11), "--out", str(t / "fit.json")]),
+    Row("compare --bootstrap 10^12", "argument --bootstrap: expected an integer from 1 to 1,000,000", lambda t, d: ["compare", str(t / "a"), str(t / "b"), "--bootstrap", str(10**12)]),
+    Row("bench --profile is a file", "is a file: pass a directory for the trace", lambda t, d: ["bench", "--config", "configs/lm.py:L1", "--profile", str(_write(t / "trace", "mine"))]),
+    Row("status --watch 1e-9", "--watch takes a positive number of seconds, from 0.1", lambda t, d: ["status", str(t), "--watch", "1e-9"]),
+    Row("XLA_PYTHON_CLIENT_MEM_FRACTION that is not a share", "XLA_PYTHON_CLIENT_MEM_FRACTION='abc' must be a share of each GPU in (0, 1]",
+        lambda t, d: ["plan", "--config", "configs/lm.py:L1"], environment={"XLA_PYTHON_CLIENT_MEM_FRACTION": "abc"}),
+    Row("BIGMODEL_PEAK_FLOPS that is not a number", "BIGMODEL_PEAK_FLOPS='fast' must be a finite number of FLOP/s > 0",
+        lambda t, d: ["bench", "--config", "configs/lm.py:L1"], environment={"BIGMODEL_PEAK_FLOPS": "fast"}),
+    Row("calibrate --studies 10^30", "--studies must be a positive number of simulated studies, at most 100,000", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--studies", str(10**30)]),
+    Row("calibrate --vary seeds=10^8", "--vary seeds needs whole numbers from 1 to 1,000", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--vary", f"seeds={10**8}"]),
+    Row("train --workdir that is not UTF-8", "argument --workdir: is not valid UTF-8 (character", lambda t, d: [*TRAIN, "--workdir", str(t / NOT_UTF8)]),
+    Row("Study analysis with a billion bootstrap replicates", "bootstrap must be 0 or a number of replicates up to 1,000,000", lambda t, d: _dry_run(t, _study(t, analysis="{'bootstrap': 10**9}"))),
 ]
 
 
@@ -238,6 +322,8 @@ def test_bad_input_is_one_error_line_exit_2_and_changes_nothing(row, tmp_path, k
     from bigmodel.cli import main
 
     monkeypatch.chdir(REPO)
+    for name, value in row.environment.items():
+        monkeypatch.setenv(name, value)
     arguments = row.arguments(tmp_path, kjv_data_dir)
     capsys.readouterr()  # what building the inputs printed is not the command's output
     before = tree_snapshot(tmp_path)

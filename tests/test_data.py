@@ -176,7 +176,10 @@ def test_data_dir_comes_from_config_then_environment_then_home(monkeypatch, tmp_
     assert resolve_data_dir(data_config()) == str(tmp_path / "env")
     monkeypatch.delenv("TFDS_DATA_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert resolve_data_dir(data_config()) == str(tmp_path / "home" / ".cache" / "bigmodel" / "tfds")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert resolve_data_dir(data_config()) == str(tmp_path / "xdg" / "bigmodel" / "tfds")
 
 
 def test_file_lock_excludes_other_holders(tmp_path):

@@ -479,7 +479,7 @@ GOOD = "params,tokens,loss\n1e6,2e7,3.5\n2e6,4e7,3.3\n4e6,8e7,3.1\n8e6,1.6e8,3.0
         (ONE_POINT, [], "need at least 3 points"),
         (GOOD, ["--law", "kaplan"], "unknown law 'kaplan'"),
         (GOOD, ["--x", "depth"], "unknown x 'depth'"),
-        (GOOD, ["--bootstrap", "many"], "argument --bootstrap: invalid int value: 'many'"),
+        (GOOD, ["--bootstrap", "many"], "argument --bootstrap: expected an integer from 0 to 1,000,000"),
         (GOOD, ["--law", "isoflop"], "needs a flops value"),
         (GOOD, ["--law", "power", "--budget", "1e21"], "--budget gives the Chinchilla"),
     ],

@@ -17,6 +17,16 @@ KJV = "kjv"
 KJV_VERSION = "1.0.0"  # the kjv builder's version; part of cache names so a new build re-tokenizes
 SYNTHETIC = "synthetic"  # random tokens (synthetic.py): no source, no tokenizer
 TFDS_PREFIX = "tfds:"
+# tfds's own name grammar, less what a dataset prepared on disk never needs (namespaces, builder
+# kwargs): name[/config][:major.minor.patch]. Checked here, a bad name is one line before tfds loads.
+TFDS_NAME = re.compile(r"[A-Za-z]\w*(/[\w+.-]+)?(:\d+\.\d+\.\d+)?", re.ASCII)
+
+
+def check_tfds_name(name: str, what: str) -> None:
+    """ConfigError unless `name` (after `tfds:`) is a tfds dataset name; `what` says where it was given."""
+    if not TFDS_NAME.fullmatch(name):
+        raise ConfigError(f"{what}: {name!r} is not a tfds dataset name: write tfds:<name>[/<config>][:<version>] in letters, "
+                          "digits and _ (e.g. tfds:lm1b/plain_text)")
 
 
 def check_dataset_name(dataset: str) -> None:
@@ -26,6 +36,8 @@ def check_dataset_name(dataset: str) -> None:
         return
     if dataset not in (KJV, SYNTHETIC) and not (dataset.startswith(TFDS_PREFIX) and len(dataset) > len(TFDS_PREFIX)):
         raise ConfigError(f"config.data.dataset={dataset!r} is unknown: use kjv, synthetic or tfds:<name>[/<config>] of a prepared tfds text dataset, or markov[/key=value,...]")
+    if dataset.startswith(TFDS_PREFIX):
+        check_tfds_name(dataset.removeprefix(TFDS_PREFIX), f"config.data.dataset={dataset!r}")
 
 
 def dataset_slug(dataset: str) -> str:

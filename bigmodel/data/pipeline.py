@@ -29,6 +29,22 @@ from bigmodel.data.synthetic import SyntheticDataset, synthetic_dataset
 from bigmodel.data.token_cache import TOKENIZERS_DIR, load_or_tokenize, token_cache_path
 from bigmodel.data.tokenizers import make_tokenizer
 
+def batches_in_one_pass(source, batch_size: int) -> int | None:
+    """Whole batches of `batch_size` windows in one pass over a split (at least 1): past it the
+    windows repeat. None for synthetic tokens, which are drawn fresh for every batch."""
+    windows = getattr(source, "num_windows", None)
+    return None if windows is None else max(1, windows // batch_size)
+
+
+def check_batches(requested: int, source, batch_size: int) -> None:
+    """`--batches N` reads at most one pass over the validation split: more would repeat its
+    windows, costing time and adding no information (and a huge N would run for days)."""
+    one_pass = batches_in_one_pass(source, batch_size)
+    if one_pass is not None and requested > one_pass:
+        raise ConfigError(f"--batches {requested} is more than one pass over the validation split ({one_pass} batches of {batch_size}): "
+                          f"use at most {one_pass}")
+
+
 class LMDataset:
     """Windows of `seq_len + 1` tokens of one split, batched as a pure function of (seed, step)."""
 

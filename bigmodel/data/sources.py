@@ -12,16 +12,17 @@ import os
 from pathlib import Path
 
 from bigmodel.exit_codes import ConfigError
+from bigmodel.runtime import user_cache_dir
 from bigmodel.data.markov_chain import is_markov_name
 from bigmodel.data.names import KJV, TFDS_PREFIX, check_dataset_name
 
-DEFAULT_DATA_DIR = "~/.cache/bigmodel/tfds"
 TEXT_FEATURE = "text"
 
 
-def resolve_data_dir(data_config) -> str:
-    """`data_config.data_dir` if set, else `$TFDS_DATA_DIR`, else ~/.cache/bigmodel/tfds (absolute)."""
-    chosen = data_config.get("data_dir", "") or os.environ.get("TFDS_DATA_DIR", "") or DEFAULT_DATA_DIR
+def resolve_data_dir(data_config, environment=os.environ) -> str:
+    """`data_config.data_dir` if set, else `$TFDS_DATA_DIR`, else `$XDG_CACHE_HOME/bigmodel/tfds`
+    (~/.cache/bigmodel/tfds), absolute. The token and tokenizer caches live inside it."""
+    chosen = data_config.get("data_dir", "") or environment.get("TFDS_DATA_DIR", "") or str(user_cache_dir(environment) / "tfds")
     return str(Path(chosen).expanduser().absolute())
 
 
@@ -66,16 +67,26 @@ def pick_tfds_split(known_splits: list[str], split: str) -> str:
     return split
 
 
+def tfds_builder(name: str, data_dir: str, what: str):
+    """tfds's builder of the dataset `name` (no `tfds:`); `what` says in errors where it was given."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+        raise ConfigError(f"{what}: tfds has no dataset {name!r}; check the name (tfds:<name>[/<config>])") from None
+    except ValueError as error:  # e.g. a config the builder does not define; tfds's text is long, its gist is after '": '
+        gist = str(error).split('": ')[-1].split(". ")[0].strip()
+        raise ConfigError(f"{what}: tfds cannot open {name!r} ({gist}): check the name and the config after its '/'") from None
+
+
 def tfds_split(dataset: str, split: str, data_dir: str):
     """A prepared tfds text dataset's split as a random-access source; never downloads."""
     import tensorflow_datasets as tfds
 
     name = dataset.removeprefix(TFDS_PREFIX)
     prepare_hint = f"prepare it first with: tfds build {name} --file_format=array_record --data_dir={data_dir}"
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError:
-        raise ConfigError(f"config.data.dataset={dataset!r}: tfds has no dataset {name!r}; check the name (tfds:<name>[/<config>])") from None
+    builder = tfds_builder(name, data_dir, f"config.data.dataset={dataset!r}")
     if TEXT_FEATURE not in builder.info.features:
         raise ConfigError(f"config.data.dataset={dataset!r} has no {TEXT_FEATURE!r} feature (it has {', '.join(builder.info.features)}): use a text dataset")
     chosen = pick_tfds_split(list(builder.info.splits.keys()), split)

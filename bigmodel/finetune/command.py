@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from bigmodel.arguments import positive_int
+from bigmodel.arguments import path_text, positive_int
 from bigmodel.config import ConfigError
 
 FINETUNE_HELP = "fine-tune a train run as a text classifier (head + pooled features; early stopping; test metrics)"
@@ -28,11 +28,11 @@ TEST_METRICS = "test_metrics.json"
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="init_from", required=True, metavar="RUN",
+    parser.add_argument("--from", dest="init_from", type=path_text, required=True, metavar="RUN",
                         help="a bigmodel train run's workdir: its architecture, tokenizer and checkpoint (only read)")
     parser.add_argument("--task", required=True, help="kjv_books (built in) or tfds:<name>[/<config>] of a prepared text-classification dataset")
-    parser.add_argument("--workdir", required=True, help="this fine-tuning run's directory; an existing one is resumed")
-    parser.add_argument("--config", default=None, help="path/to/config.py (default: configs/finetune.py)")
+    parser.add_argument("--workdir", type=path_text, required=True, help="this fine-tuning run's directory; an existing one is resumed")
+    parser.add_argument("--config", type=path_text, default=None, help="path/to/config.py (default: configs/finetune.py)")
     parser.add_argument("--scratch", action="store_true", help="random init of the same architecture: the from-scratch baseline")
     parser.add_argument("--stop_at_step", type=positive_int, default=None, help="checkpoint and exit after this step (resume later)")
 

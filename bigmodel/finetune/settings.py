@@ -13,7 +13,7 @@ from pathlib import Path
 import ml_collections
 
 from bigmodel import config as config_lib
-from bigmodel.config import ConfigError, check_optim
+from bigmodel.config import ConfigError, check_optim, check_seed
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "finetune.py")
 FLAG_KEYS = {"task.name": "--task", "backbone.init_from": "--from", "backbone.init": "--scratch"}
@@ -78,6 +78,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= config.classifier.dropout < 1.0:
         raise ConfigError(f"config.classifier.dropout must be in [0, 1), got {config.classifier.dropout}")
     check_optim(config.optim, config.train.steps)
+    check_seed(config.seed)
 
 
 def check_against_backbone(config, backbone_config, n_batch_shards: int, n_processes: int) -> None:

@@ -24,8 +24,8 @@ import dataclasses
 import numpy as np
 
 from bigmodel.config import ConfigError
-from bigmodel.data.names import TFDS_PREFIX
-from bigmodel.data.sources import as_text
+from bigmodel.data.names import TFDS_PREFIX, check_tfds_name
+from bigmodel.data.sources import as_text, tfds_builder
 
 KJV_TASK = "kjv_books"
 # The conventional division of the Protestant canon, every book exactly once (a test checks it
@@ -73,6 +73,8 @@ def check_task_name(name: str) -> None:
     if name != KJV_TASK and not (name.startswith(TFDS_PREFIX) and len(name) > len(TFDS_PREFIX)):
         raise ConfigError(f"--task {name!r} is unknown: use {KJV_TASK} (built in) or tfds:<name>[/<config>] of a prepared "
                           "tfds text-classification dataset")
+    if name.startswith(TFDS_PREFIX):
+        check_tfds_name(name.removeprefix(TFDS_PREFIX), f"--task {name}")
 
 
 def load_task(task_config, data_dir: str, seed: int) -> TaskData:
@@ -142,15 +144,6 @@ def kjv_books(data_dir: str, verses: int) -> TaskData:
 # ----------------------------------------------------------------------------- tfds:<name>
 
 
-def tfds_builder(name: str, data_dir: str):
-    import tensorflow_datasets as tfds
-
-    try:
-        return tfds.builder(name, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError:
-        raise ConfigError(f"--task tfds:{name}: tfds has no dataset {name!r}; check the name (tfds:<name>[/<config>])") from None
-
-
 def class_names(builder, name: str, text_feature: str, label_feature: str) -> tuple[str, ...]:
     """The label feature's class names, after checking both features exist and fit the task."""
     import tensorflow_datasets as tfds
@@ -181,7 +174,7 @@ def read_tfds_split(name: str, split: str, data_dir: str, text_feature: str, lab
 
 def tfds_task(task_name: str, data_dir: str, text_feature: str, label_feature: str) -> TaskData:
     name = task_name.removeprefix(TFDS_PREFIX)
-    builder = tfds_builder(name, data_dir)
+    builder = tfds_builder(name, data_dir, f"--task tfds:{name}")
     names = class_names(builder, name, text_feature, label_feature)
     known = list(builder.info.splits.keys())  # empty when tfds knows no split names (tfds.testing.mock_data)
     if known and ("train" not in known or "test" not in known):

@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from bigmodel.arguments import positive_int
+from bigmodel.arguments import path_text, positive_int
 from bigmodel.config import ConfigError
 
 EXPORT_HELP = "write a run's parameters, model settings and tokenizer to one safetensors file"
@@ -35,8 +35,8 @@ SEPARATOR = "/"
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True, help="a train run's directory")
-    parser.add_argument("--out", required=True, help="the .safetensors file to write (never replaced unless --force)")
+    parser.add_argument("--workdir", type=path_text, required=True, help="a train run's directory")
+    parser.add_argument("--out", type=path_text, required=True, help="the .safetensors file to write (never replaced unless --force)")
     parser.add_argument("--step", type=positive_int, default=None, help="the checkpoint step (default: the newest readable)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="tensor dtype in the file: bfloat16 halves it, and loads back as float32 rounded to bf16")

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from bigmodel.arguments import positive_int
+from bigmodel.arguments import path_text, positive_int, seed, utf8_text
 from bigmodel.inference.completions import completion, cut_at_stop, speeds
 from bigmodel.config import ConfigError
 
@@ -29,9 +29,9 @@ SEPARATOR = "---"  # between prompts in plain output
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True, help="a train run's directory; its newest readable checkpoint is used")
-    parser.add_argument("--prompt", default=None, help="the text to continue")
-    parser.add_argument("--prompts_file", default=None, metavar="F",
+    parser.add_argument("--workdir", type=path_text, required=True, help="a train run's directory; its newest readable checkpoint is used")
+    parser.add_argument("--prompt", type=utf8_text, default=None, help="the text to continue")
+    parser.add_argument("--prompts_file", type=path_text, default=None, metavar="F",
                         help="more prompts, one per non-blank line (after --prompt); all run as one batch")
     parser.add_argument("--max_tokens", type=positive_int, default=100,
                         help="new tokens per prompt at most (prompt tokens + max_tokens ≤ model.max_seq_len)")
@@ -39,8 +39,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top_k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
     parser.add_argument("--top_p", type=float, default=1.0,
                         help="nucleus: sample among the fewest most likely tokens whose probabilities sum to ≥ p (1: all)")
-    parser.add_argument("--seed", type=int, default=0, help="the same seed, prompts and settings give the same text")
-    parser.add_argument("--stop", default=None, metavar="STR", help="end each continuation at the first STR (left out of the text)")
+    parser.add_argument("--seed", type=seed, default=0, help="the same seed, prompts and settings give the same text")
+    parser.add_argument("--stop", type=utf8_text, default=None, metavar="STR", help="end each continuation at the first STR (left out of the text)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per prompt: text, tokens, finish_reason, prefill and decode tokens/s (of the whole batch)")
     parser.add_argument("--stream", choices=("auto", "on", "off"), default="auto",

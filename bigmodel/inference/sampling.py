@@ -1,7 +1,10 @@
 """Next-token sampling: temperature, then a top-k mask, then a top-p (nucleus) mask, then a draw.
 
 The order is Hugging Face generate's: logits / temperature, top-k, then top-p over what top-k
-left (renormalised). Temperature 0 is greedy decoding (argmax; the masks cannot change it).
+left (renormalised). Temperature 0 is greedy decoding (argmax; the masks cannot change it), and
+so is any temperature below GREEDY_BELOW: greedy is the limit as T → 0, and dividing float32
+logits by a T of 1e-38 or less overflows them to ±inf, which samples garbage (vLLM draws the line
+at the same 1e-5).
 Settings are Python numbers, fixed when the decode loop is traced: `lax.top_k` needs a static k,
 and a CLI call samples with one setting anyway. A masked logit becomes -inf, which
 `jax.random.categorical` never draws.
@@ -16,6 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from bigmodel.exit_codes import ConfigError
+
+GREEDY_BELOW = 1e-5  # a temperature under this decodes greedily (see the module's docstring)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +69,7 @@ def top_p_mask(logits: jax.Array, p: float) -> jax.Array:
 
 def sample(key: jax.Array, logits: jax.Array, sampling: Sampling) -> jax.Array:
     """int32 [batch]: one token per row of float32 logits [batch, vocab]."""
-    if sampling.temperature == 0:
+    if sampling.temperature < GREEDY_BELOW:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits.astype(jnp.float32) / sampling.temperature
     logits = top_p_mask(top_k_mask(logits, sampling.top_k), sampling.top_p)

@@ -28,13 +28,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from bigmodel.arguments import MAX_SEED  # the one seed rule: generate --seed and config.seed share it
 from bigmodel.inference.sampling import Sampling
 from bigmodel.inference.serve_engine import Limits
 from bigmodel.inference.serve_queue import Job, QueueFull, Worker
 
 LOG_NOTE = "bigmodel.log_note"  # a request's scope key: what the endpoint adds to its log line
 RETRY_AFTER_S = 1
-MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of a seed: larger ones would repeat smaller ones
 
 
 class GenerateRequest(BaseModel):

@@ -46,6 +46,8 @@ LAWS = ("chinchilla", "isoflop")  # what a calibration fits; the truth is always
 NOISE_MODELS = ("group", "seed", "iid")
 LAW_KEYS = ("E", "A", "B", "alpha", "beta")
 PROCESSES = 2  # the machine's cores
+MAX_STUDIES = 100_000  # coverage SE ≈ 0.0007 there; at ~5 s a study, already a week on 2 cores
+MAX_VARIED = 1_000  # sizes or seeds per size in a design question: past it the design only exhausts memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +68,13 @@ def check_settings(settings: Settings, studies: int) -> None:
     """Refuse settings that cannot give a coverage, before any fit runs."""
     if settings.law not in LAWS:
         raise ValueError(f"unknown law {settings.law!r} for calibrate: use {' or '.join(LAWS)}")
-    if studies <= 0:
-        raise ValueError(f"--studies must be a positive number of simulated studies, got {studies}")
+    if not 0 < studies <= MAX_STUDIES:
+        raise ValueError(f"--studies must be a positive number of simulated studies, at most {MAX_STUDIES:,}, got {studies}")
     if settings.bootstrap < 2:
         raise ValueError(f"--bootstrap must be at least 2 replicates (the intervals calibrate measures), got {settings.bootstrap}")
     if settings.noise_model not in NOISE_MODELS:
         raise ValueError(f"unknown noise model {settings.noise_model!r}: use one of {', '.join(NOISE_MODELS)}")
-    if settings.noise_sd is not None and not settings.noise_sd >= 0:
+    if settings.noise_sd is not None and not (math.isfinite(settings.noise_sd) and settings.noise_sd >= 0):
         raise ValueError(f"--noise_sd must be 0 or more (σ of log loss), got {settings.noise_sd}")
     if not 0 <= settings.shared_fraction < 1:
         raise ValueError(f"--shared_fraction must be in [0, 1) (the share of noise variance runs of a group share), got {settings.shared_fraction}")
@@ -359,8 +361,8 @@ def design_question(design: Design, settings: Settings, vary: str, values: list[
     if vary not in VARIED:
         raise ValueError(f"--vary {vary!r}: vary one of {', '.join(VARIED)} (e.g. --vary sizes=3,4,6)")
     smallest = 2 if vary == "sizes" else 1
-    if not values or min(values) < smallest:
-        raise ValueError(f"--vary {vary} needs whole numbers ≥ {smallest}, got {values}")
+    if not values or min(values) < smallest or max(values) > MAX_VARIED:
+        raise ValueError(f"--vary {vary} needs whole numbers from {smallest} to {MAX_VARIED:,}, got {values}")
     parameter = parameter or ("alpha" if settings.law == "chinchilla" else "a")
     base = prepare(design, settings, law)
     rows = []

@@ -14,23 +14,25 @@ The simulation loads JAX, so it is imported only when the command runs.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from bigmodel import exit_codes, files
-from bigmodel.arguments import bad_input
+from bigmodel.arguments import bad_input, bootstrap_replicates, int_in, path_text, positive_number, seed
 from bigmodel.scaling.noise import DEFAULT_METHOD
 
 CALIBRATE_HELP = "simulate K studies of a design and measure the coverage of every interval fit prints"
 TRUTH_KEYS = ("E", "A", "B", "alpha", "beta")
+MAX_PROCESSES = 256  # each worker loads JAX: more than the cores only thrashes
 
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("design", help="sweep directory (or its runs.csv) or CSV with params,tokens,loss[,flops][,seed][,group] rows")
+    parser.add_argument("design", type=path_text, help="sweep directory (or its runs.csv) or CSV with params,tokens,loss[,flops][,seed][,group] rows")
     parser.add_argument("--law", default="chinchilla", help="the fit to calibrate: chinchilla (Approach 3) or isoflop (Approach 2)")
     parser.add_argument("--studies", type=int, default=200, metavar="K", help="simulated studies (coverage SE ≈ 0.015 at K = 200)")
-    parser.add_argument("--bootstrap", type=int, default=200, metavar="R", help="bootstrap replicates of each study's fit, as fit --bootstrap")
+    parser.add_argument("--bootstrap", type=bootstrap_replicates(0), default=200, metavar="R", help="bootstrap replicates of each study's fit, as fit --bootstrap")
     parser.add_argument("--bootstrap_method", default=DEFAULT_METHOD, help="as fit --bootstrap_method (default: fit's default): the method whose intervals are measured")
-    parser.add_argument("--budget", type=float, default=None, metavar="C", help="chinchilla: also measure N_opt, D_opt, loss_opt at C FLOPs")
+    parser.add_argument("--budget", type=positive_number, default=None, metavar="C", help="chinchilla: also measure N_opt, D_opt, loss_opt at C FLOPs")
     parser.add_argument("--holdout", default=None, help="'largest': hold out the largest runs as fit does and measure their intervals")
     parser.add_argument("--truth", default=None, metavar="E,A,B,alpha,beta", help="the true law (default: the design's own Chinchilla fit)")
     parser.add_argument("--noise", default="group", help="what shares the noise's shared part: group (branches of one stable run; "
@@ -39,12 +41,12 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="σ of a run's log loss (default: from the design's seed replicates, else from the fit's residuals)")
     parser.add_argument("--shared_fraction", type=float, default=0.5, metavar="F",
                         help="share of the noise variance runs of one group share (their correlation), in [0, 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulation (the report is a function of it)")
-    parser.add_argument("--processes", type=int, default=2, help="worker processes (one per core)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the simulation (the report is a function of it)")
+    parser.add_argument("--processes", type=int_in(1, MAX_PROCESSES, "one per core"), default=2, help="worker processes (one per core)")
     parser.add_argument("--vary", default=None, metavar="sizes=3,4,6|seeds=1,2,4",
                         help="design question: alpha's (isoflop: a's) coverage and median width with this many sizes or seeds")
-    parser.add_argument("--target_width", type=float, default=0.2, help="with --vary: the median interval width wanted")
-    parser.add_argument("--out", default=None, help="path of the JSON report to write")
+    parser.add_argument("--target_width", type=positive_number, default=0.2, help="with --vary: the median interval width wanted")
+    parser.add_argument("--out", type=path_text, default=None, help="path of the JSON report to write")
 
 
 def parse_truth(text: str) -> dict:
@@ -53,7 +55,7 @@ def parse_truth(text: str) -> dict:
         values = [float(part) for part in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != len(TRUTH_KEYS) or values[0] < 0 or min(values[1:]) <= 0:
+    if len(values) != len(TRUTH_KEYS) or not all(math.isfinite(value) for value in values) or values[0] < 0 or min(values[1:]) <= 0:
         raise ValueError(f"--truth {text!r}: give five numbers E,A,B,alpha,beta (E ≥ 0, the rest > 0), e.g. 1.7,400,410,0.34,0.28")
     return dict(zip(TRUTH_KEYS, values))
 

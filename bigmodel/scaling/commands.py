@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from bigmodel import exit_codes, files
-from bigmodel.arguments import bad_input, tool_main
+from bigmodel.arguments import bad_input, bootstrap_replicates, path_text, positive_number, seed, tool_main
 
 INPUT_HELP = ("sweep directory (with runs.csv) or CSV with columns params,tokens,loss[,flops] "
               "(--law hyperparams: flops,learning_rate,batch_size,seq_len,loss)")
@@ -25,17 +25,17 @@ PLOT_HELP = "draw the scaling plots of a sweep or a CSV (PNG + SVG), with the fi
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help=INPUT_HELP)
+    parser.add_argument("input", type=path_text, help=INPUT_HELP)
     parser.add_argument("--law", required=True, help="power (L = E + A·X^-α), chinchilla (Approach 3, ~10 s), isoflop (Approach 2) or "
                         "hyperparams (η_opt(C), B_opt(C) from lr × batch-size sweeps at several budgets)")
     parser.add_argument("--x", default="non_embedding_params",
                         help="power law's variable: non_embedding_params (N; 'params' means the same) or flops")
-    parser.add_argument("--bootstrap", type=int, default=0, metavar="K", help="refit K resamples: 95%% intervals and standard errors")
+    parser.add_argument("--bootstrap", type=bootstrap_replicates(0), default=0, metavar="K", help="refit K resamples: 95%% intervals and standard errors")
     parser.add_argument("--bootstrap_method", default="noise", help="noise (default: keep the design, redraw each run's noise and "
                         "one shared draw per stable run from the noise model), wild (Rademacher signs on the scaled residuals; "
                         "chinchilla, power), points (resample runs, Hoffmann et al.) or residuals (raw residuals, the old design bootstrap)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
-    parser.add_argument("--budget", type=float, default=None, metavar="C",
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--budget", type=positive_number, default=None, metavar="C",
                         help="chinchilla: N_opt, D_opt, D/N and the loss there at a budget of C FLOPs (on --compute_basis; N non-embedding)")
     parser.add_argument("--compute_basis", default="flops", help="chinchilla --budget: flops (allocate on the runs' own FLOPs per "
                         "token, where every run has FLOPs) or 6ND (Chinchilla's C = 6·N·D)")
@@ -49,13 +49,13 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predict", action="append", default=None, metavar="N,D",
                         help="chinchilla or power: the law's loss at N non-embedding params and D tokens, with its mean and "
                         "prediction (one new run) intervals (repeatable)")
-    parser.add_argument("--out", required=True, help="path of the JSON to write")
+    parser.add_argument("--out", type=path_text, required=True, help="path of the JSON to write")
 
 
 def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help=INPUT_HELP)
-    parser.add_argument("--out", required=True, help="directory for the PNG and SVG files")
-    parser.add_argument("--fit", default=None, help="fit.json to draw (default: the sweep's fit.json, else fit here)")
+    parser.add_argument("input", type=path_text, help=INPUT_HELP)
+    parser.add_argument("--out", type=path_text, required=True, help="directory for the PNG and SVG files")
+    parser.add_argument("--fit", type=path_text, default=None, help="fit.json to draw (default: the sweep's fit.json, else fit here)")
 
 
 def fit_command(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ import statistics
 import sys
 
 from bigmodel import exit_codes
-from bigmodel.arguments import bad_input, positive_int, tool_main
+from bigmodel.arguments import bad_input, bootstrap_replicates, path_text, positive_int, seed, tool_main
 from bigmodel.scaling import run_groups
 
 COMPARE_HELP = "B − A in final eval loss: 95%% interval, p-value, minimal detectable difference (Welch over seeds, or a paired bootstrap over eval batches)"
@@ -36,12 +36,12 @@ GROUP_HELP = ("a run directory, a quoted glob of run directories ('runs/seeds/L2
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("a", metavar="A", help="the baseline: " + GROUP_HELP)
-    parser.add_argument("b", metavar="B", help="the candidate, the same way; differences are B − A")
+    parser.add_argument("a", type=path_text, metavar="A", help="the baseline: " + GROUP_HELP)
+    parser.add_argument("b", type=path_text, metavar="B", help="the candidate, the same way; differences are B − A")
     parser.add_argument("--batches", type=positive_int, default=None,
                         help="one run a side: validation batches to evaluate (default: the runs' eval.batches; at most one pass over the split)")
-    parser.add_argument("--bootstrap", type=positive_int, default=None, metavar="K", help="one run a side: bootstrap resamples (default 10000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--bootstrap", type=bootstrap_replicates(1), default=None, metavar="K", help="one run a side: bootstrap resamples (default 10000)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 
@@ -159,14 +159,13 @@ def evaluated_side(run: run_groups.RunLoss, step: int, losses) -> dict:
 def batches_to_evaluate(requested: int | None, configured: int, batch_size: int, validation) -> int:
     """At most one pass over the validation split: past it the windows repeat, and repeated
     batches would narrow the bootstrap interval without adding information."""
-    windows = getattr(validation, "num_windows", None)  # None: synthetic data, fresh tokens per batch
-    one_pass = windows // batch_size if windows is not None else None
-    if one_pass is not None and one_pass < 2:
-        raise ValueError(f"the validation split holds {windows} windows, fewer than 2 batches of {batch_size}: too few to resample")
+    from bigmodel.data.pipeline import batches_in_one_pass, check_batches
+
+    one_pass = batches_in_one_pass(validation, batch_size)  # None: synthetic data, fresh tokens per batch
+    if one_pass is not None and validation.num_windows < 2 * batch_size:
+        raise ValueError(f"the validation split holds {validation.num_windows} windows, fewer than 2 batches of {batch_size}: too few to resample")
     if requested is not None:
-        if one_pass is not None and requested > one_pass:
-            raise ValueError(f"--batches {requested} is more than one pass over the validation split ({one_pass} batches of {batch_size}): "
-                             f"use at most {one_pass}")
+        check_batches(requested, validation, batch_size)
         return requested
     if one_pass is not None and configured > one_pass:
         print(f"note: evaluating {one_pass} batches (one pass over the validation split), not eval.batches={configured}", file=sys.stderr)

@@ -21,10 +21,13 @@ Each run is a config spec plus string overrides, so `run.command(workdir)` re-ru
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from bigmodel.arguments import MAX_SEED, is_positive_number, is_seed
 from bigmodel.config import ConfigError, apply_overrides, load_config, validate
 from bigmodel.flops import run_stats
 from bigmodel.presets import model_shape
@@ -105,9 +108,49 @@ def resolve_shape(size: str | Mapping[str, int]) -> dict[str, int]:
     return {key: int(size[key]) for key in SHAPE_KEYS}
 
 
-def check_grid(study: Study) -> None:
-    """The grid's kind, and a BranchGrid's choices, before any config is loaded."""
+def is_positive_whole(value) -> bool:
+    """A batch size as a value: a whole number ≥ 1 (numpy's too, not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def check_positive(where: str, values) -> None:
+    """A grid's or study's numbers (one or a list): each finite and > 0."""
+    bad = [value for value in as_list(values) if not is_positive_number(value)]
+    if bad:
+        raise ConfigError(f"{where}={values!r}: {bad[0]!r} is not a finite number > 0")
+
+
+def check_ratio_range(grid: IsoFlopGrid | BranchGrid) -> None:
+    """(low, high): 0 < low <= high; high may be infinite (no upper bound)."""
+    span = grid.tokens_per_param_range
+    pair = tuple(span) if isinstance(span, (tuple, list)) else ()
+    if len(pair) != 2 or not is_positive_number(pair[0]) or not (pair[1] == math.inf or is_positive_number(pair[1])) or pair[1] < pair[0]:
+        raise ConfigError(f"{type(grid).__name__} tokens_per_param_range={span!r} must be (low, high) with 0 < low <= high, e.g. (1, 1000)")
+
+
+def check_values(study: Study) -> None:
+    """Every number of the grid and study that no config check sees: tokens, ratios, budgets,
+    seeds and the learning-rate sweep (a bad one would train nonsense, or fail at the end)."""
     grid = study.grid
+    for field in ("tokens", "tokens_per_param", "budgets"):
+        if getattr(grid, field, None) is not None:
+            check_positive(f"{type(grid).__name__} {field}", getattr(grid, field))
+    if isinstance(grid, (IsoFlopGrid, BranchGrid)):
+        check_ratio_range(grid)
+    seeds = as_list(study.seeds)
+    if not seeds or not all(is_seed(seed) for seed in seeds):
+        raise ConfigError(f"Study seeds={study.seeds!r} must be a list of whole numbers from 0 to {MAX_SEED}, e.g. [0, 1, 2]")
+    if study.learning_rates is not None:
+        if not as_list(study.learning_rates):
+            raise ConfigError("Study learning_rates=[] sweeps nothing: list the rates, or leave it None to keep the rules' lr")
+        check_positive("Study learning_rates", study.learning_rates)
+
+
+def check_grid(study: Study) -> None:
+    """The grid's kind, its numbers, and a BranchGrid's choices, before any config is loaded."""
+    grid = study.grid
+    if isinstance(grid, (SizeGrid, IsoFlopGrid, BranchGrid)):
+        check_values(study)
     if isinstance(grid, BranchGrid):
         if study.batch_sizes is not None:
             raise ConfigError("batch_sizes=[...] sweeps SizeGrid and IsoFlopGrid runs, not a BranchGrid (its branches share "
@@ -147,9 +190,9 @@ def batch_size_for(study: Study, stats: dict, base_batch_size: int) -> int:
     if study.batch_size is None:
         return base_batch_size
     value = study.batch_size(stats) if callable(study.batch_size) else study.batch_size
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_positive_whole(value):
         raise ConfigError(f"the study's batch_size must be a positive int, got {value!r}")
-    return value
+    return int(value)  # numpy's too: it goes into names and JSON
 
 
 def batch_sizes_for(study: Study, stats: dict, base_batch_size: int) -> list[int]:
@@ -158,8 +201,8 @@ def batch_sizes_for(study: Study, stats: dict, base_batch_size: int) -> list[int
         return [batch_size_for(study, stats, base_batch_size)]
     if study.batch_size is not None:
         raise ConfigError("the study gives both batch_size and batch_sizes: batch_sizes=[...] sweeps in place of batch_size, drop one")
-    values = list(study.batch_sizes)
-    if not values or any(isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in values):
+    values = [int(value) if is_positive_whole(value) else value for value in study.batch_sizes]
+    if not values or not all(is_positive_whole(value) for value in values):
         raise ConfigError(f"the study's batch_sizes must be a list of positive ints, got {study.batch_sizes!r}")
     if len(set(values)) < len(values):
         raise ConfigError(f"the study's batch_sizes {values} repeat a value: list each batch size once")
@@ -186,7 +229,8 @@ def run_resources(study: Study, plan: RunPlan) -> Resources:
 
 def learning_rates(study: Study, chosen: Mapping[str, Any], config) -> list[float]:
     """The study's lr sweep, else the lr the rules chose, else the base config's."""
-    return [float(value) for value in study.learning_rates or [chosen.get("optim.lr", config.optim.lr)]]
+    chosen_lr = [chosen.get("optim.lr", config.optim.lr)]
+    return [float(value) for value in (as_list(study.learning_rates) if study.learning_rates is not None else chosen_lr)]
 
 
 # ----------------------------------------------------------------------------- one size, every grid kind
@@ -264,7 +308,7 @@ def grid_runs(study: Study, size: Size) -> list[Run]:
     runs = []
     for budget, wanted_tokens, batch_size in batch_targets(study, size):
         steps = max(1, round(wanted_tokens / (batch_size * size.seq_len)))
-        for seed in study.seeds:
+        for seed in map(int, as_list(study.seeds)):  # numpy seeds become ints: they go into JSON
             plan = plan_for(size, steps, batch_size, budget, seed)
             chosen, resources = rule_overrides(study, plan), run_resources(study, plan)
             for learning_rate in learning_rates(study, chosen, size.config):
@@ -304,7 +348,7 @@ def branch_runs(study: Study, size: Size) -> list[Run]:
     stable_steps = max(start for _, start in points)
     keep = format_override(tuple(start for _, start in points))
     runs = []
-    for seed in study.seeds:
+    for seed in map(int, as_list(study.seeds)):  # numpy seeds become ints: they go into JSON
         plan = plan_for(size, stable_steps, batch_size, None, seed)
         chosen = rule_overrides(study, plan, owned=BRANCH_KEYS)  # one set for the stable run and all its branches
         check_warmup(size, chosen, points)

@@ -26,10 +26,13 @@ predicts and the allocation are in `laws.py`; the held-out check (`--holdout`) i
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import numbers
 
 import numpy as np
 
+from bigmodel.arguments import MAX_REPLICATES, is_positive_number, is_seed
 from bigmodel.scaling import lbfgs
 from bigmodel.scaling.allocation import BASES, describe_basis, flops_per_token_line, numerical_optimum
 from bigmodel.scaling.intervals import describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval, snap_to_bound  # noqa: F401
@@ -278,8 +281,38 @@ def check_options(law: str, x: str, bootstrap: int, budget: float | None, holdou
         raise ValueError("--predict N,D needs a law of N and D: use --law chinchilla, or power with --x non_embedding_params")
     if budget is not None and law != "chinchilla":
         raise ValueError("--budget gives the Chinchilla compute-optimal allocation: use it with --law chinchilla")
-    if bootstrap < 0:
-        raise ValueError(f"bootstrap must be 0 or a positive number of replicates, got {bootstrap}")
+    if budget is not None and not is_positive_number(budget):
+        raise ValueError(f"budget must be a finite number of FLOPs > 0, got {budget!r}")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, numbers.Integral) or not 0 <= bootstrap <= MAX_REPLICATES:
+        raise ValueError(f"bootstrap must be 0 or a number of replicates up to {MAX_REPLICATES:,}, got {bootstrap!r}")
+
+
+def check_request(law: str, x: str, bootstrap: int, seed: int, budget: float | None, holdout: str | None,
+                  bootstrap_method: str, predict, compute_basis: str, count: str = DEFAULT_COUNT, unique_tokens: float | None = None) -> None:
+    """Everything `fit_input` refuses before it reads a point."""
+    check_options(law, x, bootstrap, budget, holdout, bootstrap_method, predict)
+    if compute_basis not in BASES:
+        raise ValueError(f"unknown compute basis {compute_basis!r}: use flops (the runs' own FLOPs per token) or 6ND")
+    if not is_seed(seed):
+        raise ValueError(f"seed must be a whole number from 0 to 2^32 - 1, got {seed!r}")
+    check_count(count)
+    if unique_tokens is not None and not (np.isfinite(unique_tokens) and unique_tokens > 0):
+        raise ValueError(f"--unique_tokens must be a positive number of training tokens (the corpus's size), got {unique_tokens}")
+    if count != DEFAULT_COUNT and law == "hyperparams":
+        raise ValueError(f"--count {count} refits a law of N: use it with --law chinchilla, power or isoflop")
+
+
+def check_fit_request(law: str, options: dict) -> None:
+    """A fit asked for as data, `fit_input(path, law, **options)` (a Study's analysis): an unknown
+    option or a value fit would refuse is a ValueError now, not after every run has trained."""
+    try:
+        bound = inspect.signature(fit_input).bind("", law, **options)
+    except TypeError as error:
+        names = [name for name in inspect.signature(fit_input).parameters if name not in ("path", "law")]
+        raise ValueError(f"{error}: the options are law, {', '.join(names)}") from None
+    bound.apply_defaults()
+    checked = inspect.signature(check_request).parameters  # fit_input's other options are checked when the points are read
+    check_request(**{name: value for name, value in bound.arguments.items() if name in checked})
 
 
 def fit_points(points: Points, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,
@@ -315,14 +348,7 @@ def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int
     `unique_data` compares D_opt with it (`unique_data.py`).
     The result carries "summary", the line the CLI prints.
     """
-    check_options(law, x, bootstrap, budget, holdout, bootstrap_method, predict)
-    if compute_basis not in BASES:
-        raise ValueError(f"unknown compute basis {compute_basis!r}: use flops (the runs' own FLOPs per token) or 6ND")
-    check_count(count)
-    if unique_tokens is not None and not (np.isfinite(unique_tokens) and unique_tokens > 0):
-        raise ValueError(f"--unique_tokens must be a positive number of training tokens (the corpus's size), got {unique_tokens}")
-    if count != DEFAULT_COUNT and law == "hyperparams":
-        raise ValueError(f"--count {count} refits a law of N: use it with --law chinchilla, power or isoflop")
+    check_request(law, x, bootstrap, seed, budget, holdout, bootstrap_method, predict, compute_basis, count, unique_tokens)
     if law == "hyperparams":  # its points carry each run's lr and batch size, not N and D
         from bigmodel.scaling.hyperparams import fit_hyperparams_input
 

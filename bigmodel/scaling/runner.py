@@ -33,6 +33,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from bigmodel import exit_codes, files
@@ -73,6 +74,9 @@ def load_study(spec: str | Path) -> Study:
     write_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # leave no __pycache__ behind
     try:
         module_spec.loader.exec_module(module)
+    except SystemExit as exit_info:  # a study is data: exiting, whatever the code, is not a way to give one
+        raise ConfigError(f"experiment file {str(path)!r} called sys.exit({exit_info.code!r}) while loading: "
+                          "define get_study() and return a Study") from None
     except Exception as error:  # noqa: BLE001 — any import-time error is the file's problem
         raise ConfigError(f"experiment file {str(path)!r} failed to load: {type(error).__name__}: {error}") from None
     finally:
@@ -83,6 +87,8 @@ def load_study(spec: str | Path) -> Study:
         study = module.get_study() if argument is None else module.get_study(argument)
     except ConfigError:
         raise
+    except SystemExit as exit_info:
+        raise ConfigError(f"{path}: get_study() called sys.exit({exit_info.code!r}): return a Study, or raise to report a problem") from None
     except Exception as error:  # noqa: BLE001 — the experiment's code, reported as one line
         raise ConfigError(f"{path}: get_study() failed: {type(error).__name__}: {error}") from None
     if not isinstance(study, Study):
@@ -103,6 +109,7 @@ def plan_runs(experiment: str | Path, ladder: list[float] | None = None) -> tupl
     except Exception as error:  # noqa: BLE001 — e.g. a typo in the experiment's rules
         raise ConfigError(f"{experiment}: the study does not expand: {type(error).__name__}: {error}") from None
     validate_runs(runs, n_devices=1)
+    check_analysis(study.analysis)
     check_ladder(study, runs)
     return study, runs
 
@@ -160,11 +167,31 @@ def wandb_project(runs: list[Run]) -> str:
     return project_of(load_config(runs[0].config_spec, runs[0].overrides)) if runs else ""
 
 
+def analysis_fit(analysis) -> tuple[str, dict]:
+    """A study's `analysis` as (law, the other options of `fit_input`); the law defaults to power."""
+    if not isinstance(analysis, Mapping):
+        raise ConfigError(f"the study's analysis must be a dict such as {{'law': 'power', 'bootstrap': 200}}, got {type(analysis).__name__}")
+    options = dict(analysis)
+    return options.pop("law", "power"), options
+
+
+def check_analysis(analysis) -> None:
+    """Refuse at dry-run an analysis the fit would refuse after every run has trained."""
+    if analysis is None:
+        return
+    law, options = analysis_fit(analysis)
+    from bigmodel.scaling.fit import check_fit_request
+
+    try:
+        check_fit_request(law, options)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"the study's analysis {dict(analysis)!r}: {error}") from None
+
+
 def run_analysis(analysis: dict, workdir: Path, wandb_project: str = "") -> bool:
     """Fit and plot the finished runs (and log both to W&B when the runs' configs name a project);
     a problem here is reported, never fatal to the runs."""
-    options = dict(analysis)
-    law = options.pop("law", "power")
+    law, options = analysis_fit(analysis)
     try:
         from bigmodel.scaling.fit import fit_input
         from bigmodel.scaling.plot import plot_all

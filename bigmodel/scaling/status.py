@@ -19,6 +19,7 @@ from bigmodel.scaling import registry
 from bigmodel.scaling.registry import DONE, FAILED, PENDING, RUNNING, STATUSES, STOPPED
 
 CONFIG_FILE = "config.json"
+MIN_WATCH_S, MAX_WATCH_S = 0.1, 86_400  # below 0.1 s a refresh only spins the CPU and floods the terminal
 COLUMNS = ("run", "status", "where", "step", "loss", "eval loss", "tokens/s", "ETA")
 
 
@@ -127,8 +128,8 @@ def status_command(directory: str, watch_s: float | None, as_json: bool) -> int:
     """Print the table (or JSON lines) once, or every `watch_s` seconds until Ctrl-C."""
     from bigmodel.config import ConfigError
 
-    if watch_s is not None and watch_s <= 0:
-        raise ConfigError(f"--watch takes a positive number of seconds, got {watch_s}")
+    if watch_s is not None and not MIN_WATCH_S <= watch_s <= MAX_WATCH_S:  # also NaN; time.sleep refuses NaN and overflows on inf
+        raise ConfigError(f"--watch takes a positive number of seconds, from {MIN_WATCH_S} (watch(1)'s floor) to {MAX_WATCH_S:,} (a day), got {watch_s}")
     if not Path(directory).is_dir():
         raise ConfigError(f"{directory} is not a directory: pass the --workdir of a sweep")
     if not (Path(directory) / registry.REGISTRY_FILE).is_file():
