@@ -145,3 +145,22 @@ def test_the_main_jobs_method_covers_alpha_beta_and_the_held_out_run():
     coverage = {row["interval"]: row["coverage"] for row in report["coverage"]}
     for name in ("alpha", "beta", "held-out mean: mean_interval", "held-out run: prediction_interval"):
         assert coverage[name] >= 0.88, coverage
+
+
+def test_approach_2s_truth_is_the_laws_allocation_slope_on_the_runs_own_flops():
+    # on runs whose FLOPs are exactly 6ND the slope is the law's own a = β/(α+β); on real FLOPs
+    # (a per-token cost with an N-free part) it is not, and Approach 2 measures along those
+    from bigmodel.scaling.calibrate_design import build_points
+
+    law = {"E": 0.5, "A": 6.0, "B": 27.0, "alpha": 0.25, "beta": 0.22}
+    params = np.repeat([1e5, 3e5, 1e6, 3e6], 3)
+    tokens = np.tile([1e7, 3e7, 1e8], 4)
+    budgets = np.repeat([1e13, 1e14, 1e15], 4)[np.argsort(np.argsort(params * tokens))]
+    for per_token, expected_a in ((lambda n: 6 * n, 0.22 / 0.47), (lambda n: 6 * n + 2e6, None)):
+        d = budgets / per_token(params)
+        points = build_points({"non_embedding_params": params, "tokens": d, "flops": budgets, "loss": np.ones(12)}, "loss", (), ("",) * 12)
+        truth = calibrate.isoflop_truth(law, points)
+        if expected_a is None:
+            assert truth["a"] < 0.22 / 0.47 - 0.02  # a per-token cost that N does not pay for: more of C goes to D
+        else:
+            assert truth["a"] == pytest.approx(expected_a, abs=2e-3) and truth["b"] == pytest.approx(1 - expected_a, abs=2e-3)

@@ -39,7 +39,9 @@ from bigmodel.scaling import calibrate_design
 from bigmodel.scaling.calibrate_design import Design, build_points
 from bigmodel.scaling.fit import _chinchilla_parameters, check_options, fit_points
 from bigmodel.scaling.holdout import held_out_mask, holdout_rows
+from bigmodel.scaling.allocation import allocation_at, flops_per_token_line
 from bigmodel.scaling.laws import chinchilla_loss
+from bigmodel.scaling.registry import group_budgets
 from bigmodel.scaling.noise import DEFAULT_METHOD
 
 LAWS = ("chinchilla", "isoflop")  # what a calibration fits; the truth is always a Chinchilla law
@@ -157,6 +159,21 @@ def _noise_free_values(plan: Plan) -> dict:
     return {key: float(value) for key, value in result.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
+def isoflop_truth(law: dict, points) -> dict:
+    """Approach 2's a and b as the true law has them on the design: the slopes, in log–log over the
+    design's budgets, of the law's compute-optimal N and D at each budget on the runs' own FLOPs
+    per token (`allocation.allocation_at`), the basis Approach 2 measures along. {} without FLOPs."""
+    line = flops_per_token_line(points.non_embedding_params, points.tokens, points.flops)
+    labels = group_budgets(points.flops)
+    budgets = [float(np.exp(np.mean(np.log(points.flops[labels == label])))) for label in np.unique(labels[labels >= 0])]
+    if line is None or len(budgets) < 2:
+        return {}
+    optima = [allocation_at(law, budget, line) for budget in budgets]
+    slope = {key: float(np.polyfit(np.log(budgets), np.log([optimum[column] for optimum in optima]), 1)[0])
+             for key, column in (("a", "n_opt"), ("b", "d_opt"))}
+    return slope
+
+
 def law_truth(plan: Plan) -> tuple[dict, dict]:
     """The true value of every number the law defines, and its source. The allocation at the budget
     is taken from the fit of the noise-free design where that fit recovers the law (α and β within
@@ -164,6 +181,10 @@ def law_truth(plan: Plan) -> tuple[dict, dict]:
     budget = plan.settings.budget
     truth = true_values(plan.law, None)
     sources = dict.fromkeys(truth, "law")
+    if plan.settings.law == "isoflop":  # the 6ND exponents are not what Approach 2 estimates on real FLOPs
+        slopes = isoflop_truth(plan.law, plan.design.select(plan.fitted).points)
+        truth.update(slopes)
+        sources.update(dict.fromkeys(slopes, "law (runs' FLOPs)"))
     allocation = {key: value for key, value in true_values(plan.law, budget).items() if key not in truth}
     if not allocation:
         return truth, sources
@@ -335,10 +356,12 @@ def format_table(report: dict) -> str:
     """The coverage table as text: interval, coverage ± SE, median width, the true value."""
     lines = [f"{'interval':<34} {'coverage ± SE':>15} {'median width':>13} {'truth':>11}  (of {report['studies']} studies)"]
     for row in report["coverage"]:
-        truth = f"{row['median_truth']:.4g}" + {"noise-free fit": "*", "law (C = 6ND)": "†"}.get(row["truth"], "")
+        truth = f"{row['median_truth']:.4g}" + {"noise-free fit": "*", "law (C = 6ND)": "†", "law (runs' FLOPs)": "‡"}.get(row["truth"], "")
         lines.append(f"{row['interval']:<34} {row['coverage']:>7.3f} ± {row['se']:.3f} {row['median_width']:>13.4g} {truth:>11}")
     if any(row["truth"] == "noise-free fit" for row in report["coverage"]):
         lines.append("* no true value in the law: compared with the fit of the noise-free design")
+    if any(row["truth"] == "law (runs' FLOPs)" for row in report["coverage"]):
+        lines.append("‡ the true law's allocation slope over the design's budgets on the runs' FLOPs per token (what Approach 2 measures)")
     if any(row["truth"] == "law (C = 6ND)" for row in report["coverage"]):
         lines.append("† the noise-free fit did not recover the law: the true allocation is taken under C = 6ND")
     if report["failed_studies"]:
