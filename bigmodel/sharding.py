@@ -38,8 +38,14 @@ def hybrid_devices(shape: dict[str, int], n_dcn: int, devices) -> np.ndarray:
 
 
 def logical_rules(config) -> tuple[tuple[str, object], ...]:
-    """`config.sharding.rules` as the tuple-of-pairs flax expects."""
-    return tuple((logical, tuple(axes) if isinstance(axes, list) else axes) for logical, axes in config.sharding.rules)
+    """`config.sharding.rules` as the tuple-of-pairs flax expects. Rules written before keys and
+    values had their own axis (`kv_heads`, for grouped-query attention) split them as `heads`,
+    as those runs did."""
+    rules = tuple((logical, tuple(axes) if isinstance(axes, list) else axes) for logical, axes in config.sharding.rules)
+    names = [logical for logical, _ in rules]
+    if "kv_heads" not in names and "heads" in names:
+        rules += (("kv_heads", rules[names.index("heads")][1]),)
+    return rules
 
 
 def tree_shardings(abstract_boxed_tree, mesh: Mesh, rules):

@@ -23,6 +23,10 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.model.max_seq_len = 1024  # upper bound for data.seq_len; sizes learned positions
     config.model.positions = "rope"  # rope | learned
     config.model.tie_embeddings = False
+    # gelu: GPT's MLP | swiglu: Llama's gated one (configs/llama.py). d_ff=0 takes the block's usual
+    # width: 4·d_model for gelu, 8/3·d_model rounded up to a multiple of 128 (of 32 below d_model 512)
+    config.model.mlp = "gelu"
+    config.model.n_kv_heads = 0  # key/value heads (grouped-query attention; must divide n_heads); 0: n_heads
     # auto: bfloat16 on GPU/TPU, float32 on CPU | float32 | bfloat16 | float16. Params, optimizer
     # state, softmax and loss stay float32; "auto" stays "auto" in config.json and summary.json
     # records what it resolved to, so a run may resume on another platform.
@@ -99,6 +103,7 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
         ("batch", ("data", "fsdp")),
         ("embed", "fsdp"),
         ("heads", "tensor"),
+        ("kv_heads", "tensor"),  # keys and values: n_kv_heads (GQA) or n_heads
         ("mlp", "tensor"),
         ("vocab", "tensor"),
         ("kv", None),

@@ -61,7 +61,8 @@ def _initialised_counts(model: ModelConfig) -> dict[str, int]:
 @pytest.mark.parametrize(
     "preset,overrides",
     [("L1", {}), ("L3", {}), ("L2", {"model.tie_embeddings": True}), ("L2", {"model.positions": "learned"}),
-     ("L2", {"model.d_ff": 100, "model.n_heads": 4}), ("L2", {"data.vocab_size": 1000})],
+     ("L2", {"model.d_ff": 100, "model.n_heads": 4}), ("L2", {"data.vocab_size": 1000}),
+     ("L4", {"model.mlp": "swiglu", "model.n_kv_heads": 2, "model.d_ff": 0}), ("L2", {"model.mlp": "swiglu", "model.n_kv_heads": 1})],
 )
 def test_parameter_count_equals_the_formula(preset, overrides):
     model = model_config(_config(preset, **overrides))
@@ -88,15 +89,25 @@ def test_model_config_carries_every_model_key_and_the_vocabulary():
         "model.remat": "dots", "model.attention": "cudnn", "model.max_seq_len": 512, "data.vocab_size": 4096,
         "model.scan_layers": False, "model.loss_chunk_tokens": 4096,
         "model.parametrization": "mup", "model.mup_base_width": 128, "model.mup_base_head_dim": 16,
+        "model.mlp": "swiglu", "model.n_kv_heads": 1,
     }
     config = _config("L3", **overrides)
     assert dataclasses.asdict(model_config(config)) == {
         "d_model": 96, "n_layers": 3, "n_heads": 3, "d_ff": 384, "vocab_size": 4096, "max_seq_len": 512,
         "positions": "learned", "tie_embeddings": True, "dropout": 0.1, "dtype": "bfloat16", "remat": "dots",
         "attention": "cudnn", "scan_layers": False, "loss_chunk_tokens": 4096,
-        "parametrization": "mup", "mup_base_width": 128, "mup_base_head_dim": 16,
+        "parametrization": "mup", "mup_base_width": 128, "mup_base_head_dim": 16, "mlp": "swiglu", "n_kv_heads": 1,
     }
-    assert model_config(config).head_dim == 32
+    assert model_config(config).head_dim == 32 and model_config(config).kv_groups == 3
+
+
+@pytest.mark.parametrize("mlp,d_model,d_ff", [("gelu", 64, 256), ("swiglu", 32, 96), ("swiglu", 64, 192), ("swiglu", 256, 704),
+                                              ("swiglu", 512, 1408), ("swiglu", 768, 2048), ("swiglu", 4096, 11008)])
+def test_d_ff_zero_is_the_blocks_usual_width(mlp, d_model, d_ff):
+    # SwiGLU: 8/3·d_model rounded up to a multiple of 128 from d_model 512 (4096 → Llama-7B's 11008), of 32 below.
+    model = ModelConfig(d_model=d_model, n_layers=1, n_heads=1, d_ff=0, vocab_size=256, mlp=mlp)
+    assert model.d_ff == d_ff and model.n_kv_heads == 1
+    assert model == ModelConfig(d_model=d_model, n_layers=1, n_heads=1, d_ff=d_ff, vocab_size=256, mlp=mlp, n_kv_heads=1)
 
 
 def test_model_config_defaults_are_the_lm_config_defaults():
