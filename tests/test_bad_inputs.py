@@ -146,6 +146,9 @@ ROWS = [
     Row("plot: sweep directory without runs.csv", "has no runs.csv", lambda t, d: ["plot", str(_write(t / "sweep" / "x.txt", "").parent), "--out", str(t / "plots")]),
     Row("status: directory without runs.csv", "has no runs.csv: pass the --workdir of a sweep", lambda t, d: ["status", str(_write(t / "sweep" / "x.txt", "").parent)]),
     Row("status: --watch 0", "--watch takes a positive number of seconds", lambda t, d: ["status", str(t), "--watch", "0"]),
+    Row("key/value heads that do not divide the heads", "n_kv_heads=3 does not divide n_heads=2", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.model.n_kv_heads=3"]),
+    Row("unknown MLP", "config.model.mlp must be one of gelu, swiglu, got 'relu'", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.model.mlp=relu"]),
+    Row("export --format hf onto a file", "is a file: --format hf writes a directory", lambda t, d: ["export", "--workdir", str(t), "--format", "hf", "--out", str(_write(t / "model.bin", "x"))]),
 ]
 
 
