@@ -121,6 +121,49 @@ def test_hf_export_is_the_same_model_in_transformers(block, architecture, llama_
     assert tokenizer.decode(generated) == bigmodel_greedy_text(run, capsys, 12)
 
 
+def test_random_weights_with_mup_factors_compute_the_same_in_transformers(tmp_path, monkeypatch):
+    # Random weights of std 0.3 (not a run's near-init ones, whose attention is almost uniform):
+    # every matrix's layout shows. muP's attention scale √h_b/h (h_b 16, h 32) and readout 1/m
+    # (m = 64/32) have no config key in transformers: the export puts them in q_proj and lm_head.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from flax import traverse_util
+    from safetensors.numpy import save_file
+
+    from bigmodel.inference import hf_export
+    from bigmodel.inference.decoding import generate_tokens
+    from bigmodel.inference.sampling import Sampling
+    from bigmodel.model import ModelConfig, Transformer
+
+    model = ModelConfig(d_model=64, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=0, mlp="swiglu", vocab_size=256,
+                        parametrization="mup", mup_base_width=32, mup_base_head_dim=16)
+    shapes = nn_unboxed_shapes(Transformer(model))
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(lambda shape: rng.normal(1.0 if len(shape.shape) == 1 else 0.0, 0.3, shape.shape).astype(np.float32), shapes)
+    save_file(hf_export.hf_tensors(traverse_util.flatten_dict(params, sep="/"), model), tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    for name, text in hf_export.hf_files(model, "float32").items():
+        (tmp_path / name).write_text(text)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    with torch.no_grad():
+        their_logits = theirs(torch.tensor(TOKENS)).logits.numpy()
+    ours = np.asarray(jax.jit(Transformer(model).apply)({"params": params}, jnp.asarray(TOKENS, jnp.int32)))
+    np.testing.assert_allclose(their_logits, ours, atol=1e-4, rtol=0)
+    assert np.std(ours) > 0.1  # not a flat distribution that anything would match
+    # Greedy decoding with bigmodel's KV cache and with transformers' draws the same tokens.
+    prompt = TOKENS[0, :5].tolist()
+    ids = generate_tokens(Transformer(model), params, [prompt], 16, Sampling(temperature=0), seed=0).tokens[0]
+    their_ids = theirs.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False)[0, 5:].tolist()
+    assert their_ids == ids and len(set(ids)) > 2
+
+
+def nn_unboxed_shapes(module):
+    import flax.linen as nn
+
+    return nn.unbox(jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+
+
 def test_hf_export_refuses_what_transformers_cannot_compute_alike(tiny_run, tmp_path, capsys):
     run = shutil.copytree(tiny_run, tmp_path / "learned")
     saved = json.loads((run / "config.json").read_text())

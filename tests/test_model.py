@@ -69,11 +69,13 @@ def test_parameter_count_equals_the_formula(preset, overrides):
     assert _initialised_counts(model) == param_counts(model)
 
 
-@pytest.mark.parametrize("preset,vocab_size", [("L1", 256), ("L6", 1000), ("L12", 32_000)])
-def test_presets_table_counts_what_flax_initialises(preset, vocab_size):
-    row = next(line.split() for line in presets_table(vocab_size, 256) if line.split()[0] == preset)
-    printed_params, printed_non_embedding = (int(field.replace(",", "")) for field in row[5:7])
-    counts = _initialised_counts(preset_model(preset, vocab_size))
+@pytest.mark.parametrize("preset,vocab_size,family", [("L1", 256, "lm"), ("L6", 1000, "lm"), ("L12", 32_000, "lm"),
+                                                      ("L6", 1000, "llama"), ("L8", 256, "llama")])
+def test_presets_table_counts_what_flax_initialises(preset, vocab_size, family):
+    row = next(line.split() for line in presets_table(vocab_size, 256, family) if line.split()[0] == preset)
+    columns = slice(6, 8) if family == "llama" else slice(5, 7)  # llama's table has a kv_heads column
+    printed_params, printed_non_embedding = (int(field.replace(",", "")) for field in row[columns])
+    counts = _initialised_counts(preset_model(preset, vocab_size, family))
     assert (printed_params, printed_non_embedding) == (counts["params"], counts["non_embedding_params"])
 
 
@@ -139,6 +141,14 @@ def test_run_stats_of_a_run_config(preset, overrides, expected):
     spec = "configs/lm.py" if preset is None else f"configs/lm.py:{preset}"
     config = load_config(spec, {key: str(value) for key, value in overrides.items()})
     assert run_stats(config) == {**expected, "flops_formula": FLOPS_FORMULA}
+
+
+def test_llama_presets_are_the_same_ladder_with_swiglu_and_grouped_heads():
+    for name in PRESETS:
+        lm, llama = preset_model(name, 256), preset_model(name, 256, "llama")
+        assert (llama.d_model, llama.n_layers, llama.n_heads, llama.mlp) == (lm.d_model, lm.n_layers, lm.n_heads, "swiglu")
+        assert llama.n_heads // llama.n_kv_heads == next((g for g in (4, 2) if lm.n_heads % g == 0), 1)
+    assert model_config(load_config("configs/llama.py:L8"), platform="cpu") == preset_model("L8", 256, "llama")
 
 
 def test_presets_are_one_family_spanning_10k_to_1b():

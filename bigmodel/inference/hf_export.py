@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 from bigmodel import mup
 from bigmodel.config import ConfigError
 from bigmodel.model_config import ModelConfig
@@ -96,7 +98,9 @@ def hf_tensors(flat: dict, model: ModelConfig) -> dict:
         tensors[prefix + "self_attn.o_proj.weight"] = stacked("attention/out/kernel").reshape(-1, d_model).T  # [heads, head_dim, d_model]
         for name in mlp_matrices:
             tensors[prefix + f"mlp.{name}_proj.weight"] = stacked(f"mlp/{name}/kernel").T
-    return tensors
+    # Contiguous: safetensors writes an array's memory as it lies, so a transposed view would be
+    # read back untransposed.
+    return {name: np.ascontiguousarray(tensor) for name, tensor in tensors.items()}
 
 
 def byte_to_unicode() -> dict[int, str]:
