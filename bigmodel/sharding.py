@@ -38,9 +38,10 @@ def hybrid_devices(shape: dict[str, int], n_dcn: int, devices) -> np.ndarray:
 
 
 def logical_rules(config) -> tuple[tuple[str, object], ...]:
-    """`config.sharding.rules` as the tuple-of-pairs flax expects. Rules written before keys and
-    values had their own axis (`kv_heads`, for grouped-query attention) split them as `heads`,
-    as those runs did."""
+    """`config.sharding.rules` as the tuple-of-pairs flax expects. Keys and values (logical axis
+    `kv_heads`: n_kv_heads heads under grouped-query attention) are split as `heads` unless a
+    rule of their own says otherwise: configs/lm.py's rules stay those runs saved before the
+    axis existed, so they resume with the config they were written with."""
     rules = tuple((logical, tuple(axes) if isinstance(axes, list) else axes) for logical, axes in config.sharding.rules)
     names = [logical for logical, _ in rules]
     if "kv_heads" not in names and "heads" in names:

@@ -97,13 +97,13 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     # many TPU slices or GPU hosts (the slow network, DCN); fsdp, tensor and the rest of data stay
     # inside one (ICI / NVLink). It must equal the number of slices (hosts: jax processes).
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "dcn_data": 1})
-    # Logical axis → mesh axes. Data, not code: change the parallelism here.
+    # Logical axis → mesh axes. Data, not code: change the parallelism here. Keys and values
+    # (`kv_heads`: n_kv_heads heads) follow `heads` unless a rule of their own says otherwise.
     config.sharding = ml_collections.ConfigDict()
     config.sharding.rules = (
         ("batch", ("data", "fsdp")),
         ("embed", "fsdp"),
         ("heads", "tensor"),
-        ("kv_heads", "tensor"),  # keys and values: n_kv_heads (GQA) or n_heads
         ("mlp", "tensor"),
         ("vocab", "tensor"),
         ("kv", None),

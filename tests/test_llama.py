@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bigmodel.cli import main
-from bigmodel.config import from_json, load_config
+from bigmodel.config import ConfigError, from_json, load_config, to_json
 from bigmodel.restore import open_for_use, restore_params
 from bigmodel.sharding import logical_rules
 
@@ -63,13 +63,19 @@ def test_a_llama_run_trains_and_resumes_to_the_same_losses(llama_run):
     assert summary["params"] == summary["non_embedding_params"] + 2 * 256 * 64
 
 
-def test_configs_saved_before_the_llama_keys_read_as_the_gpt_block():
-    saved = json.loads(json.dumps(load_config("configs/lm.py:L2").to_dict()))
+def test_configs_saved_before_the_llama_keys_read_as_the_gpt_block_and_resume(tmp_path):
+    from bigmodel import workdir
+
+    config = load_config("configs/lm.py:L2")
+    saved = json.loads(to_json(config))
     del saved["model"]["mlp"], saved["model"]["n_kv_heads"]
-    saved["sharding"]["rules"] = [rule for rule in saved["sharding"]["rules"] if rule[0] != "kv_heads"]
-    config = from_json(json.dumps(saved))
-    assert (config.model.mlp, config.model.n_kv_heads) == ("gelu", 0)
-    assert dict(logical_rules(config))["kv_heads"] == dict(logical_rules(config))["heads"] == "tensor"  # split as before
+    old = from_json(json.dumps(saved))
+    assert (old.model.mlp, old.model.n_kv_heads) == ("gelu", 0)
+    assert dict(logical_rules(old))["kv_heads"] == dict(logical_rules(old))["heads"] == "tensor"  # split as heads
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    workdir.check(config, tmp_path)  # today's lm.py resumes such a run: no "different config"
+    with pytest.raises(ConfigError, match="model.mlp"):
+        workdir.check(load_config("configs/lm.py:L2", {"model.mlp": "swiglu"}), tmp_path)
 
 
 def copy_as_saved_before_the_llama_keys(run: Path, destination: Path) -> Path:
@@ -77,7 +83,6 @@ def copy_as_saved_before_the_llama_keys(run: Path, destination: Path) -> Path:
     shutil.copytree(run, destination)
     saved = json.loads((destination / "config.json").read_text())
     del saved["model"]["mlp"], saved["model"]["n_kv_heads"]
-    saved["sharding"]["rules"] = [rule for rule in saved["sharding"]["rules"] if rule[0] != "kv_heads"]
     (destination / "config.json").write_text(json.dumps(saved))
     return destination
 
