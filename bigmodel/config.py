@@ -119,7 +119,6 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 CHOICES = {
     "model.positions": ("rope", "learned"),
-    "model.mlp": MLPS,
     "model.dtype": (AUTO, *DTYPES),
     "model.remat": REMAT_NAMES,
     "model.attention": (AUTO, *ATTENTIONS),
@@ -240,18 +239,22 @@ def check_parametrization(model) -> None:
 def block_widths(model) -> tuple[int, int]:
     """(d_ff, n_kv_heads) as the model builds them: 0 resolved to the block's usual width and to
     n_heads (`ModelConfig`)."""
-    return model.d_ff or default_d_ff(model.mlp, model.d_model), model.n_kv_heads or model.n_heads
+    return model.d_ff or default_d_ff(model.get("mlp", "gelu"), model.d_model), model.get("n_kv_heads", 0) or model.n_heads
 
 
 def check_block(model) -> None:
-    """`model.d_ff` (0: the block's usual) and `model.n_kv_heads` (0: n_heads), which must divide
-    n_heads so that every key/value head serves a whole group of query heads."""
-    for key in ("d_ff", "n_kv_heads"):
-        value = model[key]
+    """`model.mlp`, `model.d_ff` (0: the block's usual) and `model.n_kv_heads` (0: n_heads), which
+    must divide n_heads so that every key/value head serves a whole group of query heads. A
+    config written before mlp and n_kv_heads existed has neither (GPT's block), so both are
+    optional here."""
+    if model.get("mlp", "gelu") not in MLPS:
+        raise ConfigError(f"config.model.mlp must be one of {', '.join(MLPS)}, got {model.mlp!r}")
+    n_kv_heads = model.get("n_kv_heads", 0)
+    for key, value in (("d_ff", model.d_ff), ("n_kv_heads", n_kv_heads)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"config.model.{key} must be a positive integer or 0 (the usual for this block), got {value!r}")
-    if model.n_kv_heads and model.n_heads % model.n_kv_heads:
-        raise ConfigError(f"config.model.n_kv_heads={model.n_kv_heads} does not divide n_heads={model.n_heads}: pick a divisor "
+    if n_kv_heads and model.n_heads % n_kv_heads:
+        raise ConfigError(f"config.model.n_kv_heads={n_kv_heads} does not divide n_heads={model.n_heads}: pick a divisor "
                           f"(1 = multi-query, {model.n_heads} = every head its own keys and values), or 0 for n_heads")
 
 

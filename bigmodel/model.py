@@ -3,8 +3,9 @@
 Pre-norm blocks written as the two residual lines they are, stacked with `nn.scan` (one
 compiled block at any depth, or unrolled with `scan_layers=False`), rotary or learned
 positions, an untied or tied LM head. The block is GPT's (`mlp="gelu"`, every head its own keys
-and values) or Llama's (`mlp="swiglu"`, and `n_kv_heads` < n_heads for grouped-query attention). Parameters are float32; `dtype` is the compute dtype; the
-LM head runs in it with float32 accumulation; logits, softmax and the loss are float32.
+and values) or Llama's (`mlp="swiglu"`, and `n_kv_heads` < n_heads for grouped-query attention).
+Parameters are float32; `dtype` is the compute dtype; the LM head runs in it with float32
+accumulation; logits, softmax and the loss are float32.
 Given a `KVCache`, the same parameters decode: new tokens attend to the cached ones and to each
 other, and come back with their keys and values for the cache (`bigmodel.inference.decoding` runs the loop).
 `config` is a `ModelConfig` (`bigmodel.model_config`); `model_config(run_config)` builds one.

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bigmodel.cli import main
-from bigmodel.config import ConfigError, from_json, load_config, to_json
+from bigmodel.config import ConfigError, from_json, load_config, to_json, validate
 from bigmodel.restore import open_for_use, restore_params
 from bigmodel.sharding import logical_rules
 
@@ -74,6 +74,9 @@ def test_configs_saved_before_the_llama_keys_read_as_the_gpt_block_and_resume(tm
     assert dict(logical_rules(old))["kv_heads"] == dict(logical_rules(old))["heads"] == "tensor"  # split as heads
     (tmp_path / "config.json").write_text(json.dumps(saved))
     workdir.check(config, tmp_path)  # today's lm.py resumes such a run: no "different config"
+    bare = load_config("configs/lm.py:L2")  # a config file of one's own, written before the keys
+    del bare.model["mlp"], bare.model["n_kv_heads"]
+    validate(bare, 1)
     with pytest.raises(ConfigError, match="model.mlp"):
         workdir.check(load_config("configs/lm.py:L2", {"model.mlp": "swiglu"}), tmp_path)
 
