@@ -24,6 +24,7 @@ from bigmodel.data import prepare_command as prepare
 from bigmodel.finetune import command as finetune
 from bigmodel.inference import export, generate, serve
 from bigmodel.memory import TARGETS
+from bigmodel.presets import FAMILIES
 from bigmodel.scaling import calibrate_command, commands as scaling_commands, compare, recommend_command
 
 OVERRIDES_HELP = ("Any config key can be overridden with --config.group.key=value "
@@ -113,12 +114,14 @@ def run_plan(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 def add_presets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab_size", type=positive_int, default=256)
     parser.add_argument("--seq_len", type=positive_int, default=256)
+    parser.add_argument("--family", choices=FAMILIES, default="lm",
+                        help="lm: the GPT-style block of configs/lm.py; llama: SwiGLU and grouped-query attention (configs/llama.py)")
 
 
 def run_presets(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from bigmodel.presets import presets_table
 
-    print("\n".join(presets_table(args.vocab_size, args.seq_len)))
+    print("\n".join(presets_table(args.vocab_size, args.seq_len, args.family)))
     return exit_codes.OK
 
 

@@ -17,7 +17,7 @@ import ml_collections
 
 from bigmodel.arguments import MAX_SEED, is_seed
 from bigmodel.exit_codes import ConfigError  # re-exported: `from bigmodel.config import ConfigError` keeps working
-from bigmodel.model_config import ATTENTIONS, AUTO, DTYPES, REMAT_NAMES, compute_dtype, cudnn_problem, current_platform
+from bigmodel.model_config import ATTENTIONS, AUTO, DTYPES, MLPS, REMAT_NAMES, compute_dtype, cudnn_problem, current_platform, default_d_ff
 from bigmodel.mup import PARAMETRIZATIONS, implicit_base_head_dim_problem
 
 
@@ -133,7 +133,7 @@ CHOICES = {
     "optim.decay_shape": ("linear", "1-sqrt"),
 }
 POSITIVE_INTS = (
-    "model.d_model", "model.n_layers", "model.n_heads", "model.d_ff", "model.max_seq_len",
+    "model.d_model", "model.n_layers", "model.n_heads", "model.max_seq_len",
     "data.seq_len", "data.vocab_size", "train.steps", "train.batch_size", "train.grad_accum",
     "train.log_every", "checkpoint.every_steps", "checkpoint.keep", "eval.every_steps", "eval.batches",
 )
@@ -247,6 +247,28 @@ def check_seed(seed) -> None:
         raise ConfigError(f"config.seed must be a whole number from 0 to {MAX_SEED} (JAX keeps 32 bits of it), got {seed!r}")
 
 
+def block_widths(model) -> tuple[int, int]:
+    """(d_ff, n_kv_heads) as the model builds them: 0 resolved to the block's usual width and to
+    n_heads (`ModelConfig`)."""
+    return model.d_ff or default_d_ff(model.get("mlp", "gelu"), model.d_model), model.get("n_kv_heads", 0) or model.n_heads
+
+
+def check_block(model) -> None:
+    """`model.mlp`, `model.d_ff` (0: the block's usual) and `model.n_kv_heads` (0: n_heads), which
+    must divide n_heads so that every key/value head serves a whole group of query heads. A
+    config written before mlp and n_kv_heads existed has neither (GPT's block), so both are
+    optional here."""
+    if model.get("mlp", "gelu") not in MLPS:
+        raise ConfigError(f"config.model.mlp must be one of {', '.join(MLPS)}, got {model.mlp!r}")
+    n_kv_heads = model.get("n_kv_heads", 0)
+    for key, value in (("d_ff", model.d_ff), ("n_kv_heads", n_kv_heads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"config.model.{key} must be a positive integer or 0 (the usual for this block), got {value!r}")
+    if n_kv_heads and model.n_heads % n_kv_heads:
+        raise ConfigError(f"config.model.n_kv_heads={n_kv_heads} does not divide n_heads={model.n_heads}: pick a divisor "
+                          f"(1 = multi-query, {model.n_heads} = every head its own keys and values), or 0 for n_heads")
+
+
 def check_optim(optim, steps: int) -> None:
     """The optimizer group's ranges, for a training run and a fine-tuning run alike."""
     if not (optim.lr > 0 and math.isfinite(optim.lr)):
@@ -354,6 +376,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
     if isinstance(model.loss_chunk_tokens, bool) or not isinstance(model.loss_chunk_tokens, int) or model.loss_chunk_tokens < 0:
         raise ConfigError(f"config.model.loss_chunk_tokens must be 0 (off) or a positive number of tokens, got {model.loss_chunk_tokens!r}")
     check_attention(model, platform, device_kind)
+    check_block(model)
     check_parametrization(model)
     check_data(data)
     check_optim(optim, train.steps)
@@ -371,8 +394,9 @@ def validate(config: ml_collections.ConfigDict, n_devices: int, n_processes: int
             f"micro-batch batch_size/grad_accum={micro_batch} must be divisible by mesh data*fsdp={batch_shards} "
             f"and by the {n_processes} processes: change train.batch_size or the mesh"
         )
+    d_ff, n_kv_heads = block_widths(model)
     for axis in ("tensor",):
-        for name, size in (("n_heads", model.n_heads), ("d_ff", model.d_ff), ("vocab_size", data.vocab_size)):
+        for name, size in (("n_heads", model.n_heads), ("n_kv_heads", n_kv_heads), ("d_ff", d_ff), ("vocab_size", data.vocab_size)):
             if size % mesh[axis]:
                 raise ConfigError(f"config.model/data {name}={size} is not divisible by mesh.{axis}={mesh[axis]}")
     if model.d_model % mesh["fsdp"]:
@@ -392,7 +416,8 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 # (what those runs computed), so older runs still resume, evaluate and branch.
 LATER_KEYS = {"optim.decay_shape": "linear", "train.init_from": "", "train.init_step": 0,
               "checkpoint.schedule": "rolling", "checkpoint.keep_steps": (),
-              "model.parametrization": "sp", "model.mup_base_width": 64, "model.mup_base_head_dim": 0}
+              "model.parametrization": "sp", "model.mup_base_width": 64, "model.mup_base_head_dim": 0,
+              "model.mlp": "gelu", "model.n_kv_heads": 0}
 
 
 def with_later_keys(saved: dict) -> dict:

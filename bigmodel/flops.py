@@ -7,6 +7,8 @@ Counting convention (docs/configs.md, "Counting"):
   head matmul (d·V, whether or not it is tied: the multiply happens either way; Porian et al.
   2024 show that leaving it out bends small-scale exponents) and T = seq_len. Attention is
   counted in full (no halving for the causal mask) and recomputation is never counted.
+  Llama's block changes N only (SwiGLU's third matrix, GQA's narrower k and v): the score and
+  value matmuls stay n_heads·head_dim = d_model wide whatever n_kv_heads is.
 """
 
 from __future__ import annotations
@@ -66,9 +68,13 @@ DEVICE_KINDS = {
 }
 
 
-def layer_params(d_model: int, d_ff: int) -> int:
-    """One block: q, k, v, o projections, a two-matrix MLP, two RMSNorm scales (no biases)."""
-    return 4 * d_model * d_model + 2 * d_model * d_ff + 2 * d_model
+def layer_params(model: ModelConfig) -> int:
+    """One block: q and o projections (d_model × n_heads·head_dim each), k and v (d_model ×
+    n_kv_heads·head_dim each), the MLP's matrices (two for GELU, three for SwiGLU) and two RMSNorm
+    scales; no biases."""
+    query_width, kv_width = model.n_heads * model.head_dim, model.n_kv_heads * model.head_dim
+    mlp_matrices = 3 if model.mlp == "swiglu" else 2
+    return 2 * model.d_model * (query_width + kv_width) + mlp_matrices * model.d_model * model.d_ff + 2 * model.d_model
 
 
 def param_counts(model: ModelConfig) -> dict[str, int]:
@@ -76,7 +82,7 @@ def param_counts(model: ModelConfig) -> dict[str, int]:
     token_embedding = model.vocab_size * model.d_model
     position_embedding = model.max_seq_len * model.d_model if model.positions == "learned" else 0
     head = 0 if model.tie_embeddings else model.d_model * model.vocab_size
-    non_embedding = model.n_layers * layer_params(model.d_model, model.d_ff) + model.d_model  # + final norm
+    non_embedding = model.n_layers * layer_params(model) + model.d_model  # + final norm
     return {
         "params": token_embedding + position_embedding + non_embedding + head,
         "non_embedding_params": non_embedding,

@@ -2,8 +2,10 @@
 
 Pre-norm blocks written as the two residual lines they are, stacked with `nn.scan` (one
 compiled block at any depth, or unrolled with `scan_layers=False`), rotary or learned
-positions, an untied or tied LM head. Parameters are float32; `dtype` is the compute dtype; the
-LM head runs in it with float32 accumulation; logits, softmax and the loss are float32.
+positions, an untied or tied LM head. The block is GPT's (`mlp="gelu"`, every head its own keys
+and values) or Llama's (`mlp="swiglu"`, and `n_kv_heads` < n_heads for grouped-query attention).
+Parameters are float32; `dtype` is the compute dtype; the LM head runs in it with float32
+accumulation; logits, softmax and the loss are float32.
 Given a `KVCache`, the same parameters decode: new tokens attend to the cached ones and to each
 other, and come back with their keys and values for the cache (`bigmodel.inference.decoding` runs the loop).
 `config` is a `ModelConfig` (`bigmodel.model_config`); `model_config(run_config)` builds one.
@@ -17,7 +19,6 @@ from __future__ import annotations
 import functools
 import math
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,10 @@ import optax
 from jax.ad_checkpoint import checkpoint_name
 
 from bigmodel import mup
+# The attention arithmetic and the cache live in bigmodel.attention; re-exported for the callers
+# that import them from here (the decoding loop, tests, tools).
+from bigmodel.attention import (KVCache, NewTokens, cached_attention, causal_attention, causal_query_blocks,  # noqa: F401
+                                empty_cache, heads_major_attention, new_tokens, rotary)
 # model_config is re-exported: the trainer builds `Transformer(model_config(config))` from here.
 from bigmodel.model_config import ModelConfig, model_config  # noqa: F401
 
@@ -48,149 +53,11 @@ def _norm(name: str) -> nn.RMSNorm:
     return nn.RMSNorm(name=name, scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)))
 
 
-def rotary(x: jax.Array, positions: jax.Array | None = None) -> jax.Array:
-    """Rotary position embedding (RoFormer) of x: [batch, seq, heads, head_dim], at `positions`
-    [batch, seq] (each row's own, when decoding left-padded prompts) or 0, 1, ... seq-1."""
-    seq_len, head_dim = x.shape[1], x.shape[-1]
-    inverse_freq = 1.0 / (10_000 ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    if positions is None:  # training: every row at 0 .. seq-1 (one table, broadcast over rows)
-        angles = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inverse_freq[None, :]
-        cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
-    else:
-        angles = positions.astype(jnp.float32)[:, :, None] * inverse_freq[None, None, :]
-        cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
-    first, second = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    rotated = jnp.concatenate([first * cos - second * sin, first * sin + second * cos], axis=-1)
-    return rotated.astype(x.dtype)
-
-
 def _tokens_first(x: jax.Array) -> jax.Array:
     """[batch, seq, ...] → [batch·seq, ...]. XLA:CPU computes weight gradients about 2× faster
     when they contract over one token axis instead of two (measured: Dense 256→1024 on 16×256
     tokens, backward 67 ms → 32 ms); GPUs and TPUs see the same matmuls either way."""
     return x.reshape(-1, *x.shape[2:])
-
-
-def causal_query_blocks(seq_len: int) -> list[tuple[int, int]]:
-    """The query blocks [start, end) that `heads_major_attention` computes one at a time.
-
-    A block's queries attend to keys [0, end) only: the blocks of the causal mask's upper
-    triangle, all -inf, are never multiplied, which saves 1/4 of the score and value matmuls and
-    of the softmax at 2 blocks (seq 256), 3/8 at 4. Blocks of at least 128 queries, at most 4 of
-    them: smaller matmuls lose more to overheads than they skip (XLA:CPU, 2 cores, docs/benchmarks.md).
-    """
-    size = max(128, -(-seq_len // 4))
-    return [(start, min(start + size, seq_len)) for start in range(0, seq_len, size)]
-
-
-def heads_major_attention(query: jax.Array, key: jax.Array, value: jax.Array, scale: float | None = None) -> jax.Array:
-    """Causal softmax(q·kᵀ/√d)·v computed on [batch, heads, seq, head_dim] operands (`scale`
-    in place of 1/√d when given: muP's, `bigmodel.mup.attention_scale`).
-
-    The arithmetic of jax.nn.dot_product_attention's XLA path (float32 scores and softmax,
-    probabilities cast back to the compute dtype), laid out so XLA:CPU runs both batched matmuls
-    without relayouts inside them, with the scale applied to q (T× fewer multiplies than to the
-    scores), the mask added as a bias (its gradient is the identity; a select's is not), and
-    queries taken in `causal_query_blocks` so that fully masked key blocks are skipped. On CPU the
-    layout takes 25–35% off the XLA path's attention time (forward + backward), and the blocks a
-    further 22% at seq 256 and 46–50% at seq 512–1024 (docs/benchmarks.md).
-    """
-    query = query * jnp.asarray(query.shape[-1] ** -0.5 if scale is None else scale, query.dtype)
-    query, key, value = (array.swapaxes(1, 2) for array in (query, key, value))
-    contexts = []
-    for start, end in causal_query_blocks(query.shape[2]):
-        scores = jnp.einsum("bnqh,bnkh->bnqk", query[:, :, start:end], key[:, :, :end], preferred_element_type=jnp.float32)
-        visible = jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :]
-        probabilities = jax.nn.softmax(scores + jnp.where(visible, 0.0, -1e30).astype(jnp.float32), axis=-1)
-        contexts.append(jnp.einsum("bnqk,bnkh->bnqh", probabilities.astype(value.dtype), value[:, :, :end]))
-    return jnp.concatenate(contexts, axis=2).swapaxes(1, 2)
-
-
-def causal_attention(query: jax.Array, key: jax.Array, value: jax.Array, implementation: str, scale: float | None = None) -> jax.Array:
-    """[batch, seq, heads, head_dim] attention by the named implementation (`ATTENTIONS`), with
-    scores scaled by `scale` (None: 1/√head_dim)."""
-    if implementation == "heads_major":
-        return heads_major_attention(query, key, value, scale)
-    if implementation == "xla_recompute":
-        return jax.checkpoint(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True))(query, key, value)
-    # cuDNN's flash kernel skips the masked half given is_causal (a boolean mask would not).
-    kernel = "cudnn" if implementation == "cudnn" else None
-    return jax.nn.dot_product_attention(query, key, value, scale=scale, is_causal=True, implementation=kernel)
-
-
-@flax.struct.dataclass
-class KVCache:
-    """Every layer's keys and values of the tokens decoded so far, for a batch of prompts.
-
-    Prompts are left-padded so that all of them end at the same slot: one write index serves the
-    whole batch (one dynamic_update_slice per step, no per-row scatter), and the prefill's last
-    position holds every row's next-token logits. A token's position (rope angle or learned
-    embedding) is its slot minus its row's `start`, so padding shifts no row, and slots before
-    `start` are never attended to. Heads-major, as attention reads it: no transpose per step.
-    """
-
-    keys: jax.Array  # [layers, batch, heads, slots, head_dim] in the compute dtype
-    values: jax.Array
-    start: jax.Array  # [batch] int32: the slot of each row's first real token
-    index: jax.Array  # [] int32: slots before it hold tokens; the next token goes there
-
-    def append(self, keys: jax.Array, values: jax.Array) -> KVCache:
-        """The cache with new tokens' keys and values [layers, batch, heads, new, head_dim] (what
-        `Transformer` returns with a cache) written at `index`; in place inside a jitted loop.
-        Rows and heads are split as the activations are (batch over data, heads over tensor)."""
-        def write(stored, new):
-            written = jax.lax.dynamic_update_slice_in_dim(stored, new.astype(stored.dtype), self.index, axis=3)
-            return nn.with_logical_constraint(written, ("layers", "batch", "heads", "seq", "kv"))
-
-        return self.replace(keys=write(self.keys, keys), values=write(self.values, values), index=self.index + keys.shape[3])
-
-
-def empty_cache(config: ModelConfig, start: jax.Array, slots: int) -> KVCache:
-    """A cache of `slots` empty positions for rows whose first real token will be at `start`.
-    A prefill passes `slots=0`: its tokens attend only to each other, and it fills a cache of
-    the length it needs from what the model returns (`append`)."""
-    zeros = jnp.zeros((config.n_layers, start.shape[0], config.n_heads, slots, config.head_dim), config.dtype)
-    return KVCache(keys=zeros, values=zeros, start=start.astype(jnp.int32), index=jnp.zeros((), jnp.int32))
-
-
-@flax.struct.dataclass
-class NewTokens:
-    """Where one call's tokens sit, shared by every layer (broadcast through the layer scan)."""
-
-    positions: jax.Array  # [batch, new] each token's position in its own row
-    bias: jax.Array  # [batch, 1, new, slots + new] float32: 0 where a token may attend, -1e30 elsewhere
-
-
-def new_tokens(cache: KVCache, n_new: int) -> NewTokens:
-    """Positions and attention mask of `n_new` tokens at slots index, index+1, ...: a token sees
-    its row's cached slots (from `start` up to `index`) and the new tokens up to itself that are
-    not padding. A padding token sees nothing: its softmax is uniform and finite, and unused."""
-    slots = cache.index + jnp.arange(n_new)
-    all_slots = jnp.concatenate([jnp.arange(cache.keys.shape[3]), slots])[None, None, :]  # cached, then new
-    is_new = jnp.arange(all_slots.shape[-1]) >= cache.keys.shape[3]
-    written = (all_slots < cache.index) | (is_new & (all_slots <= slots[None, :, None]))
-    visible = written & (all_slots >= cache.start[:, None, None])
-    positions = jnp.maximum(slots[None, :] - cache.start[:, None], 0)
-    return NewTokens(positions=positions, bias=jnp.where(visible, 0.0, -1e30)[:, None])
-
-
-def cached_attention(query: jax.Array, key: jax.Array, value: jax.Array, cached_keys: jax.Array, cached_values: jax.Array,
-                     bias: jax.Array, scale: float | None = None) -> jax.Array:
-    """New tokens' queries, keys and values [batch, new, heads, head_dim] attending to the cached
-    slots [batch, heads, slots, head_dim] and to each other under `bias` (`NewTokens.bias`), with
-    heads_major_attention's arithmetic (scale on q, float32 scores and softmax). The cache is
-    only read; the caller writes the new keys and values once, after every layer has run. Plain
-    einsums: the XLA path on every device (cuDNN's kernel takes no per-row padding mask, and one
-    decoded token is a matrix-vector product anyway)."""
-    query = query * jnp.asarray(query.shape[-1] ** -0.5 if scale is None else scale, query.dtype)
-    query, key, value = (array.swapaxes(1, 2) for array in (query, key, value))
-    scores = jnp.concatenate([jnp.einsum("bnqh,bnkh->bnqk", query, keys, preferred_element_type=jnp.float32)
-                              for keys in (cached_keys, key)], axis=-1)
-    probabilities = jax.nn.softmax(scores + bias, axis=-1).astype(value.dtype)
-    n_cached = cached_keys.shape[2]
-    context = sum(jnp.einsum("bnqk,bnkh->bnqh", weights, values, preferred_element_type=jnp.float32)
-                  for weights, values in ((probabilities[..., :n_cached], cached_values), (probabilities[..., n_cached:], value)))
-    return context.astype(value.dtype).swapaxes(1, 2)
 
 
 class Projection(nn.Module):
@@ -218,8 +85,9 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, layer_cache: tuple | None = None, new: NewTokens | None = None):
         """(output, None): causal attention over x (training). With this layer's cached (keys,
-        values) [batch, heads, slots, head_dim]: x attends to them and to itself, and the second
-        output is x's own (keys, values) [batch, heads, new, head_dim], for the cache."""
+        values) [batch, kv_heads, slots, head_dim]: x attends to them and to itself, and the second
+        output is x's own (keys, values) [batch, kv_heads, new, head_dim], for the cache. Keys and
+        values have n_kv_heads heads (logical axis `kv_heads`), queries n_heads."""
         config = self.config
         batch, seq_len = x.shape[:2]
         head_dim = config.head_dim
@@ -227,12 +95,13 @@ class Attention(nn.Module):
         tokens = _tokens_first(x)
         scale = mup.attention_scale(config)  # None: 1/√head_dim
 
-        def project(name: str) -> jax.Array:
-            projected = Projection((config.d_model, config.n_heads, head_dim), ("embed", "heads", "kv"), mup.hidden_init_std(0.02, config),
+        def project(name: str, n_heads: int, heads_axis: str) -> jax.Array:
+            projected = Projection((config.d_model, n_heads, head_dim), ("embed", heads_axis, "kv"), mup.hidden_init_std(0.02, config),
                                    dtype, name=name)(tokens)
-            return checkpoint_name(projected.reshape(batch, seq_len, config.n_heads, head_dim), f"{name}_proj")
+            return checkpoint_name(projected.reshape(batch, seq_len, n_heads, head_dim), f"{name}_proj")
 
-        query, key, value = project("query"), project("key"), project("value")
+        query = project("query", config.n_heads, "heads")
+        key, value = project("key", config.n_kv_heads, "kv_heads"), project("value", config.n_kv_heads, "kv_heads")
         if layer_cache is None:
             if config.positions == "rope":
                 query, key = rotary(query), rotary(key)
@@ -251,27 +120,39 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
+    """GELU: down(gelu(up·x)). SwiGLU: down(silu(gate·x) ⊙ up·x). Either way [.., d_model] in and out."""
+
     config: ModelConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         config = self.config
         dtype = jnp.dtype(config.dtype)
-        up = nn.Dense(config.d_ff, use_bias=False, dtype=dtype, name="up", kernel_init=_dense_init(mup.hidden_init_std(0.02, config), ("embed", "mlp")))
-        down = nn.Dense(
-            config.d_model, use_bias=False, dtype=dtype, name="down",
-            kernel_init=_dense_init(mup.hidden_init_std(0.02 / math.sqrt(2 * config.n_layers), config), ("mlp", "embed")),
-        )
-        # GELU and the down projection under remat: the backward keeps only the up projection's
-        # output and recomputes the GELU from it. Autodiff of tanh-GELU otherwise saves five or six more
-        # [tokens, d_ff] intermediates per layer, which the layer scan stacks (320 of the benchmark
-        # model's 705 MiB of residuals); on a 2-core CPU a step is 7-15% faster, with
-        # bitwise-identical gradients (docs/benchmarks.md). prevent_cse stays on for unrolled layers.
-        return nn.remat(_gelu_down)(down, up(_tokens_first(x))).reshape(x.shape)
+
+        def dense(name: str, features: int, std: float, names: tuple[str, str]) -> nn.Dense:
+            return nn.Dense(features, use_bias=False, dtype=dtype, name=name, kernel_init=_dense_init(mup.hidden_init_std(std, config), names))
+
+        up = dense("up", config.d_ff, 0.02, ("embed", "mlp"))
+        down = dense("down", config.d_model, 0.02 / math.sqrt(2 * config.n_layers), ("mlp", "embed"))
+        tokens = _tokens_first(x)
+        # The activation and the down projection under remat: the backward keeps only the
+        # projections' outputs and recomputes the activation from them. Autodiff of tanh-GELU
+        # otherwise saves five or six more [tokens, d_ff] intermediates per layer, which the layer
+        # scan stacks (320 of the benchmark model's 705 MiB of residuals); on a 2-core CPU a step
+        # is 7-15% faster, with bitwise-identical gradients (docs/benchmarks.md). prevent_cse
+        # stays on for unrolled layers.
+        if config.mlp == "swiglu":
+            gate = dense("gate", config.d_ff, 0.02, ("embed", "mlp"))
+            return nn.remat(_swiglu_down)(down, gate(tokens), up(tokens)).reshape(x.shape)
+        return nn.remat(_gelu_down)(down, up(tokens)).reshape(x.shape)
 
 
 def _gelu_down(down: nn.Dense, pre_activation: jax.Array) -> jax.Array:
     return down(nn.with_logical_constraint(nn.gelu(pre_activation), ("batch", "mlp")))
+
+
+def _swiglu_down(down: nn.Dense, gate: jax.Array, up: jax.Array) -> jax.Array:
+    return down(nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "mlp")))
 
 
 class Block(nn.Module):

@@ -40,6 +40,15 @@ CUDNN_HEAD_DIM_MULTIPLE = 8
 PRE_AMPERE = re.compile(r"TESLA|QUADRO|\b(V100|T4|P100|P40|P4|K80|GTX|TITAN V)\b")
 HOPPER_OR_LATER = re.compile(r"\b(H100|H200|H800|H20|GH200|B100|B200|GB200|B300|GB300)\b")
 
+# The MLP of a block: "gelu" (GPT's: up, tanh-GELU, down) or "swiglu" (Llama's: down(silu(gate·x) ⊙ up·x)).
+MLPS = ("gelu", "swiglu")
+# d_ff = 0 asks for the block's usual hidden width: 4·d_model for GELU; for SwiGLU 8/3·d_model (the
+# same parameters as GELU's 4·d with two matrices), rounded up to a multiple of 128 (tensor-core
+# tiles) from d_model 512 on, of 32 below, where 128 would add up to half the width again
+# (d_model 64: 8/3·64 = 171 → 192, not 256).
+GELU_FF_MULT = 4
+SWIGLU_MULTIPLE, SMALL_SWIGLU_MULTIPLE, SMALL_WIDTH = 128, 32, 512
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -50,7 +59,10 @@ class ModelConfig:
     `dtype` and `attention` are always resolved here, never "auto" (see `resolve_compute`).
 
     d_model: residual width.  n_layers: blocks.  n_heads: attention heads (d_model / n_heads
-        is the head dimension).  d_ff: hidden width of the MLP.
+        is the head dimension).  d_ff: hidden width of the MLP (0: the block's usual, `default_d_ff`).
+    mlp: one of MLPS: "gelu" (GPT's two matrices) or "swiglu" (Llama's gate, up and down).
+    n_kv_heads: key/value heads (grouped-query attention: each serves n_heads/n_kv_heads query
+        heads; 1 is multi-query attention); 0 means n_heads, every head its own keys and values.
     vocab_size: tokenizer vocabulary; sizes the token embedding and the LM head.
     max_seq_len: longest sequence; sizes learned position embeddings (unused by rope).
     positions: "rope" (rotary, no parameters) or "learned".
@@ -88,10 +100,33 @@ class ModelConfig:
     parametrization: str = "sp"
     mup_base_width: int = 64
     mup_base_head_dim: int = 0
+    mlp: str = "gelu"
+    n_kv_heads: int = 0
+
+    def __post_init__(self):
+        # The two "0 = the usual" fields resolved once, so every reader sees concrete widths (and
+        # a config that spells the usual value out equals one that leaves it 0).
+        if not self.d_ff:
+            object.__setattr__(self, "d_ff", default_d_ff(self.mlp, self.d_model))
+        if not self.n_kv_heads:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def kv_groups(self) -> int:
+        """Query heads per key/value head (1: multi-head attention)."""
+        return self.n_heads // self.n_kv_heads
+
+
+def default_d_ff(mlp: str, d_model: int) -> int:
+    """The MLP hidden width `d_ff = 0` stands for (see MLPS above)."""
+    if mlp != "swiglu":
+        return GELU_FF_MULT * d_model
+    multiple = SWIGLU_MULTIPLE if d_model >= SMALL_WIDTH else SMALL_SWIGLU_MULTIPLE
+    return -(-8 * d_model // (3 * multiple)) * multiple
 
 
 def current_platform() -> tuple[str, str]:

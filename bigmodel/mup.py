@@ -4,13 +4,13 @@
 m = d_model / `model.mup_base_width`, chosen so that at m = 1 the model and its optimizer are
 standard parametrization (SP) exactly, and hyperparameters tuned there carry over:
 
-| parameters                              | init std       | Adam lr  | forward              |
-|-----------------------------------------|----------------|----------|----------------------|
-| hidden matrices (q, k, v, out, up, down)| SP's / √m      | lr / m   |                      |
-| token and position embeddings           | SP's (0.02)    | lr       |                      |
-| LM head (readout)                       | SP's (0.02)    | lr       | logits × 1/m         |
-| RMSNorm scales                          | 1              | lr       |                      |
-| attention                               |                |          | q·k × √h_b / h       |
+| parameters                                     | init std    | Adam lr | forward        |
+|------------------------------------------------|-------------|---------|----------------|
+| hidden matrices (q, k, v, out, gate, up, down) | SP's / √m   | lr / m  |                |
+| token and position embeddings                  | SP's (0.02) | lr      |                |
+| LM head (readout)                              | SP's (0.02) | lr      | logits × 1/m   |
+| RMSNorm scales                                 | 1           | lr      |                |
+| attention                                      |             |         | q·k × √h_b / h |
 
 Hidden init std ∝ 1/√fan_in (anchored at SP's 0.02 at the base width) and lr ∝ 1/fan_in keep
 each hidden matrix's update ΔW·x at Θ(1) per coordinate as width grows (Adam normalises the
@@ -19,8 +19,8 @@ The readout multiplier 1/m with a constant-std, constant-lr matrix is Table 3's 
 (init variance 1/fan_in², Adam lr 1/fan_in) written as MuReadout does: logits start at
 O(1/√width) and their updates stay O(1). Attention scores use 1/head_dim instead of
 1/√head_dim (q and k become correlated during training), times √h_b so that head_dim = h_b,
-the base model's head_dim, is SP's 1/√h_b. Every hidden dimension (d_ff, n_heads·head_dim) is
-taken to scale with d_model, as `shape_of` and the presets scale them.
+the base model's head_dim, is SP's 1/√h_b. Every hidden dimension (d_ff, n_heads·head_dim,
+n_kv_heads·head_dim) is taken to scale with d_model, as `shape_of` and the presets scale them.
 
 Weight decay is the same per step at every width: the decay is added after the per-group lr
 multiplier (`bigmodel.optim`), so a decayed matrix shrinks by lr(t)·weight_decay per step
@@ -101,7 +101,7 @@ def attention_scale(config: ModelConfig) -> float | None:
 
 def is_hidden(names: Sequence[str]) -> bool:
     """Whether a parameter at this path (its key names) is a hidden matrix: a kernel inside the
-    layer stack (attention q/k/v/out, MLP up/down). Embeddings, the LM head and norm scales
+    layer stack (attention q/k/v/out, MLP gate/up/down). Embeddings, the LM head and norm scales
     are not: their fan-in or fan-out stays finite as width grows. (A boxed parameter's path
     ends in its `.value`, so "kernel" is looked for anywhere in it.)"""
     return "layers" in names and "kernel" in names

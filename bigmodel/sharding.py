@@ -38,8 +38,15 @@ def hybrid_devices(shape: dict[str, int], n_dcn: int, devices) -> np.ndarray:
 
 
 def logical_rules(config) -> tuple[tuple[str, object], ...]:
-    """`config.sharding.rules` as the tuple-of-pairs flax expects."""
-    return tuple((logical, tuple(axes) if isinstance(axes, list) else axes) for logical, axes in config.sharding.rules)
+    """`config.sharding.rules` as the tuple-of-pairs flax expects. Keys and values (logical axis
+    `kv_heads`: n_kv_heads heads under grouped-query attention) are split as `heads` unless a
+    rule of their own says otherwise: configs/lm.py's rules stay those runs saved before the
+    axis existed, so they resume with the config they were written with."""
+    rules = tuple((logical, tuple(axes) if isinstance(axes, list) else axes) for logical, axes in config.sharding.rules)
+    names = [logical for logical, _ in rules]
+    if "kv_heads" not in names and "heads" in names:
+        rules += (("kv_heads", rules[names.index("heads")][1]),)
+    return rules
 
 
 def tree_shardings(abstract_boxed_tree, mesh: Mesh, rules):

@@ -23,6 +23,10 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     config.model.max_seq_len = 1024  # upper bound for data.seq_len; sizes learned positions
     config.model.positions = "rope"  # rope | learned
     config.model.tie_embeddings = False
+    # gelu: GPT's MLP | swiglu: Llama's gated one (configs/llama.py). d_ff=0 takes the block's usual
+    # width: 4·d_model for gelu, 8/3·d_model rounded up to a multiple of 128 (of 32 below d_model 512)
+    config.model.mlp = "gelu"
+    config.model.n_kv_heads = 0  # key/value heads (grouped-query attention; must divide n_heads); 0: n_heads
     # auto: bfloat16 on GPU/TPU, float32 on CPU | float32 | bfloat16 | float16. Params, optimizer
     # state, softmax and loss stay float32; "auto" stays "auto" in config.json and summary.json
     # records what it resolved to, so a run may resume on another platform.
@@ -96,7 +100,8 @@ def get_config(arg: str = "L4") -> ml_collections.ConfigDict:
     # many TPU slices or GPU hosts (the slow network, DCN); fsdp, tensor and the rest of data stay
     # inside one (ICI / NVLink). It must equal the number of slices (hosts: jax processes).
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "dcn_data": 1})
-    # Logical axis → mesh axes. Data, not code: change the parallelism here.
+    # Logical axis → mesh axes. Data, not code: change the parallelism here. Keys and values
+    # (`kv_heads`: n_kv_heads heads) follow `heads` unless a rule of their own says otherwise.
     config.sharding = ml_collections.ConfigDict()
     config.sharding.rules = (
         ("batch", ("data", "fsdp")),

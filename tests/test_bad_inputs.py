@@ -308,6 +308,9 @@ ROWS = [
     Row("calibrate --vary seeds=10^8", "--vary seeds needs whole numbers from 1 to 1,000", lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--vary", f"seeds={10**8}"]),
     Row("train --workdir that is not UTF-8", "argument --workdir: is not valid UTF-8 (character", lambda t, d: [*TRAIN, "--workdir", str(t / NOT_UTF8)]),
     Row("Study analysis with a billion bootstrap replicates", "bootstrap must be 0 or a number of replicates up to 1,000,000", lambda t, d: _dry_run(t, _study(t, analysis="{'bootstrap': 10**9}"))),
+    Row("key/value heads that do not divide the heads", "n_kv_heads=3 does not divide n_heads=2", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.model.n_kv_heads=3"]),
+    Row("unknown MLP", "config.model.mlp must be one of gelu, swiglu, got 'relu'", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.model.mlp=relu"]),
+    Row("export --format hf onto a file", "is a file: --format hf writes a directory", lambda t, d: ["export", "--workdir", str(t), "--format", "hf", "--out", str(_write(t / "model.bin", "x"))]),
 ]
 
 

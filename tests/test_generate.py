@@ -34,11 +34,16 @@ PROMPT_LENGTHS = (3, 9, 5)
 MAX_TOKENS = 8  # one shape for every model-level test: the module-level jits compile once per setting
 
 
+# Llama's block: SwiGLU, and 4 query heads sharing 2 key/value heads (the cache holds 2).
+LLAMA_BLOCK = (("model.mlp", "swiglu"), ("model.n_heads", "4"), ("model.n_kv_heads", "2"), ("model.d_ff", "0"))
+
+
 @functools.lru_cache
-def random_model(positions: str, dtype: str):
+def random_model(positions: str, dtype: str, block: tuple = ()):
     """An L2 model and random parameters: N(0, 0.02) weights, norm scales 1. Drawn with numpy on
     the shapes `init` would give, because compiling `init` costs seconds (10 s unjitted)."""
-    model = Transformer(model_config(load_config("configs/lm.py:L2", {"model.positions": positions, "model.dtype": dtype})))
+    overrides = {"model.positions": positions, "model.dtype": dtype, **dict(block)}
+    model = Transformer(model_config(load_config("configs/lm.py:L2", overrides)))
     shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
     rng = np.random.default_rng(0)
 
@@ -70,9 +75,10 @@ def right_padded(rows):
 
 
 # Both position kinds and both compute dtypes in two cases (each compiles prefill, decode and the full forward).
-@pytest.mark.parametrize("positions,dtype", [("rope", "float32"), pytest.param("learned", "bfloat16", marks=pytest.mark.slow)])
-def test_greedy_decoding_with_the_cache_is_the_full_forward_argmax_at_every_position(positions, dtype):
-    model, params = random_model(positions, dtype)
+@pytest.mark.parametrize("positions,dtype,block", [("rope", "float32", ()), pytest.param("learned", "bfloat16", (), marks=pytest.mark.slow),
+                                                   ("rope", "float32", LLAMA_BLOCK)])
+def test_greedy_decoding_with_the_cache_is_the_full_forward_argmax_at_every_position(positions, dtype, block):
+    model, params = random_model(positions, dtype, block)
     prompts = random_prompts()
     generated = generate_tokens(model, params, prompts, MAX_TOKENS, GREEDY, seed=0)
     assert [len(ids) for ids in generated.tokens] == [MAX_TOKENS] * 3 and generated.stopped == [False] * 3
@@ -80,6 +86,10 @@ def test_greedy_decoding_with_the_cache_is_the_full_forward_argmax_at_every_posi
     for row, (prompt, ids) in enumerate(zip(prompts, generated.tokens)):
         predicted = logits[row, len(prompt) - 1 : len(prompt) + len(ids) - 1].argmax(-1)
         assert predicted.tolist() == ids, f"row {row} (prompt of {len(prompt)} tokens)"
+    if block:  # the cache holds the key/value heads only
+        batch = left_pad(prompts)
+        state = decoding.prefill.trace(model, params, batch.tokens, batch.start, jax.random.key(0), MAX_TOKENS, GREEDY, ()).out_info
+        assert state.cache.keys.shape[:3] == (2, 3, 2)  # layers, rows, kv heads
 
 
 def test_left_pad_fills_the_batch_shards_with_whole_rows():

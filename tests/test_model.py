@@ -61,18 +61,21 @@ def _initialised_counts(model: ModelConfig) -> dict[str, int]:
 @pytest.mark.parametrize(
     "preset,overrides",
     [("L1", {}), ("L3", {}), ("L2", {"model.tie_embeddings": True}), ("L2", {"model.positions": "learned"}),
-     ("L2", {"model.d_ff": 100, "model.n_heads": 4}), ("L2", {"data.vocab_size": 1000})],
+     ("L2", {"model.d_ff": 100, "model.n_heads": 4}), ("L2", {"data.vocab_size": 1000}),
+     ("L4", {"model.mlp": "swiglu", "model.n_kv_heads": 2, "model.d_ff": 0}), ("L2", {"model.mlp": "swiglu", "model.n_kv_heads": 1})],
 )
 def test_parameter_count_equals_the_formula(preset, overrides):
     model = model_config(_config(preset, **overrides))
     assert _initialised_counts(model) == param_counts(model)
 
 
-@pytest.mark.parametrize("preset,vocab_size", [("L1", 256), ("L6", 1000), ("L12", 32_000)])
-def test_presets_table_counts_what_flax_initialises(preset, vocab_size):
-    row = next(line.split() for line in presets_table(vocab_size, 256) if line.split()[0] == preset)
-    printed_params, printed_non_embedding = (int(field.replace(",", "")) for field in row[5:7])
-    counts = _initialised_counts(preset_model(preset, vocab_size))
+@pytest.mark.parametrize("preset,vocab_size,family", [("L1", 256, "lm"), ("L6", 1000, "lm"), ("L12", 32_000, "lm"),
+                                                      ("L6", 1000, "llama"), ("L8", 256, "llama")])
+def test_presets_table_counts_what_flax_initialises(preset, vocab_size, family):
+    row = next(line.split() for line in presets_table(vocab_size, 256, family) if line.split()[0] == preset)
+    columns = slice(6, 8) if family == "llama" else slice(5, 7)  # llama's table has a kv_heads column
+    printed_params, printed_non_embedding = (int(field.replace(",", "")) for field in row[columns])
+    counts = _initialised_counts(preset_model(preset, vocab_size, family))
     assert (printed_params, printed_non_embedding) == (counts["params"], counts["non_embedding_params"])
 
 
@@ -88,15 +91,25 @@ def test_model_config_carries_every_model_key_and_the_vocabulary():
         "model.remat": "dots", "model.attention": "cudnn", "model.max_seq_len": 512, "data.vocab_size": 4096,
         "model.scan_layers": False, "model.loss_chunk_tokens": 4096,
         "model.parametrization": "mup", "model.mup_base_width": 128, "model.mup_base_head_dim": 16,
+        "model.mlp": "swiglu", "model.n_kv_heads": 1,
     }
     config = _config("L3", **overrides)
     assert dataclasses.asdict(model_config(config)) == {
         "d_model": 96, "n_layers": 3, "n_heads": 3, "d_ff": 384, "vocab_size": 4096, "max_seq_len": 512,
         "positions": "learned", "tie_embeddings": True, "dropout": 0.1, "dtype": "bfloat16", "remat": "dots",
         "attention": "cudnn", "scan_layers": False, "loss_chunk_tokens": 4096,
-        "parametrization": "mup", "mup_base_width": 128, "mup_base_head_dim": 16,
+        "parametrization": "mup", "mup_base_width": 128, "mup_base_head_dim": 16, "mlp": "swiglu", "n_kv_heads": 1,
     }
-    assert model_config(config).head_dim == 32
+    assert model_config(config).head_dim == 32 and model_config(config).kv_groups == 3
+
+
+@pytest.mark.parametrize("mlp,d_model,d_ff", [("gelu", 64, 256), ("swiglu", 32, 96), ("swiglu", 64, 192), ("swiglu", 256, 704),
+                                              ("swiglu", 512, 1408), ("swiglu", 768, 2048), ("swiglu", 4096, 11008)])
+def test_d_ff_zero_is_the_blocks_usual_width(mlp, d_model, d_ff):
+    # SwiGLU: 8/3·d_model rounded up to a multiple of 128 from d_model 512 (4096 → Llama-7B's 11008), of 32 below.
+    model = ModelConfig(d_model=d_model, n_layers=1, n_heads=1, d_ff=0, vocab_size=256, mlp=mlp)
+    assert model.d_ff == d_ff and model.n_kv_heads == 1
+    assert model == ModelConfig(d_model=d_model, n_layers=1, n_heads=1, d_ff=d_ff, vocab_size=256, mlp=mlp, n_kv_heads=1)
 
 
 def test_model_config_defaults_are_the_lm_config_defaults():
@@ -128,6 +141,14 @@ def test_run_stats_of_a_run_config(preset, overrides, expected):
     spec = "configs/lm.py" if preset is None else f"configs/lm.py:{preset}"
     config = load_config(spec, {key: str(value) for key, value in overrides.items()})
     assert run_stats(config) == {**expected, "flops_formula": FLOPS_FORMULA}
+
+
+def test_llama_presets_are_the_same_ladder_with_swiglu_and_grouped_heads():
+    for name in PRESETS:
+        lm, llama = preset_model(name, 256), preset_model(name, 256, "llama")
+        assert (llama.d_model, llama.n_layers, llama.n_heads, llama.mlp) == (lm.d_model, lm.n_layers, lm.n_heads, "swiglu")
+        assert llama.n_heads // llama.n_kv_heads == next((g for g in (4, 2) if lm.n_heads % g == 0), 1)
+    assert model_config(load_config("configs/llama.py:L8"), platform="cpu") == preset_model("L8", 256, "llama")
 
 
 def test_presets_are_one_family_spanning_10k_to_1b():

@@ -154,6 +154,14 @@ def test_mup_hidden_init_std_shrinks_as_one_over_sqrt_width():
     assert float(jnp.std(params["down"]["kernel"])) == pytest.approx(0.005, rel=0.02)
 
 
+def test_swiglus_gate_is_a_hidden_matrix_under_mup():
+    config = ModelConfig(d_model=256, n_layers=2, n_heads=8, n_kv_heads=2, d_ff=1024, mlp="swiglu", vocab_size=256,
+                         parametrization="mup", mup_base_width=64)
+    params = nn.unbox(Mlp(config).init(jax.random.key(0), jnp.zeros((2, 8, 256)))["params"])
+    assert float(jnp.std(params["gate"]["kernel"])) == pytest.approx(0.01, rel=0.02)  # SP's 0.02 / √4, as up
+    assert mup.learning_rate_multiplier(("layers", "mlp", "gate", "kernel"), config) == 0.25
+
+
 # ----------------------------------------------------------------------------- per-group lr and weight decay
 
 

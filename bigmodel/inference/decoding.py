@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bigmodel.model import KVCache, Transformer, empty_cache
+from bigmodel.attention import KVCache, empty_cache
+from bigmodel.model import Transformer
 from bigmodel.inference.sampling import Sampling, sample
 
 PAD = 0  # the id in padding slots and after a row stops: never attended to, never returned

@@ -1,6 +1,7 @@
 """`python -m bigmodel export --workdir DIR --out FILE.safetensors [--step N] [--dtype bfloat16]`:
 a run's parameters as one safetensors file that rebuilds the model without the run directory
-(`load_exported`; `pip install -e '.[export]'`).
+(`load_exported`; `pip install -e '.[export]'`). With `--format hf`, `--out` is a Hugging Face
+model directory instead, which `transformers` loads without bigmodel (`hf_export` says how).
 
 Tensors are named by their path in the parameter tree, `layers/attention/query/kernel` (layers
 stacked on the first axis, as the model scans them). The model settings and the tokenizer are
@@ -23,6 +24,7 @@ import base64
 import importlib.util
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +38,10 @@ SEPARATOR = "/"
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=path_text, required=True, help="a train run's directory")
-    parser.add_argument("--out", type=path_text, required=True, help="the .safetensors file to write (never replaced unless --force)")
+    parser.add_argument("--out", type=path_text, required=True, help="the .safetensors file to write, or with --format hf the directory (never replaced unless --force)")
+    parser.add_argument("--format", choices=("bigmodel", "hf"), default="bigmodel",
+                        help="bigmodel: one safetensors file for load_exported; hf: a Hugging Face directory (config.json, "
+                             "model.safetensors, tokenizer) that transformers loads as Llama (mlp=swiglu) or Arcee (mlp=gelu)")
     parser.add_argument("--step", type=positive_int, default=None, help="the checkpoint step (default: the newest readable)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="tensor dtype in the file: bfloat16 halves it, and loads back as float32 rounded to bf16")
@@ -48,6 +53,19 @@ def check_out(out: Path, force: bool) -> None:
         raise ConfigError(f"{out} is a directory: pass a file name such as {out / 'model.safetensors'}")
     if out.exists() and not force:
         raise ConfigError(f"{out} exists: pass --force to replace it, or another --out")
+    if not out.parent.is_dir():
+        raise ConfigError(f"{out.parent} does not exist: create it first, or pass another --out")
+
+
+def check_out_directory(out: Path, force: bool) -> None:
+    """--out of `--format hf`: a new directory, or with --force a model directory to replace
+    (one holding config.json: --force never deletes a folder of something else)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file: --format hf writes a directory, pass a new directory name")
+    if out.is_dir() and not force:
+        raise ConfigError(f"{out} exists: pass --force to replace it, or another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise ConfigError(f"{out} is a folder but not a model directory (no config.json): pass a new or empty --out")
     if not out.parent.is_dir():
         raise ConfigError(f"{out.parent} does not exist: create it first, or pass another --out")
 
@@ -96,28 +114,83 @@ def export_command(args: argparse.Namespace) -> int:
     """Check the output path and the run (no JAX work), restore, write atomically, report."""
     from bigmodel.restore import open_for_use, restore_params
 
-    out, workdir = Path(args.out), Path(args.workdir)
-    check_out(out, args.force)
+    out, workdir, is_hf = Path(args.out), Path(args.workdir), args.format == "hf"
+    if is_hf:
+        check_out_directory(out, args.force)
+    else:
+        check_out(out, args.force)
     if importlib.util.find_spec("safetensors") is None:
         raise ConfigError("export needs safetensors: pip install -e '.[export]'")
     from safetensors.numpy import save_file
 
     config, manager, tokenizer = open_for_use(workdir)
+    if is_hf:
+        from bigmodel.inference import hf_export
+        from bigmodel.model_config import model_config
+
+        model = model_config(config, platform="cpu")  # shapes only: dtype and attention do not matter here
+        try:
+            hf_export.check_exportable(model, tokenizer.name)
+        except ConfigError:
+            manager.close()
+            raise
     setup, params, step = restore_params(config, manager, args.step)
-    tensors = flat_tensors(params, args.dtype)
+    if is_hf:
+        tensors = cast(hf_export.hf_tensors(flat_tensors(params, "float32"), model), args.dtype)
+        write_hf_directory(out, tensors, hf_export.hf_files(model, args.dtype), args.force, save_file)
+        written = {"format": "hf", "architecture": hf_export.hf_config(model, args.dtype)["architectures"][0],
+                   "bytes": sum(path.stat().st_size for path in out.iterdir())}
+    else:
+        tensors = flat_tensors(params, args.dtype)
+        write_file(out, lambda path: save_file(tensors, path, metadata=metadata(config, tokenizer, workdir, step, args.dtype)))
+        written = {"bytes": out.stat().st_size}
+    n_params = sum(tensor.size for tensor in tensors.values())
+    print(json.dumps({"out": str(out), "step": step, "tensors": len(tensors), "params": int(n_params), "dtype": args.dtype, **written}))
+    return 0
+
+
+def cast(tensors: dict, dtype: str) -> dict:
+    import jax.numpy as jnp
+    import numpy as np
+
+    return {name: np.ascontiguousarray(tensor.astype(jnp.dtype(dtype))) for name, tensor in tensors.items()}
+
+
+def shareable(path: Path) -> None:
+    """safetensors writes 0600; a model file is made to be shared, like any other (the umask's mode)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def write_file(out: Path, write) -> None:
+    """`write(path)` to a partial file beside `out`, then renamed: a reader never sees half a file."""
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
-        save_file(tensors, partial, metadata=metadata(config, tokenizer, workdir, step, args.dtype))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(partial, 0o666 & ~umask)  # safetensors writes 0600; a model file is made to be shared, like any other
-        os.replace(partial, out)  # whole or not at all: a reader never sees half a file
+        write(partial)
+        shareable(partial)
+        os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
-    n_params = sum(tensor.size for tensor in tensors.values())
-    print(json.dumps({"out": str(out), "step": step, "tensors": len(tensors), "params": int(n_params), "dtype": args.dtype,
-                      "bytes": out.stat().st_size}))
-    return 0
+
+
+def write_hf_directory(out: Path, tensors: dict, json_files: dict[str, str], force: bool, save_file) -> None:
+    """The directory built beside `out` and renamed into place whole; with --force the old one is
+    moved aside first and deleted only once the new one is there."""
+    partial, old = (out.with_name(f".{out.name}.{kind}-{os.getpid()}") for kind in ("partial", "old"))
+    try:
+        partial.mkdir()
+        save_file(tensors, partial / "model.safetensors", metadata={"format": "pt"})  # transformers reads only "pt"-marked files
+        for name, text in json_files.items():
+            (partial / name).write_text(text, encoding="utf-8")
+        for path in (*partial.iterdir(), partial):
+            shareable(path)
+        if force and out.is_dir():
+            os.replace(out, old)
+        os.replace(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- loading
