@@ -3,8 +3,8 @@ and D (with their bootstrap intervals), the preset-family shape nearest to N, th
 needs to spend C, and the loss the law predicts for that run (mean and prediction intervals).
 
 Everything is on the fit's own compute basis (`allocation.py`): the FLOPs per token the study's
-runs spent (fit.json's `flops_line`, slope·N + intercept), or Chinchilla's C = 6ND where the fit
-has none. A fit.json written before `flops_line` existed has the line only in its `compute_basis`
+runs spent (fit.json's `flops_per_token_line`, slope·N + intercept), or Chinchilla's C = 6ND where the fit
+has none. A fit.json written before `flops_per_token_line` existed has the line only in its `compute_basis`
 text (3 significant digits), which is read instead. A study (`ladder.py`) spends C at its own
 config's real FLOPs per token of the chosen shape and sets the run's learning rate and batch by
 its rules; `with_hyperparameters` adds those, or a fitted hyperparameter law's, and says which.
