@@ -151,6 +151,57 @@ def wait_until_unlocked(directory: str | os.PathLike, timeout_s: float, poll_s: 
             time.sleep(poll_s)
 
 
+def _flock_holders(path: Path) -> list[int] | None:
+    """Pids holding a flock on `path`, from /proc/locks (Linux); None where that cannot be read."""
+    try:
+        stat, table = os.stat(path), Path("/proc/locks").read_text()
+    except FileNotFoundError:
+        return [] if Path("/proc/locks").exists() else None
+    except OSError:
+        return None
+    inode = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    holders = []
+    for line in table.splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and "->" not in fields and inode in fields:  # "->": a process waiting, not holding
+            holders.append(int(fields[fields.index(inode) - 1]))
+    return holders
+
+
+def lock_holder(directory: str | os.PathLike) -> int | None:
+    """The pid of the live process holding `directory/.lock` (a trainer writing the run), or None.
+    Never takes the lock, even for an instant: a trainer starting meanwhile must not be refused.
+    Without /proc/locks, the pid written in the file is taken if that process is alive."""
+    path = Path(directory) / LOCK_FILE
+    holders = _flock_holders(path)
+    if holders is not None:
+        return holders[0] if holders else None
+    try:
+        pid = int(path.read_text().split()[0])
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def link_tree(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Hard-link every file under `source` to the same place under `destination` (no bytes
+    copied): the links keep the files whatever happens to `source` afterwards. Raises
+    FileNotFoundError if `source` loses a file meanwhile, OSError where links cannot be made."""
+    source, destination = Path(source), Path(destination)
+    for root, _, names in os.walk(source, onerror=_raise):
+        target = destination / Path(root).relative_to(source)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            os.link(Path(root) / name, target / name)
+    if not destination.is_dir():  # os.walk yields nothing for a source that is gone
+        raise FileNotFoundError(errno.ENOENT, "No such directory", str(source))
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
+
 @dataclasses.dataclass(frozen=True)
 class StorageGuard:
     """Checks, before a checkpoint is written, that it can be: the directory is still the one the
