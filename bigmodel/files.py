@@ -4,7 +4,8 @@ Every file bigmodel rewrites (summary.json, eval.json, runs.csv, fit.json, the t
 tokenizer model, metrics.jsonl after a resume) goes through `write_atomically`: write a
 temporary sibling, then `os.replace` it, so a reader or a process killed at any instant sees the
 old file or the whole new one. `metrics.jsonl` is the one file that grows by appends; its reader
-`read_jsonl` skips a torn last line (a process killed mid-write) instead of failing on it.
+`read_jsonl` skips a torn last line (a process killed mid-write) with a warning instead of
+failing on it.
 
 Two kinds of lock, both `fcntl.flock`, which the kernel releases when the holder dies (kill -9
 included), so a crashed process never blocks the next one:
@@ -23,9 +24,12 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
+
+from bigmodel.exit_codes import ConfigError
 
 LOCK_FILE = ".lock"
 
@@ -72,24 +76,32 @@ def read_json(path: str | os.PathLike) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The JSON objects of a JSON-lines file, [] if it is missing.
+def read_jsonl(path: str | os.PathLike, is_record=lambda record: isinstance(record, dict)) -> list[dict]:
+    """The records of a JSON-lines file ([] if it is missing): each line's JSON value for which
+    `is_record` holds.
 
-    A line that is not a whole JSON object is skipped: appends are the only writes, so such a
-    line is the torn tail of a process killed mid-write, and it costs one record, not the file.
+    Appends are the only writes, so a last line that is not a record is the torn tail of a process
+    killed mid-write: it is skipped with one `warning:` naming the file and line, and costs one
+    record, not the file. Such a line anywhere else was not written by bigmodel: ConfigError,
+    naming the file and line.
     """
     try:
         text = Path(path).read_text(errors="replace")
     except FileNotFoundError:
         return []
+    numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     records = []
-    for line in text.splitlines():
+    for number, line in numbered:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
+            record = None
+        if record is not None and is_record(record):
             records.append(record)
+        elif number == numbered[-1][0]:
+            print(f"warning: {path} line {number} is not a whole record (cut short while being written?): skipped", file=sys.stderr)
+        else:
+            raise ConfigError(f"{path} line {number} is not a record bigmodel writes ({line[:60]!r}): fix or delete that line")
     return records
 
 

@@ -73,6 +73,23 @@ def _points(tmp_path: Path, text: str) -> str:
     return str(_write(tmp_path / "points.csv", text))
 
 
+REGISTRY_HEADER = "name,status,params,non_embedding_params,tokens,flops,final_loss,final_eval_loss,eval_bpb,wall_time_s,error\n"
+REGISTRY_ROWS = "".join(f"r{i},done,{2 * n:g},{n:g},{20 * n:g},{120 * n * n:g},{2 + 10 * n ** -0.3:.4f},{2 + 10 * n ** -0.3:.4f},3.0,1.0,\n"
+                        for i, n in enumerate((1e5, 2e5, 4e5, 8e5, 1.6e6)))
+
+
+def _sweep(tmp_path: Path, registry_text: str = REGISTRY_HEADER + REGISTRY_ROWS, **run_files: str) -> Path:
+    """A sweep directory: runs.csv and, for each `name="metrics.jsonl text"`, that run's metrics."""
+    _write(tmp_path / "sweep" / "runs.csv", registry_text)
+    for name, text in run_files.items():
+        _write(tmp_path / "sweep" / name / "metrics.jsonl", text)
+    return tmp_path / "sweep"
+
+
+def _torn_mid_registry(tmp_path: Path) -> Path:
+    return _sweep(tmp_path, REGISTRY_HEADER + "r9,done,10,5\n" + REGISTRY_ROWS)
+
+
 GOOD_POINTS = "params,tokens,loss\n" + "".join(f"{n},{20 * n},{2 + 10 * n ** -0.3:.4f}\n" for n in (1e5, 2e5, 4e5, 8e5, 1.6e6))
 
 ROWS = [
@@ -146,6 +163,17 @@ ROWS = [
     Row("plot: sweep directory without runs.csv", "has no runs.csv", lambda t, d: ["plot", str(_write(t / "sweep" / "x.txt", "").parent), "--out", str(t / "plots")]),
     Row("status: directory without runs.csv", "has no runs.csv: pass the --workdir of a sweep", lambda t, d: ["status", str(_write(t / "sweep" / "x.txt", "").parent)]),
     Row("status: --watch 0", "--watch takes a positive number of seconds", lambda t, d: ["status", str(t), "--watch", "0"]),
+    # half-written files (a torn LAST row or line is skipped with a warning instead: tests/test_registry.py)
+    Row("fit: a runs.csv row cut short before the last", "line 2 has 4 fields where the header has 11: fix or delete that row",
+        lambda t, d: ["fit", str(_torn_mid_registry(t)), "--law", "power", "--out", str(t / "fit.json")]),
+    Row("compare: a runs.csv row cut short before the last", "line 2 has 4 fields where the header has 11",
+        lambda t, d: ["compare", f"{_torn_mid_registry(t)}/runs.csv:r[0-2]", f"{t}/sweep/runs.csv:r[3-4]"]),
+    Row("plot: the sweep's fit.json cut short", "fit.json is not a whole JSON object (cut short?)",
+        lambda t, d: ["plot", str(_write(_sweep(t) / "fit.json", '{"law": "power", "E": 1.').parent), "--out", str(t / "plots")]),
+    Row("plot --fit: a fit.json cut short", "fit.json is not a whole JSON object (cut short?)",
+        lambda t, d: ["plot", str(_sweep(t)), "--fit", str(_write(t / "fit.json", '{"law": "pow')), "--out", str(t / "plots")]),
+    Row("status: a metrics.jsonl line without a step before the last", "metrics.jsonl line 2 is not a record bigmodel writes",
+        lambda t, d: ["status", str(_sweep(t, r0='{"step": 1, "loss": 3}\n{"loss": 2}\n{"step": 2, "loss": 1}\n'))]),
 ]
 
 
