@@ -95,13 +95,16 @@ def is_kept_step(step: int, config) -> bool:
 
 
 def make_manager(workdir: Path, keep: int, kept: frozenset[int] | tuple = ()) -> ocp.CheckpointManager:
-    """A manager keeping the `keep` newest steps and every step in `kept`. Deletion happens only
-    after a save, so a manager that only reads (eval) deletes nothing whatever it is given."""
+    """The writer's manager (train, finetune): it keeps the `keep` newest steps and every step in
+    `kept`, and removes the unfinished saves of an earlier attempt when it starts."""
     # Orbax's own "keep forever": a preservation policy (max_to_keep is its LatestN alone, and
     # the two options may not be combined). CustomSteps keeps its steps whatever their age.
     policies = ocp.checkpoint_managers
     preserve = policies.AnyPreservationPolicy([policies.LatestN(n=keep), policies.CustomSteps(sorted(kept))])
-    options = ocp.CheckpointManagerOptions(preservation_policy=preserve, enable_async_checkpointing=True, create=True)
+    # cleanup_tmp_directories: a save cut short (kill -9, a full disk) leaves <step>.orbax-checkpoint-tmp;
+    # the run's next writer removes it. Only writers make this manager: readers use `reading_manager`.
+    options = ocp.CheckpointManagerOptions(preservation_policy=preserve, enable_async_checkpointing=True, create=True,
+                                           cleanup_tmp_directories=True)
     # The handler is named so that item_metadata (shapes, read before any restore) works.
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=ocp.StandardCheckpointHandler())
 
@@ -129,18 +132,8 @@ def reading_manager(directory, handler=None) -> ocp.CheckpointManager:
 def remove_stale_snapshots(workdir: str | Path) -> None:
     """Delete the snapshots of readers that died (kill -9) before removing their own."""
     for folder in (Path(workdir) / READING_DIR).glob("*"):
-        if folder.name.isdigit() and not _alive(int(folder.name)):
+        if folder.name.isdigit() and not files.process_alive(int(folder.name)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 class StepVanished(FileNotFoundError):

@@ -22,6 +22,7 @@ import dataclasses
 import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import sys
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from bigmodel.exit_codes import ConfigError
+from bigmodel.exit_codes import ConfigError, StorageFailed
 
 LOCK_FILE = ".lock"
 
@@ -39,9 +40,39 @@ class WorkdirBusy(RuntimeError):
 
 
 def temporary_sibling(path: str | os.PathLike) -> Path:
-    """A name beside `path`, unique to this process, to write before `os.replace`."""
+    """A name beside `path`, unique to this process, to write before `os.replace`; its pid lets
+    the next writer of `path` remove it if this process dies first (`remove_stale_temporaries`)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary siblings of `path` left by writers killed before their rename (kill -9,
+    a power cut): those whose pid is no longer a live process. Returns what it removed."""
+    path = Path(path)
+    prefix = f".{path.name}.tmp"
+    removed = []
+    for sibling in path.parent.glob(f".{glob_escape(path.name)}.tmp*"):
+        pid = sibling.name[len(prefix):]
+        if pid.isdigit() and not process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                sibling.unlink()
+                removed.append(sibling)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{char}]" if char in "*?[" else char for char in name)
 
 
 @contextlib.contextmanager
@@ -49,12 +80,19 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """An open temporary sibling of `path`, renamed onto `path` when the body succeeds."""
     temporary = temporary_sibling(path)
     temporary.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     try:
         with open(temporary, mode) as file:
             yield file
         os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)  # after a failed write (disk full), leave no debris
+        remove_quietly(temporary)  # after a failed write (disk full), leave no debris
+
+
+def remove_quietly(path: Path) -> None:
+    """Unlink `path` if it is there; a read-only file system answers EROFS even for a missing file."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
@@ -266,3 +304,44 @@ def storage_failure(error: BaseException) -> str | None:
             return phrase
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+class StorageErrorFilter(logging.Filter):
+    """Drops orbax's own ERROR records (one per writer thread, with tracebacks) for a storage
+    failure: the command reports it once, as one `error:` line. Every other record passes."""
+
+    def __init__(self, guard: StorageGuard):
+        super().__init__()
+        self.guard = guard
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        error = record.exc_info[1] if record.exc_info else Exception(record.getMessage())
+        return storage_problem(error, self.guard) is None
+
+
+def storage_problem(error: BaseException, guard: StorageGuard) -> str | None:
+    """Why writing a run failed, if storage is the cause; None for any other error. A workdir
+    deleted under a running command surfaces as assorted NOT_FOUND errors: name the cause."""
+    return guard.vanished() or storage_failure(error)
+
+
+@contextlib.contextmanager
+def storage_faults(guard: StorageGuard) -> Iterator[None]:
+    """The body's storage failure (disk full, read-only, the directory gone) as one StorageFailed
+    (exit 74) whose message is the line to show; orbax's per-thread tracebacks of it are dropped
+    meanwhile. Any other error passes unchanged. After a StorageFailed, orbax's writer threads may
+    still be failing: leave the process at once (`train.leave_at_once`)."""
+    quiet = StorageErrorFilter(guard)
+    logging.getLogger("absl").addFilter(quiet)  # orbax logs through absl
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
+        reason = storage_problem(error, guard)
+        if reason is None:
+            raise
+        raise StorageFailed(f"writing to {guard.directory} failed ({reason}); the checkpoints written before are intact: "
+                            "free space or fix the storage, then rerun the same command to resume") from None
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)

@@ -174,6 +174,8 @@ ROWS = [
         lambda t, d: ["plot", str(_sweep(t)), "--fit", str(_write(t / "fit.json", '{"law": "pow')), "--out", str(t / "plots")]),
     Row("status: a metrics.jsonl line without a step before the last", "metrics.jsonl line 2 is not a record bigmodel writes",
         lambda t, d: ["status", str(_sweep(t, r0='{"step": 1, "loss": 3}\n{"loss": 2}\n{"step": 2, "loss": 1}\n'))]),
+    Row("finetune: --workdir is a file", "is a file: pass a directory (new or a fine-tuning run to resume)",
+        lambda t, d: ["finetune", "--from", str(t / "run"), "--task", "kjv_books", "--workdir", str(_write(t / "notes.txt", "mine"))]),
 ]
 
 

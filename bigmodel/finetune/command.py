@@ -184,7 +184,13 @@ def finetune_command(args: argparse.Namespace, overrides: dict[str, str]) -> int
     if runtime.EARLY_STOP["requested"]:
         print("stopped by SIGTERM while starting, before any step: rerun the same command to start or resume", file=sys.stderr)
         return exit_codes.STOPPED
-    return run(config, backbone_config, None if newest else backbone_step, workdir, args.stop_at_step, stop)
+    try:
+        return run(config, backbone_config, None if newest else backbone_step, workdir, args.stop_at_step, stop)
+    except exit_codes.StorageFailed as error:
+        from bigmodel.train import leave_at_once
+
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        leave_at_once(exit_codes.STORAGE_ERROR)
 
 
 def task_data(config, backbone_config):
@@ -208,12 +214,12 @@ def run(config, backbone_config, backbone_step: int | None, workdir: Path, stop_
     """Train OUT from `backbone_step` of the --from run (None: its newest, as found when read)."""
     import jax
 
-    from bigmodel import checkpoint, exit_codes, metrics as metrics_lib, sharding
+    from bigmodel import checkpoint, files, sharding
     from bigmodel.finetune import loop
     from bigmodel.finetune.settings import check_against_backbone
     from bigmodel.model import model_config
-    from bigmodel.restore import restore_newest
-    from bigmodel.workdir import claim, write_config
+    from bigmodel.train import state_bytes
+    from bigmodel.workdir import claim
 
     task, data = task_data(config, backbone_config)
     mesh = sharding.make_mesh(backbone_config.mesh)
@@ -225,8 +231,22 @@ def run(config, backbone_config, backbone_step: int | None, workdir: Path, stop_
         parent_params, backbone_step = restore_backbone(setup, Path(config.backbone.init_from), backbone_step)
     backbone_step = config.backbone.step = backbone_step or config.backbone.step  # the step config.json records
 
-    is_writer = jax.process_index() == 0
     lock = claim(workdir, finetune_run_directory())  # noqa: F841 — every check has passed: the workdir is ours until we return
+    guard = files.StorageGuard.of(workdir, bytes_needed=state_bytes(setup.abstract_state))
+    with files.storage_faults(guard):  # disk full, read-only, OUT deleted: one line, exit 74 (as train)
+        return train_and_test(config, setup, task, data, parent_params, backbone_step, workdir, stop_at_step, stop, guard)
+
+
+def train_and_test(config, setup, task, data, parent_params, backbone_step: int, workdir: Path, stop_at_step: int | None, stop, guard) -> int:
+    """Everything that writes OUT: resume or start, the loop, then the test set's report."""
+    import jax
+
+    from bigmodel import checkpoint, exit_codes, metrics as metrics_lib
+    from bigmodel.finetune import loop
+    from bigmodel.restore import restore_newest
+    from bigmodel.workdir import write_config
+
+    is_writer = jax.process_index() == 0
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     state, _ = restore_newest(manager, setup.abstract_state, setup.state_shardings, move_unreadable=True)  # resume OUT
     if state is None:
@@ -239,7 +259,7 @@ def run(config, backbone_config, backbone_step: int | None, workdir: Path, stop_
     try:
         code = exit_codes.OK
         if not loop.finished(state, config):
-            code, state = loop.train_loop(setup, manager, state, data, task.class_names, log, progress, stop, stop_at_step)
+            code, state = loop.train_loop(setup, manager, state, data, task.class_names, log, progress, stop, stop_at_step, guard)
         manager.wait_until_finished()
     finally:
         progress.close()

@@ -25,8 +25,10 @@ import os
 import time
 from pathlib import Path
 
+from bigmodel import files
 from bigmodel.arguments import positive_int
 from bigmodel.config import ConfigError
+from bigmodel.exit_codes import StorageFailed
 
 EXPORT_HELP = "write a run's parameters, model settings and tokenizer to one safetensors file"
 FORMAT = "bigmodel-export-1"
@@ -86,6 +88,27 @@ def metadata(config, tokenizer, workdir: Path, step: int, dtype: str) -> dict[st
             "run": json.dumps(run)}
 
 
+def write_file(out: Path, write) -> None:
+    """write(partial) to a temporary sibling of `out`, then rename it onto `out`: a reader never
+    sees half a file, and an export killed midway leaves a sibling named with its pid, which the
+    next export to `out` removes. Out of space or read-only: StorageFailed (exit 74), nothing left."""
+    partial = files.temporary_sibling(out)
+    try:
+        files.remove_stale_temporaries(out)
+        write(partial)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o666 & ~umask)  # safetensors writes 0600; a model file is made to be shared, like any other
+        os.replace(partial, out)
+    except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
+        reason = files.storage_failure(error)
+        if reason is None:
+            raise
+        raise StorageFailed(f"writing {out} failed ({reason}); nothing was left there: free space or pick a writable --out") from None
+    finally:
+        files.remove_quietly(partial)
+
+
 def export_command(args: argparse.Namespace) -> int:
     """Check the output path and the run (no JAX work), restore, write atomically, report."""
     from bigmodel.restore import open_for_use, restore_params
@@ -99,15 +122,7 @@ def export_command(args: argparse.Namespace) -> int:
     config, manager, tokenizer = open_for_use(workdir)
     setup, params, step = restore_params(config, manager, args.step)
     tensors = flat_tensors(params, args.dtype)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    try:
-        save_file(tensors, partial, metadata=metadata(config, tokenizer, workdir, step, args.dtype))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(partial, 0o666 & ~umask)  # safetensors writes 0600; a model file is made to be shared, like any other
-        os.replace(partial, out)  # whole or not at all: a reader never sees half a file
-    finally:
-        partial.unlink(missing_ok=True)
+    write_file(out, lambda partial: save_file(tensors, partial, metadata=metadata(config, tokenizer, workdir, step, args.dtype)))
     n_params = sum(tensor.size for tensor in tensors.values())
     print(json.dumps({"out": str(out), "step": step, "tensors": len(tensors), "params": int(n_params), "dtype": args.dtype,
                       "bytes": out.stat().st_size}))
