@@ -277,6 +277,14 @@ class StorageGuard:
             return f"{self.directory} was deleted or replaced while the run wrote to it"
         return None
 
+    def broken(self) -> bool:
+        """Whether a checkpoint could not be written now (the directory gone, or too little room)."""
+        try:
+            self.check()
+        except OSError:
+            return True
+        return False
+
     def check(self) -> None:
         """Raise OSError (ENOENT or ENOSPC) if a checkpoint cannot be written now."""
         reason = self.vanished()
@@ -333,15 +341,22 @@ def storage_faults(guard: StorageGuard) -> Iterator[None]:
     (exit 74) whose message is the line to show; orbax's per-thread tracebacks of it are dropped
     meanwhile. Any other error passes unchanged. After a StorageFailed, orbax's writer threads may
     still be failing: leave the process at once (`train.leave_at_once`)."""
-    quiet = StorageErrorFilter(guard)
+    quiet, hook = StorageErrorFilter(guard), sys.excepthook
     logging.getLogger("absl").addFilter(quiet)  # orbax logs through absl
+    # tensorstore's callbacks into the closed event loop of a failed async save print their
+    # tracebacks through sys.excepthook, from its own threads: dropped while the storage is broken
+    sys.excepthook = lambda kind, value, trace: None if guard.broken() or storage_problem(value, guard) else hook(kind, value, trace)
+    failed = False
     try:
         yield
     except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
         reason = storage_problem(error, guard)
         if reason is None:
             raise
+        failed = True  # the quiet hook stays until the process leaves (`train.leave_at_once`)
         raise StorageFailed(f"writing to {guard.directory} failed ({reason}); the checkpoints written before are intact: "
                             "free space or fix the storage, then rerun the same command to resume") from None
     finally:
         logging.getLogger("absl").removeFilter(quiet)
+        if not failed:
+            sys.excepthook = hook
