@@ -57,8 +57,9 @@ def process_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary siblings of `path` left by writers killed before their rename (kill -9,
-    a power cut): those whose pid is no longer a live process. Returns what it removed."""
+    """Delete the temporary siblings of `path` (files, or an export's folder) left by writers killed
+    before their rename (kill -9, a power cut): those whose pid is no longer a live process.
+    Returns what it removed."""
     path = Path(path)
     prefix = f".{path.name}.tmp"
     removed = []
@@ -66,7 +67,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         pid = sibling.name[len(prefix):]
         if pid.isdigit() and not process_alive(int(pid)):
             with contextlib.suppress(OSError):
-                sibling.unlink()
+                shutil.rmtree(sibling) if sibling.is_dir() else sibling.unlink()
                 removed.append(sibling)
     return removed
 

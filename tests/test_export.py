@@ -129,8 +129,9 @@ def test_an_export_out_of_space_is_one_line_exit_74_and_leaves_nothing(tiny_run,
 
     out = tmp_path / "out" / "model.safetensors"
     out.parent.mkdir()
-    stale = out.parent / ".model.safetensors.tmp999999999"  # an export killed before its rename (that pid is not alive)
-    stale.write_bytes(b"x" * 1000)
+    stale = out.parent / ".model.safetensors.tmp999999999"  # an export killed mid-write (that pid is not alive)
+    stale.mkdir()
+    (stale / ".tmpAbC123").write_bytes(b"x" * 1000)  # safetensors' own temporary file, inside the export's folder
     limit = "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); sys.argv[0] = 'bigmodel'; " \
             "runpy.run_module('bigmodel', run_name='__main__')"
     done = subprocess.run([sys.executable, "-c", limit, "export", "--workdir", str(tiny_run), "--out", str(out)], capture_output=True, text=True)

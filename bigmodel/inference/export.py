@@ -22,6 +22,7 @@ import base64
 import importlib.util
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -89,24 +90,26 @@ def metadata(config, tokenizer, workdir: Path, step: int, dtype: str) -> dict[st
 
 
 def write_file(out: Path, write) -> None:
-    """write(partial) to a temporary sibling of `out`, then rename it onto `out`: a reader never
-    sees half a file, and an export killed midway leaves a sibling named with its pid, which the
-    next export to `out` removes. Out of space or read-only: StorageFailed (exit 74), nothing left."""
-    partial = files.temporary_sibling(out)
+    """write(path) inside a temporary folder beside `out` (safetensors writes its own `.tmpXXXXXX`
+    there first), then rename the file onto `out`: a reader never sees half a file, and an export
+    killed midway leaves one folder named with its pid, which the next export to `out` removes.
+    Out of space or read-only: StorageFailed (exit 74), nothing left."""
+    folder = files.temporary_sibling(out)
     try:
         files.remove_stale_temporaries(out)
-        write(partial)
+        folder.mkdir()
+        write(folder / out.name)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(partial, 0o666 & ~umask)  # safetensors writes 0600; a model file is made to be shared, like any other
-        os.replace(partial, out)
+        os.chmod(folder / out.name, 0o666 & ~umask)  # safetensors writes 0600; a model file is made to be shared, like any other
+        os.replace(folder / out.name, out)
     except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
         reason = files.storage_failure(error)
         if reason is None:
             raise
         raise StorageFailed(f"writing {out} failed ({reason}); nothing was left there: free space or pick a writable --out") from None
     finally:
-        files.remove_quietly(partial)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def export_command(args: argparse.Namespace) -> int:
