@@ -65,6 +65,15 @@ def _held_workdir(tmp_path: Path) -> Path:
     return workdir
 
 
+def _live_run_without_checkpoint(tmp_path: Path) -> Path:
+    """A run whose trainer holds its lock and has not checkpointed yet (this process plays the trainer)."""
+    from bigmodel import files
+
+    workdir = _run_dir(tmp_path)
+    _held_workdir.lock = files.exclusive_workdir(workdir, "train")  # kept open for the row's command
+    return workdir
+
+
 def _experiment(tmp_path: Path, text: str) -> str:
     return str(_write(tmp_path / "study.py", text))
 
@@ -176,6 +185,8 @@ ROWS = [
         lambda t, d: ["status", str(_sweep(t, r0='{"step": 1, "loss": 3}\n{"loss": 2}\n{"step": 2, "loss": 1}\n'))]),
     Row("finetune: --workdir is a file", "is a file: pass a directory (new or a fine-tuning run to resume)",
         lambda t, d: ["finetune", "--from", str(t / "run"), "--task", "kjv_books", "--workdir", str(_write(t / "notes.txt", "mine"))]),
+    Row("eval of a run still training, before its first checkpoint", "has no checkpoint yet: the run is still training (pid",
+        lambda t, d: ["eval", "--workdir", str(_live_run_without_checkpoint(t))]),
 ]
 
 
