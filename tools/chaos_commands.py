@@ -116,7 +116,7 @@ def kill9_export(lab: Lab, c: Checks, points: int | None = None):
         if proc.kill():
             kills.append("writing" if index % 2 == 0 else "wall_clock")
         proc.finish()
-        left.append(sum(p.stat().st_size for p in out.parent.iterdir() if p.name.startswith(".")))
+        left.append(sum(disk_bytes(p) if p.is_dir() else p.stat().st_size for p in out.parent.iterdir() if p.name.startswith(".")))
         rerun = lab.run(lab.export_argv(run, out) + (["--force"] if out.exists() else []), "kill9_export_rerun")
         c(rerun.rc == 0, f"export rerun {index + 1} finishes", rerun.describe())
         names = sorted(p.name for p in out.parent.iterdir())
