@@ -1,7 +1,8 @@
 """Fault injection against the real CLI: kill -9, damaged checkpoints, full, read-only and vanished
 disks, two processes on one workdir, Ctrl-C twice. Every scenario runs `python -m bigmodel
 train|eval|sweep` as subprocesses on a tiny config (L2, 30 steps of 4×32 tokens: seconds a run)
-and compares the outcome with an uninterrupted reference run, bit for bit.
+and compares the outcome with an uninterrupted reference run, bit for bit. The scenarios of
+`finetune` and `export` (kill -9, full and read-only disks) are in chaos_commands.py.
 
   python tools/chaos.py                          # everything, --points 20: 6.6 min on 2 busy cores
   python tools/chaos.py --points 3 --only kill9_train --workdir /tmp/chaos --seed 1
