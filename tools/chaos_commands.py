@@ -109,14 +109,16 @@ def kill9_export(lab: Lab, c: Checks, points: int | None = None):
         out = lab.new_dir("kill9_export") / "model.safetensors"
         out.parent.mkdir()
         proc = lab.start(lab.export_argv(run, out), "kill9_export")
-        if index % 2 == 0:  # the moment its temporary file appears
-            wait_until(proc, lambda: any(p.name.startswith(".") for p in out.parent.iterdir()), poll_s=0.001)
+        if index % 2 == 0:  # the moment the file starts inside its temporary folder
+            wait_until(proc, lambda: any(any(d.iterdir()) for d in out.parent.iterdir() if d.name.startswith(".") and d.is_dir()),
+                       poll_s=0.001)
         else:
             time.sleep(c.rng.uniform(0.3, 0.9) * reference["seconds"])
         if proc.kill():
             kills.append("writing" if index % 2 == 0 else "wall_clock")
         proc.finish()
-        left.append(sum(disk_bytes(p) if p.is_dir() else p.stat().st_size for p in out.parent.iterdir() if p.name.startswith(".")))
+        debris = [p for p in out.parent.iterdir() if p.name.startswith(".")]
+        left.append((len(debris), sum(disk_bytes(p) if p.is_dir() else p.stat().st_size for p in debris)))
         rerun = lab.run(lab.export_argv(run, out) + (["--force"] if out.exists() else []), "kill9_export_rerun")
         c(rerun.rc == 0, f"export rerun {index + 1} finishes", rerun.describe())
         names = sorted(p.name for p in out.parent.iterdir())
@@ -124,8 +126,8 @@ def kill9_export(lab: Lab, c: Checks, points: int | None = None):
         if out.exists():
             c(tensors_of(out) == reference["tensors"], f"rerun {index + 1}: tensors == reference", "tensors differ")
     c.values.update(kills=kills, bytes_left_by_kills=left)
-    c(sum(left) > 0, f"{len(kills)} SIGKILLs; {sum(1 for b in left if b)} left a partial file ({max(left)} bytes), each removed by the rerun",
-      "no kill landed while the file was written")
+    c(any(count for count, _ in left), f"{len(kills)} SIGKILLs; {sum(1 for count, _ in left if count)} left a temporary folder "
+      f"(up to {max(size for _, size in left) // 1024} KiB), each removed by the rerun", "no kill landed while the file was written")
 
 
 def limited(limit_bytes: int) -> list[str]:
