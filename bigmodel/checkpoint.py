@@ -17,7 +17,11 @@ again; evaluation only reads.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,12 +30,16 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from bigmodel import exit_codes, files
+
 CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_DIR = "checkpoints_unreadable"  # beside CHECKPOINT_DIR: orbax must not see these as steps
+READING_DIR = "checkpoints_reading"  # beside CHECKPOINT_DIR: readers' hard-linked snapshots, one folder per reader pid
+LISTING_TRIES = 5  # a listing that loses a race with a trainer deleting a step is simply taken again
 
 
-class NoReadableCheckpoint(RuntimeError):
-    """Every checkpoint of a run failed to restore; the message is the one line to show."""
+class NoReadableCheckpoint(exit_codes.Failed):
+    """Every checkpoint of a run failed to restore; the message is the one line to show (exit 1)."""
 
 
 class ShapeMismatch(ValueError):
@@ -55,7 +63,13 @@ def saved_steps(workdir: str | Path) -> list[int]:
     4-process run there.
     """
     directory = checkpoint_dir(workdir)
-    return sorted(ocp.utils.checkpoint_steps(directory)) if directory.is_dir() else []
+    for attempt in range(LISTING_TRIES):
+        try:
+            return sorted(ocp.utils.checkpoint_steps(directory)) if directory.is_dir() else []
+        except FileNotFoundError:  # a step deleted by a live trainer between listing and looking at it
+            if attempt == LISTING_TRIES - 1:
+                raise
+    return []
 
 
 def newest_step(workdir: str | Path) -> int:
@@ -81,15 +95,74 @@ def is_kept_step(step: int, config) -> bool:
 
 
 def make_manager(workdir: Path, keep: int, kept: frozenset[int] | tuple = ()) -> ocp.CheckpointManager:
-    """A manager keeping the `keep` newest steps and every step in `kept`. Deletion happens only
-    after a save, so a manager that only reads (eval) deletes nothing whatever it is given."""
+    """The writer's manager (train, finetune): it keeps the `keep` newest steps and every step in
+    `kept`, and removes the unfinished saves of an earlier attempt when it starts."""
     # Orbax's own "keep forever": a preservation policy (max_to_keep is its LatestN alone, and
     # the two options may not be combined). CustomSteps keeps its steps whatever their age.
     policies = ocp.checkpoint_managers
     preserve = policies.AnyPreservationPolicy([policies.LatestN(n=keep), policies.CustomSteps(sorted(kept))])
-    options = ocp.CheckpointManagerOptions(preservation_policy=preserve, enable_async_checkpointing=True, create=True)
+    # cleanup_tmp_directories: a save cut short (kill -9, a full disk) leaves <step>.orbax-checkpoint-tmp;
+    # the run's next writer removes it. Only writers make this manager: readers use `reading_manager`.
+    options = ocp.CheckpointManagerOptions(preservation_policy=preserve, enable_async_checkpointing=True, create=True,
+                                           cleanup_tmp_directories=True)
     # The handler is named so that item_metadata (shapes, read before any restore) works.
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=ocp.StandardCheckpointHandler())
+
+
+def reading_manager(directory, handler=None) -> ocp.CheckpointManager:
+    """A manager that only reads `directory` (a run's checkpoints/, or a reader's snapshot of one
+    step): it deletes and creates nothing, whoever else writes there. `handler`: orbax's
+    StandardCheckpointHandler (whole states) unless given (PyTreeCheckpointHandler: partial
+    restores). Its listing is taken again if a live trainer deletes a step under it."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # orbax's note that the manager is read-only
+    options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
+    try:
+        for attempt in range(LISTING_TRIES):
+            try:
+                return ocp.CheckpointManager(epath.Path(str(directory)), options=options, item_handlers=handler or ocp.StandardCheckpointHandler())
+            except FileNotFoundError:
+                if attempt == LISTING_TRIES - 1:
+                    raise
+    finally:
+        absl.setLevel(level)
+
+
+def remove_stale_snapshots(workdir: str | Path) -> None:
+    """Delete the snapshots of readers that died (kill -9) before removing their own."""
+    for folder in (Path(workdir) / READING_DIR).glob("*"):
+        if folder.name.isdigit() and not files.process_alive(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class StepVanished(FileNotFoundError):
+    """A step was deleted (by the trainer that keeps only its newest steps) before it could be pinned."""
+
+
+@contextlib.contextmanager
+def linked_snapshot(workdir: str | Path, step: int):
+    """<workdir>/checkpoints_reading/<pid>, holding `step` as hard links to the run's files (None
+    where links cannot be made: read-only, another owner): a trainer may delete the step
+    meanwhile, the links keep its files for this reader. Removed on exit (a killed reader's, by
+    the next reader). Raises StepVanished if the step vanished before it was linked."""
+    root = Path(workdir) / READING_DIR / str(os.getpid())
+    try:
+        remove_stale_snapshots(workdir)
+        shutil.rmtree(root, ignore_errors=True)
+        files.link_tree(Path(str(checkpoint_dir(workdir))) / str(step), root / str(step))
+        linked = root
+    except FileNotFoundError:
+        shutil.rmtree(root, ignore_errors=True)
+        raise StepVanished(errno.ENOENT, f"checkpoint step {step} was deleted while it was linked") from None
+    except OSError:
+        linked = None
+    try:
+        yield linked
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            root.parent.rmdir()  # the last reader out removes the folder
 
 
 def save(manager: ocp.CheckpointManager, step: int, state) -> None:
@@ -127,7 +200,7 @@ def check_shapes(manager: ocp.CheckpointManager, step: int, target) -> None:
                                 f"this config {shape}): restore the run's own config.json or start a new --workdir")
 
 
-def _one_line(error: BaseException, limit: int = 160) -> str:
+def one_line(error: BaseException, limit: int = 160) -> str:
     text = " ".join(str(error).split(" See full TensorStore details")[0].split()) or type(error).__name__
     return f"{type(error).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
 
@@ -161,7 +234,7 @@ def restore_newest_readable(manager: ocp.CheckpointManager, target, *, move_unre
                 action = f"moved to {where}"
             else:
                 action = "left in place"
-            print(f"warning: checkpoint step {step} in {manager.directory} is unreadable ({_one_line(error)}); {action}; "
+            print(f"warning: checkpoint step {step} in {manager.directory} is unreadable ({one_line(error)}); {action}; "
                   "falling back to the previous step", file=sys.stderr, flush=True)
     if steps:
         raise NoReadableCheckpoint(f"no checkpoint in {manager.directory} is readable (tried steps {steps}): restore them from a backup or start a new --workdir")
@@ -170,7 +243,7 @@ def restore_newest_readable(manager: ocp.CheckpointManager, target, *, move_unre
 
 def readable_states(manager: ocp.CheckpointManager, target):
     """(step, state) for every checkpoint that restores, oldest first, one at a time (only one
-    state is held). Unreadable steps are left in place with one `warning:` line each; if none is
+    state is held); a step a live trainer deletes meanwhile is skipped. Unreadable steps are left in place with one `warning:` line each; if none is
     readable, raises NoReadableCheckpoint. A checkpoint of another model raises ShapeMismatch."""
     steps = sorted(manager.all_steps())
     readable = 0
@@ -179,7 +252,9 @@ def readable_states(manager: ocp.CheckpointManager, target):
         try:
             state = restore(manager, step, target)
         except Exception as error:  # noqa: BLE001 — as in restore_newest_readable
-            print(f"warning: checkpoint step {step} in {manager.directory} is unreadable ({_one_line(error)}); left in place; skipped",
+            if step not in saved_steps(Path(str(manager.directory)).parent):
+                continue  # deleted meanwhile by the trainer still writing the run: gone, not damaged
+            print(f"warning: checkpoint step {step} in {manager.directory} is unreadable ({one_line(error)}); left in place; skipped",
                   file=sys.stderr, flush=True)
             continue
         readable += 1

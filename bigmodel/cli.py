@@ -272,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.BAD_INPUT
+    except exit_codes.Failed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.FAILED
+    except exit_codes.StorageFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.STORAGE_ERROR
     except BrokenPipeError:  # `bigmodel presets | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is silent too
         return exit_codes.OK

@@ -67,7 +67,7 @@ def eval_curve(workdir: Path, config, manager, n_batches: int, validation) -> in
             del state  # one checkpoint in memory at a time
             if is_writer:
                 print(json.dumps(curve[-1]), flush=True)
-    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
+    except checkpoint.ShapeMismatch as error:  # no readable checkpoint at all: NoReadableCheckpoint, exit 1
         raise config_lib.ConfigError(str(error)) from None
     manager.close()
     if is_writer:

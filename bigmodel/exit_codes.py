@@ -11,7 +11,8 @@
 74 and 75 are sysexits' EX_IOERR and EX_TEMPFAIL; both mean "resumable".
 
 `ConfigError` is bad input's exception: raised at any layer, printed by the CLI as the one
-`error:` line, exit 2. It lives here, on the ground floor, so that every module may raise it.
+`error:` line, exit 2. `Failed` (exit 1) and `StorageFailed` (exit 74) are printed the same way.
+They live here, on the ground floor, so that every module may raise them.
 """
 
 OK = 0
@@ -23,3 +24,13 @@ STOPPED = 75
 
 class ConfigError(ValueError):
     """A config or an input that cannot run; the message is the one line the user sees."""
+
+
+class Failed(RuntimeError):
+    """The command could not do its work for a reason other than its input (no checkpoint of the
+    run is readable); the message is the one line the user sees, exit 1."""
+
+
+class StorageFailed(OSError):
+    """Writing failed for want of storage (disk full, read-only, directory gone); the message is
+    the one line the user sees, exit 74."""

@@ -4,7 +4,8 @@ Every file bigmodel rewrites (summary.json, eval.json, runs.csv, fit.json, the t
 tokenizer model, metrics.jsonl after a resume) goes through `write_atomically`: write a
 temporary sibling, then `os.replace` it, so a reader or a process killed at any instant sees the
 old file or the whole new one. `metrics.jsonl` is the one file that grows by appends; its reader
-`read_jsonl` skips a torn last line (a process killed mid-write) instead of failing on it.
+`read_jsonl` skips a torn last line (a process killed mid-write) with a warning instead of
+failing on it.
 
 Two kinds of lock, both `fcntl.flock`, which the kernel releases when the holder dies (kill -9
 included), so a crashed process never blocks the next one:
@@ -21,11 +22,15 @@ import dataclasses
 import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
+
+from bigmodel.exit_codes import ConfigError, StorageFailed
 
 LOCK_FILE = ".lock"
 
@@ -35,9 +40,40 @@ class WorkdirBusy(RuntimeError):
 
 
 def temporary_sibling(path: str | os.PathLike) -> Path:
-    """A name beside `path`, unique to this process, to write before `os.replace`."""
+    """A name beside `path`, unique to this process, to write before `os.replace`; its pid lets
+    the next writer of `path` remove it if this process dies first (`remove_stale_temporaries`)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary siblings of `path` (files, or an export's folder) left by writers killed
+    before their rename (kill -9, a power cut): those whose pid is no longer a live process.
+    Returns what it removed."""
+    path = Path(path)
+    prefix = f".{path.name}.tmp"
+    removed = []
+    for sibling in path.parent.glob(f".{glob_escape(path.name)}.tmp*"):
+        pid = sibling.name[len(prefix):]
+        if pid.isdigit() and not process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(sibling) if sibling.is_dir() else sibling.unlink()
+                removed.append(sibling)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{char}]" if char in "*?[" else char for char in name)
 
 
 @contextlib.contextmanager
@@ -45,12 +81,19 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """An open temporary sibling of `path`, renamed onto `path` when the body succeeds."""
     temporary = temporary_sibling(path)
     temporary.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     try:
         with open(temporary, mode) as file:
             yield file
         os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)  # after a failed write (disk full), leave no debris
+        remove_quietly(temporary)  # after a failed write (disk full), leave no debris
+
+
+def remove_quietly(path: Path) -> None:
+    """Unlink `path` if it is there; a read-only file system answers EROFS even for a missing file."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
@@ -72,24 +115,32 @@ def read_json(path: str | os.PathLike) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The JSON objects of a JSON-lines file, [] if it is missing.
+def read_jsonl(path: str | os.PathLike, is_record=lambda record: isinstance(record, dict)) -> list[dict]:
+    """The records of a JSON-lines file ([] if it is missing): each line's JSON value for which
+    `is_record` holds.
 
-    A line that is not a whole JSON object is skipped: appends are the only writes, so such a
-    line is the torn tail of a process killed mid-write, and it costs one record, not the file.
+    Appends are the only writes, so a last line that is not a record is the torn tail of a process
+    killed mid-write: it is skipped with one `warning:` naming the file and line, and costs one
+    record, not the file. Such a line anywhere else was not written by bigmodel: ConfigError,
+    naming the file and line.
     """
     try:
         text = Path(path).read_text(errors="replace")
     except FileNotFoundError:
         return []
+    numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     records = []
-    for line in text.splitlines():
+    for number, line in numbered:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
+            record = None
+        if record is not None and is_record(record):
             records.append(record)
+        elif number == numbered[-1][0]:
+            print(f"warning: {path} line {number} is not a whole record (cut short while being written?): skipped", file=sys.stderr)
+        else:
+            raise ConfigError(f"{path} line {number} is not a record bigmodel writes ({line[:60]!r}): fix or delete that line")
     return records
 
 
@@ -151,6 +202,57 @@ def wait_until_unlocked(directory: str | os.PathLike, timeout_s: float, poll_s: 
             time.sleep(poll_s)
 
 
+def _flock_holders(path: Path) -> list[int] | None:
+    """Pids holding a flock on `path`, from /proc/locks (Linux); None where that cannot be read."""
+    try:
+        stat, table = os.stat(path), Path("/proc/locks").read_text()
+    except FileNotFoundError:
+        return [] if Path("/proc/locks").exists() else None
+    except OSError:
+        return None
+    inode = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    holders = []
+    for line in table.splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and "->" not in fields and inode in fields:  # "->": a process waiting, not holding
+            holders.append(int(fields[fields.index(inode) - 1]))
+    return holders
+
+
+def lock_holder(directory: str | os.PathLike) -> int | None:
+    """The pid of the live process holding `directory/.lock` (a trainer writing the run), or None.
+    Never takes the lock, even for an instant: a trainer starting meanwhile must not be refused.
+    Without /proc/locks, the pid written in the file is taken if that process is alive."""
+    path = Path(directory) / LOCK_FILE
+    holders = _flock_holders(path)
+    if holders is not None:
+        return holders[0] if holders else None
+    try:
+        pid = int(path.read_text().split()[0])
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def link_tree(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Hard-link every file under `source` to the same place under `destination` (no bytes
+    copied): the links keep the files whatever happens to `source` afterwards. Raises
+    FileNotFoundError if `source` loses a file meanwhile, OSError where links cannot be made."""
+    source, destination = Path(source), Path(destination)
+    for root, _, names in os.walk(source, onerror=_raise):
+        target = destination / Path(root).relative_to(source)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            os.link(Path(root) / name, target / name)
+    if not destination.is_dir():  # os.walk yields nothing for a source that is gone
+        raise FileNotFoundError(errno.ENOENT, "No such directory", str(source))
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
+
 @dataclasses.dataclass(frozen=True)
 class StorageGuard:
     """Checks, before a checkpoint is written, that it can be: the directory is still the one the
@@ -175,6 +277,14 @@ class StorageGuard:
         if (stat.st_dev, stat.st_ino) != self.identity:
             return f"{self.directory} was deleted or replaced while the run wrote to it"
         return None
+
+    def broken(self) -> bool:
+        """Whether a checkpoint could not be written now (the directory gone, or too little room)."""
+        try:
+            self.check()
+        except OSError:
+            return True
+        return False
 
     def check(self) -> None:
         """Raise OSError (ENOENT or ENOSPC) if a checkpoint cannot be written now."""
@@ -203,3 +313,51 @@ def storage_failure(error: BaseException) -> str | None:
             return phrase
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+class StorageErrorFilter(logging.Filter):
+    """Drops orbax's own ERROR records (one per writer thread, with tracebacks) for a storage
+    failure: the command reports it once, as one `error:` line. Every other record passes."""
+
+    def __init__(self, guard: StorageGuard):
+        super().__init__()
+        self.guard = guard
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        error = record.exc_info[1] if record.exc_info else Exception(record.getMessage())
+        return storage_problem(error, self.guard) is None
+
+
+def storage_problem(error: BaseException, guard: StorageGuard) -> str | None:
+    """Why writing a run failed, if storage is the cause; None for any other error. A workdir
+    deleted under a running command surfaces as assorted NOT_FOUND errors: name the cause."""
+    return guard.vanished() or storage_failure(error)
+
+
+@contextlib.contextmanager
+def storage_faults(guard: StorageGuard) -> Iterator[None]:
+    """The body's storage failure (disk full, read-only, the directory gone) as one StorageFailed
+    (exit 74) whose message is the line to show; orbax's per-thread tracebacks of it are dropped
+    meanwhile. Any other error passes unchanged. After a StorageFailed, orbax's writer threads may
+    still be failing: leave the process at once (`train.leave_at_once`)."""
+    quiet, hook = StorageErrorFilter(guard), sys.excepthook
+    logging.getLogger("absl").addFilter(quiet)  # orbax logs through absl
+    # tensorstore's callbacks into the closed event loop of a failed async save print their
+    # tracebacks through sys.excepthook, from its own threads: dropped while the storage is broken
+    sys.excepthook = lambda kind, value, trace: None if guard.broken() or storage_problem(value, guard) else hook(kind, value, trace)
+    failed = False
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
+        reason = storage_problem(error, guard)
+        if reason is None:
+            raise
+        failed = True  # the quiet hook stays until the process leaves (`train.leave_at_once`)
+        raise StorageFailed(f"writing to {guard.directory} failed ({reason}); the checkpoints written before are intact: "
+                            "free space or fix the storage, then rerun the same command to resume") from None
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)
+        if not failed:
+            sys.excepthook = hook

@@ -18,9 +18,15 @@ from bigmodel.files import read_jsonl, write_jsonl_atomic
 METRICS_FILE = "metrics.jsonl"
 
 
+def is_metrics_record(record) -> bool:
+    """A JSON object with an integer step: what MetricsLog writes."""
+    return isinstance(record, dict) and isinstance(record.get("step"), int) and not isinstance(record["step"], bool)
+
+
 def read_metrics(workdir: Path) -> list[dict]:
-    """metrics.jsonl's records (a torn last line from a killed process is skipped)."""
-    return read_jsonl(Path(workdir) / METRICS_FILE)
+    """metrics.jsonl's records, each with its step (a torn last line from a killed process is
+    skipped with a warning; a bad line elsewhere is a ConfigError naming it)."""
+    return read_jsonl(Path(workdir) / METRICS_FILE, is_metrics_record)
 
 
 def truncate_metrics_after(workdir: Path, step: int) -> None:

@@ -2,9 +2,11 @@
 checkpoints, its tokenizer and its parameters. One home for every command that uses a run
 rather than trains it: eval, compare, generate, serve, export, and finetune's --from run.
 
-Nothing here writes to the run (the one exception, `restore_newest` with move_unreadable, is for a
-fine-tuning run resuming itself), and nothing falls back the way the trainer does: a run with no
-checkpoint is an error here, where `train` would start it fresh or from its branch point.
+Nothing here writes to the run (the exceptions: `restore_newest` with move_unreadable, for a
+fine-tuning run resuming itself; and the hard-linked snapshot a reader makes of a step while a
+trainer still writes the run, removed when read), and nothing falls back the way the trainer
+does: a run with no checkpoint is an error here, where `train` would start it fresh or from its
+branch point. A run still training is read as it goes: see "reading a run that may be training".
 Checkpoints are restored onto the devices present now: the run's own mesh when it fits,
 otherwise plain data parallelism over every device.
 """
@@ -12,10 +14,10 @@ otherwise plain data parallelism over every device.
 from __future__ import annotations
 
 import json
-import logging
+import sys
 from pathlib import Path
 
-from bigmodel import checkpoint, config as config_lib, files
+from bigmodel import checkpoint, config as config_lib, exit_codes, files
 from bigmodel.config import ConfigError
 
 
@@ -41,8 +43,8 @@ def saved_train_config(workdir: Path) -> dict | None:
 
 
 def open_run(workdir: Path):
-    """(the run's config fitted to these devices, its checkpoint manager); ConfigError when the
-    directory is not a train run or has no checkpoint yet."""
+    """(the run's config fitted to these devices, a manager that only reads its checkpoints);
+    ConfigError when the directory is not a train run or has no checkpoint yet."""
     config_path = workdir / "config.json"
     if not config_path.exists():
         raise ConfigError(f"{workdir} has no config.json: pass the --workdir of a bigmodel train run")
@@ -50,13 +52,12 @@ def open_run(workdir: Path):
     if saved is None:
         raise ConfigError(f"{config_path} is not valid JSON: restore it from the run's command (command.sh) or its original config")
     config = config_for_these_devices(config_lib.from_json(json.dumps(saved)))
-    no_checkpoint = f"{workdir} has no checkpoint yet: train it first (bigmodel train --workdir {workdir} ...)"
-    if not (workdir / checkpoint.CHECKPOINT_DIR).is_dir():
-        raise ConfigError(no_checkpoint)
-    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
-    if manager.latest_step() is None:
-        raise ConfigError(no_checkpoint)
-    return config, manager
+    if not checkpoint.saved_steps(workdir):
+        writer = files.lock_holder(workdir)
+        still = f"the run is still training (pid {writer}) and has not written its first checkpoint yet: rerun after step " \
+                f"{config.checkpoint.every_steps}" if writer else f"train it first (bigmodel train --workdir {workdir} ...)"
+        raise ConfigError(f"{workdir} has no checkpoint yet: {still}")
+    return config, checkpoint.reading_manager(checkpoint.checkpoint_dir(workdir))
 
 
 def run_tokenizer(config, workdir: Path):
@@ -90,26 +91,133 @@ def open_for_use(workdir: Path):
         raise
 
 
+# ----------------------------------------------------------------------------- reading a run that may be training
+#
+# A trainer keeps only its `checkpoint.keep` newest steps: a step a reader picked can be deleted
+# before the reader is done with it (with keep=1 and a checkpoint every step, within a fraction
+# of a second). While a trainer holds the run (its .lock), a step is read from a hard-linked
+# snapshot (`checkpoint.linked_snapshot`), which the trainer cannot take away; a step deleted
+# before it was linked, or one read in place that vanished, sends the reader back to the newest
+# step, up to READ_ATTEMPTS times. A step that fails to restore and is still the newest is
+# damaged: a warning, and the next older one.
+
+READ_ATTEMPTS = 10
+
+
+class StepGone(Exception):
+    """The step was deleted, or a newer one appeared, while it was being read: a live trainer's."""
+
+
+def run_of(manager) -> Path:
+    """The run directory of a manager over <run>/checkpoints."""
+    return Path(str(manager.directory)).parent
+
+
+def superseded(workdir: Path, step: int) -> bool:
+    steps = checkpoint.saved_steps(workdir)
+    return step not in steps or max(steps) > step
+
+
+def read_pinned(manager, step: int, read, handler=None):
+    """read(manager, step) where `step` cannot vanish meanwhile: a snapshot while a trainer holds
+    the run, else the run's own checkpoints. StepGone if a trainer deleted the step first."""
+    workdir = run_of(manager)
+    if files.lock_holder(workdir) is not None:
+        try:
+            with checkpoint.linked_snapshot(workdir, step) as snapshot:
+                if snapshot is not None:
+                    reader = checkpoint.reading_manager(snapshot, handler)
+                    try:
+                        return read(reader, step)
+                    finally:
+                        reader.close()
+        except checkpoint.StepVanished:
+            raise StepGone(step) from None
+    try:  # nobody writes the run, or links cannot be made here
+        return read(manager, step)
+    except checkpoint.ShapeMismatch:
+        raise
+    except Exception:
+        if superseded(workdir, step):
+            raise StepGone(step) from None
+        raise
+
+
+def still_training(workdir: Path) -> str:
+    writer = files.lock_holder(workdir)
+    return f"the run is still training (pid {writer}); " if writer else ""
+
+
+def read_newest(manager, read, handler=None):
+    """(read(manager, step), step) for the newest step that reads, or (None, None) where the run
+    has no checkpoint. Unreadable steps: one warning each, then the next older one; none
+    readable: NoReadableCheckpoint (exit 1). Another model's checkpoint: ShapeMismatch."""
+    workdir = run_of(manager)
+    damaged: list[int] = []
+    for _ in range(READ_ATTEMPTS):
+        steps = [step for step in reversed(checkpoint.saved_steps(workdir)) if step not in damaged]
+        if not steps:
+            break
+        for step in steps:
+            try:
+                return read_pinned(manager, step, read, handler), step
+            except StepGone:
+                break  # the trainer moved on: start again from its newest step
+            except checkpoint.ShapeMismatch:
+                raise
+            except Exception as error:  # noqa: BLE001 — tensorstore and zarr raise many types for damaged files
+                if superseded(workdir, step):
+                    break
+                damaged.append(step)
+                print(f"warning: checkpoint step {step} in {manager.directory} is unreadable ({checkpoint.one_line(error)}); left in place; "
+                      "falling back to the previous step", file=sys.stderr, flush=True)
+        else:
+            break  # every step listed is damaged
+    else:
+        raise exit_codes.Failed(f"{still_training(workdir)}its checkpoints in {manager.directory} were replaced {READ_ATTEMPTS} times while "
+                                "being read: rerun, or read a step it keeps (--step, checkpoint.keep_steps)")
+    if damaged:
+        raise checkpoint.NoReadableCheckpoint(f"no checkpoint in {manager.directory} is readable (tried steps {damaged}): "
+                                              f"{still_training(workdir) + 'rerun after its next checkpoint' if still_training(workdir) else 'restore them from a backup or train the run again'}")
+    return None, None
+
+
+def full_state(target):
+    """read(manager, step) of a whole train state onto `target`'s shardings."""
+    def read(manager, step):
+        checkpoint.check_shapes(manager, step, target)  # another model's checkpoint is not "damaged": no fallback
+        return checkpoint.restore(manager, step, target)
+    return read
+
+
 def restore_newest(manager, abstract_state, shardings, *, move_unreadable: bool):
     """(state, step) of the newest readable checkpoint placed on `shardings`, or (None, None)
-    where there is none. Every step unreadable, or another model's checkpoint: ConfigError."""
+    where there is none. A run resuming itself (move_unreadable) sets unreadable steps aside;
+    a reader leaves them and copes with a live trainer (`read_newest`). Another model's
+    checkpoint: ConfigError; none readable: NoReadableCheckpoint (exit 1)."""
     target = checkpoint.abstract_target(abstract_state, shardings)
     try:
-        return checkpoint.restore_newest_readable(manager, target, move_unreadable=move_unreadable)
-    except (checkpoint.NoReadableCheckpoint, checkpoint.ShapeMismatch) as error:
+        if move_unreadable:
+            return checkpoint.restore_newest_readable(manager, target, move_unreadable=True)
+        return read_newest(manager, full_state(target))
+    except checkpoint.ShapeMismatch as error:
         raise ConfigError(str(error)) from None
 
 
 def restore_step(manager, step: int, abstract_state, shardings):
     """The state saved at `step`, placed on `shardings`; ConfigError if there is none or it is unreadable."""
-    if step not in manager.all_steps():
-        raise ConfigError(f"{manager.directory} has no checkpoint at step {step}: pick one of {sorted(manager.all_steps())}")
+    workdir = run_of(manager)
+    steps = checkpoint.saved_steps(workdir)
+    if step not in steps:
+        raise ConfigError(f"{manager.directory} has no checkpoint at step {step}: {still_training(workdir)}pick one of {steps}")
     target = checkpoint.abstract_target(abstract_state, shardings)
     try:
-        checkpoint.check_shapes(manager, step, target)
-        return checkpoint.restore(manager, step, target)
+        return read_pinned(manager, step, full_state(target))
     except checkpoint.ShapeMismatch as error:
         raise ConfigError(str(error)) from None
+    except StepGone:
+        raise ConfigError(f"{manager.directory} deleted step {step} while it was read: {still_training(workdir)}pick a step it keeps "
+                          f"(now {checkpoint.saved_steps(workdir)}), or leave --step out for the newest") from None
     except Exception as error:  # noqa: BLE001 — tensorstore raises many types for damaged files
         raise ConfigError(f"checkpoint step {step} in {manager.directory} is unreadable ({type(error).__name__}): "
                           "pick another --step") from None
@@ -133,33 +241,26 @@ def restore_params(config, manager, step: int | None = None):
     return setup, state.params, step
 
 
-def read_only_manager(workdir: Path):
-    """A manager that can only read `workdir`'s checkpoints (orbax's note that it is read-only is silenced)."""
-    import orbax.checkpoint as ocp
-
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
-        return ocp.CheckpointManager(checkpoint.checkpoint_dir(workdir), options=options, item_handlers=ocp.PyTreeCheckpointHandler())
-    finally:
-        absl.setLevel(level)
-
-
-def read_params(workdir: Path, step: int, params_target):
-    """The parameters saved at `step` that `params_target` (ShapeDtypeStructs carrying shardings)
-    names, a subtree of the run's params, read without its optimizer state (orbax partial
-    restore) and without writing to the run. Raises checkpoint.ShapeMismatch for another
-    model's checkpoint and whatever orbax raises for a damaged one: the caller words them."""
+def read_params(workdir: Path, step: int | None, params_target):
+    """(params, step): the parameters saved at `step` (None: the newest readable one) that
+    `params_target` (ShapeDtypeStructs carrying shardings) names, a subtree of the run's params,
+    read without its optimizer state (orbax partial restore) and without writing to the run.
+    Raises checkpoint.ShapeMismatch for another model's checkpoint, StepGone for a step a live
+    trainer deleted, NoReadableCheckpoint, and whatever orbax raises for a damaged `step`."""
     import jax
     import orbax.checkpoint as ocp
 
     target = {"params": params_target}
-    manager = read_only_manager(workdir)
-    try:
+
+    def read(manager, step):
         checkpoint.check_shapes(manager, step, target)
         restore_args = jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype), target)
         return manager.restore(step, args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True))["params"]
+
+    manager = checkpoint.reading_manager(checkpoint.checkpoint_dir(workdir), ocp.PyTreeCheckpointHandler())
+    try:
+        if step is None:
+            return read_newest(manager, read, ocp.PyTreeCheckpointHandler())
+        return read_pinned(manager, step, read, ocp.PyTreeCheckpointHandler()), step
     finally:
         manager.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import signal
@@ -234,27 +233,6 @@ class StopRequest:
         self.requested = True
 
 
-def storage_problem(error: BaseException, guard: files.StorageGuard) -> str | None:
-    """Why writing the run failed, if storage is the cause; None for any other error. A workdir
-    deleted under a running trainer surfaces as assorted NOT_FOUND errors: name the cause."""
-    return guard.vanished() or files.storage_failure(error)
-
-
-class StorageErrorFilter(logging.Filter):
-    """Drops orbax's own ERROR records (one per writer thread, with tracebacks) for a storage
-    failure: `run` reports it once, as one `error:` line. Every other record passes."""
-
-    def __init__(self, guard: files.StorageGuard):
-        super().__init__()
-        self.guard = guard
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
-            return True
-        error = record.exc_info[1] if record.exc_info else Exception(record.getMessage())
-        return storage_problem(error, self.guard) is None
-
-
 @dataclasses.dataclass
 class Interval:
     """Steps and time since the last logged record, excluding eval and checkpoint pauses."""
@@ -346,23 +324,17 @@ def run(config: ml_collections.ConfigDict, workdir: Path, stop_at_step: int | No
         fresh_branch = config.train.get("init_from") and not manager.all_steps()
         progress.message(f"branched from {config.train.init_from} at step {resumed.step}" if fresh_branch else f"resumed from checkpoint at step {resumed.step}")
     guard = files.StorageGuard.of(workdir, bytes_needed=state_bytes(setup.abstract_state))
-    quiet = StorageErrorFilter(guard)
-    logging.getLogger("absl").addFilter(quiet)  # orbax logs through absl
     try:
-        code = train_loop(setup, manager, resumed, train_data, validation, log, progress, stop, stop_at_step, guard)
-        manager.wait_until_finished()  # async writes surface their errors here
-        finished = code == exit_codes.OK and is_writer and (stop_at_step or config.train.steps) >= config.train.steps
-        summary = write_summary(config, workdir, setup.compile_time_s, train_data) if finished else None
-        log.summarize(summary)
-    except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
-        reason = storage_problem(error, guard)
-        if reason is None:
-            raise
-        print(f"error: writing to {workdir} failed ({reason}); the checkpoints written before are intact: "
-              "free space or fix the storage, then rerun the same command to resume", file=sys.stderr, flush=True)
+        with files.storage_faults(guard):
+            code = train_loop(setup, manager, resumed, train_data, validation, log, progress, stop, stop_at_step, guard)
+            manager.wait_until_finished()  # async writes surface their errors here
+            finished = code == exit_codes.OK and is_writer and (stop_at_step or config.train.steps) >= config.train.steps
+            summary = write_summary(config, workdir, setup.compile_time_s, train_data) if finished else None
+            log.summarize(summary)
+    except exit_codes.StorageFailed as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
         return exit_codes.STORAGE_ERROR
     finally:
-        logging.getLogger("absl").removeFilter(quiet)
         progress.close()
         log.close()
     manager.close()
@@ -442,10 +414,14 @@ def train_command(spec: str, overrides: dict[str, str], workdir: str, stop_at_st
         return exit_codes.STOPPED
     code = run(config, workdir, stop_at_step, stop)
     if code == exit_codes.STORAGE_ERROR:
-        # Orbax's writer threads are still failing against the broken storage; a normal exit
-        # joins them and prints their tracebacks under the one error line. Leave at once: the
-        # metrics are flushed, and the kernel releases the lock and closes the files.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        leave_at_once(code)
     return code
+
+
+def leave_at_once(code: int) -> None:
+    """Exit now, after a storage failure: orbax's writer threads are still failing against the
+    broken storage, and a normal exit joins them and prints their tracebacks under the one error
+    line. The metrics are flushed; the kernel releases the lock and closes the files."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -72,6 +72,13 @@ def _taken_port(tmp_path: Path) -> str:
 
     _taken_port.sock = socket.create_server(("127.0.0.1", 0))  # kept open for the row's command
     return str(_taken_port.sock.getsockname()[1])
+def _live_run_without_checkpoint(tmp_path: Path) -> Path:
+    """A run whose trainer holds its lock and has not checkpointed yet (this process plays the trainer)."""
+    from bigmodel import files
+
+    workdir = _run_dir(tmp_path)
+    _held_workdir.lock = files.exclusive_workdir(workdir, "train")  # kept open for the row's command
+    return workdir
 
 
 def _experiment(tmp_path: Path, text: str) -> str:
@@ -122,6 +129,23 @@ def _dry_run(tmp_path: Path, study: str) -> list[str]:
 
 NOT_UTF8 = "In \udcff"  # how Python hands over a command-line byte that is not UTF-8 (here 0xff)
 GENERATE = ["generate", "--prompt", "In the"]
+
+REGISTRY_HEADER = "name,status,params,non_embedding_params,tokens,flops,final_loss,final_eval_loss,eval_bpb,wall_time_s,error\n"
+REGISTRY_ROWS = "".join(f"r{i},done,{2 * n:g},{n:g},{20 * n:g},{120 * n * n:g},{2 + 10 * n ** -0.3:.4f},{2 + 10 * n ** -0.3:.4f},3.0,1.0,\n"
+                        for i, n in enumerate((1e5, 2e5, 4e5, 8e5, 1.6e6)))
+
+
+def _sweep(tmp_path: Path, registry_text: str = REGISTRY_HEADER + REGISTRY_ROWS, **run_files: str) -> Path:
+    """A sweep directory: runs.csv and, for each `name="metrics.jsonl text"`, that run's metrics."""
+    _write(tmp_path / "sweep" / "runs.csv", registry_text)
+    for name, text in run_files.items():
+        _write(tmp_path / "sweep" / name / "metrics.jsonl", text)
+    return tmp_path / "sweep"
+
+
+def _torn_mid_registry(tmp_path: Path) -> Path:
+    return _sweep(tmp_path, REGISTRY_HEADER + "r9,done,10,5\n" + REGISTRY_ROWS)
+
 
 GOOD_POINTS = "params,tokens,loss\n" + "".join(f"{n},{20 * n},{2 + 10 * n ** -0.3:.4f}\n" for n in (1e5, 2e5, 4e5, 8e5, 1.6e6))
 
@@ -311,6 +335,21 @@ ROWS = [
     Row("key/value heads that do not divide the heads", "n_kv_heads=3 does not divide n_heads=2", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.model.n_kv_heads=3"]),
     Row("unknown MLP", "config.model.mlp must be one of gelu, swiglu, got 'relu'", lambda t, d: [*TRAIN, "--workdir", str(t / "r"), "--config.model.mlp=relu"]),
     Row("export --format hf onto a file", "is a file: --format hf writes a directory", lambda t, d: ["export", "--workdir", str(t), "--format", "hf", "--out", str(_write(t / "model.bin", "x"))]),
+    # half-written files (a torn LAST row or line is skipped with a warning instead: tests/test_registry.py)
+    Row("fit: a runs.csv row cut short before the last", "line 2 has 4 fields where the header has 11: fix or delete that row",
+        lambda t, d: ["fit", str(_torn_mid_registry(t)), "--law", "power", "--out", str(t / "fit.json")]),
+    Row("compare: a runs.csv row cut short before the last", "line 2 has 4 fields where the header has 11",
+        lambda t, d: ["compare", f"{_torn_mid_registry(t)}/runs.csv:r[0-2]", f"{t}/sweep/runs.csv:r[3-4]"]),
+    Row("plot: the sweep's fit.json cut short", "fit.json is not a whole JSON object (cut short?)",
+        lambda t, d: ["plot", str(_write(_sweep(t) / "fit.json", '{"law": "power", "E": 1.').parent), "--out", str(t / "plots")]),
+    Row("plot --fit: a fit.json cut short", "fit.json is not a whole JSON object (cut short?)",
+        lambda t, d: ["plot", str(_sweep(t)), "--fit", str(_write(t / "fit.json", '{"law": "pow')), "--out", str(t / "plots")]),
+    Row("status: a metrics.jsonl line without a step before the last", "metrics.jsonl line 2 is not a record bigmodel writes",
+        lambda t, d: ["status", str(_sweep(t, r0='{"step": 1, "loss": 3}\n{"loss": 2}\n{"step": 2, "loss": 1}\n'))]),
+    Row("finetune: --workdir is a file", "is a file: pass a directory (new or a fine-tuning run to resume)",
+        lambda t, d: ["finetune", "--from", str(t / "run"), "--task", "kjv_books", "--workdir", str(_write(t / "notes.txt", "mine"))]),
+    Row("eval of a run still training, before its first checkpoint", "has no checkpoint yet: the run is still training (pid",
+        lambda t, d: ["eval", "--workdir", str(_live_run_without_checkpoint(t))]),
 ]
 
 

@@ -119,3 +119,38 @@ def test_a_sentencepiece_tokenizer_travels_inside_the_file():
     rebuilt = tokenizer_from(json.loads(json.dumps(describe_tokenizer(tokenizer))))
     text = "And God said, Let there be light: and there was light.\nÉ"
     assert rebuilt.encode(text) == tokenizer.encode(text) and rebuilt.decode(rebuilt.encode(text)) == text
+
+
+def test_an_export_out_of_space_is_one_line_exit_74_and_leaves_nothing(tiny_run, tmp_path):
+    """A real full disk for the file alone: RLIMIT_FSIZE makes the kernel refuse the write (EFBIG),
+    as tools/chaos.py does where it may not mount a small tmpfs."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out" / "model.safetensors"
+    out.parent.mkdir()
+    stale = out.parent / ".model.safetensors.tmp999999999"  # an export killed mid-write (that pid is not alive)
+    stale.mkdir()
+    (stale / ".tmpAbC123").write_bytes(b"x" * 1000)  # safetensors' own temporary file, inside the export's folder
+    limit = "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); sys.argv[0] = 'bigmodel'; " \
+            "runpy.run_module('bigmodel', run_name='__main__')"
+    done = subprocess.run([sys.executable, "-c", limit, "export", "--workdir", str(tiny_run), "--out", str(out)], capture_output=True, text=True)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 74, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"error: writing {out} failed (File too large)"), lines
+    assert list(out.parent.iterdir()) == []  # neither its own partial file nor the killed export's
+
+
+def test_the_next_write_removes_the_temporary_files_of_dead_writers_only(tmp_path):
+    from bigmodel import files
+
+    target = tmp_path / "eval.json"
+    dead = tmp_path / ".eval.json.tmp999999999"  # no such process
+    other = tmp_path / ".other.json.tmp999999999"
+    for path in (dead, other):
+        path.write_text("debris")
+    alive = tmp_path / f".eval.json.tmp{os.getppid()}"  # a live process's write in progress
+    alive.write_text("in progress")
+    files.write_json_atomic(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert not dead.exists() and alive.exists() and other.exists()

@@ -431,7 +431,7 @@ def test_cli_bad_input_is_one_error_line(tmp_path):
         ("negative cell", "column 'loss' is '-3'"),
         ("out is a file", "is a file"),
         ("fit not found", "not found"),
-        ("fit not json", "is not a JSON object"),
+        ("fit not json", "is not a whole JSON object"),
         ("fit of unknown law", "unknown law 'kaplan'"),
         ("fit without its numbers", "the chinchilla fit has no B, beta"),
         ("fit with an old holdout", "the power fit has no holdout[].non_embedding_params"),

@@ -70,6 +70,33 @@ def test_a_directory_without_registry_or_with_a_foreign_csv_is_refused(tmp_path)
 # ----------------------------------------------------------------------------- the points view
 
 
+def test_a_registry_whose_last_row_is_cut_short_loses_that_row_with_a_warning(tmp_path, capsys):
+    write_rows(tmp_path, [("a", "done", 1000, 3.0, 2.9), ("b", "done", 2000, 2.8, 2.7)])
+    path = tmp_path / registry.REGISTRY_FILE
+    text = path.read_text()
+    path.write_text(text + text.splitlines()[-1][:6])  # a third row, torn after "b,done"
+    assert registry.sweep_points(tmp_path).names == ("a", "b")
+    assert capsys.readouterr().err == f"warning: {path} line 4 has 2 of the header's {len(registry.COLUMNS)} fields (cut short while being written?): skipped\n"
+    lines = text.splitlines()
+    path.write_text("\n".join([lines[0], lines[1][:6], lines[2]]) + "\n")  # the same tear before the last row: not a tail
+    with pytest.raises(ValueError, match=f"{path} line 2 has 2 fields where the header has {len(registry.COLUMNS)}: fix or delete that row"):
+        registry.sweep_points(tmp_path)
+
+
+def test_metrics_jsonl_loses_a_torn_last_line_with_a_warning_and_names_a_bad_line_elsewhere(tmp_path, capsys):
+    from bigmodel.config import ConfigError
+    from bigmodel.metrics import read_metrics
+
+    path = tmp_path / "run" / "metrics.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 3, "lo')
+    assert [record["step"] for record in registry.run_metrics(tmp_path, "run")] == [1, 2]
+    assert capsys.readouterr().err == f"warning: {path} line 3 is not a whole record (cut short while being written?): skipped\n"
+    path.write_text('{"step": 1, "loss": 3.0}\n{"loss": 2.5}\n{"step": 3, "loss": 2.0}\n')  # a record without its step
+    with pytest.raises(ConfigError, match=f"{path} line 2 is not a record bigmodel writes"):
+        read_metrics(path.parent)
+
+
 def test_points_are_the_done_runs_with_validation_loss_when_present(tmp_path):
     write_rows(tmp_path, [
         ("small", "done", 1000, 2.5, 2.4),

@@ -1,7 +1,8 @@
 """Fault injection against the real CLI: kill -9, damaged checkpoints, full, read-only and vanished
 disks, two processes on one workdir, Ctrl-C twice. Every scenario runs `python -m bigmodel
 train|eval|sweep` as subprocesses on a tiny config (L2, 30 steps of 4×32 tokens: seconds a run)
-and compares the outcome with an uninterrupted reference run, bit for bit.
+and compares the outcome with an uninterrupted reference run, bit for bit. The scenarios of
+`finetune` and `export` (kill -9, full and read-only disks) are in chaos_commands.py.
 
   python tools/chaos.py                          # everything, --points 20: 6.6 min on 2 busy cores
   python tools/chaos.py --points 3 --only kill9_train --workdir /tmp/chaos --seed 1
@@ -18,58 +19,16 @@ Result, so they can be called in-process.
 
 from __future__ import annotations
 
-import argparse, collections, csv, hashlib, io, json, math, os, random, re, shutil, signal, sys, tempfile, threading, time
+import argparse, csv, hashlib, io, json, math, os, random, re, shutil, signal, sys, tempfile, threading, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # chaos_lab beside this script, however it is run
 
 from chaos_lab import (  # noqa: E402
-    REPO, STEPS, EVERY, EVAL_EVERY, STOPPED, BAD_INPUT, IN_USE, NO_SPACE, Result, Outcome, Checks,
+    REPO, STEPS, EVERY, EVAL_EVERY, STOPPED, BAD_INPUT, IN_USE, NO_SPACE, Outcome, Checks,
     Proc, wait_until, read_records, logged, curve, curve_diff, summary_diff, check_curve,
-    json_field, snapshot, disk_bytes, mount, unmount, process_alive, children_of, Lab,
+    json_field, snapshot, disk_bytes, mount, unmount, process_alive, children_of, Lab, SCENARIOS, scenario, kill_rounds,
 )
-
-
-SCENARIOS = {}
-
-
-def scenario(function):
-    """Register a scenario: function(lab, checks, **options) → wrapper(lab, **options) → Result."""
-    def wrapper(lab: Lab, **options) -> Result:
-        checks, started = Checks(random.Random(f"{lab.seed}:{function.__name__}")), time.perf_counter()
-        try:
-            function(lab, checks, **options)
-        except Exception as error:  # noqa: BLE001 — a harness or setup failure is that scenario's FAIL
-            checks(False, "scenario raised", f"{type(error).__name__}: {error}")
-        details = "; ".join(checks.notes + (checks.failed or checks.passed))
-        return Result(function.__name__, not checks.failed, details, time.perf_counter() - started, checks.values)
-    wrapper.__name__ = wrapper.__qualname__ = function.__name__
-    wrapper.__doc__ = function.__doc__
-    SCENARIOS[function.__name__] = wrapper
-    return wrapper
-
-
-def kill_rounds(lab: Lab, c: Checks, points: int, label: str, argv, kill_somewhere, check_run) -> None:
-    """Run argv(workdir) and SIGKILL it (kill_somewhere(proc, workdir) → where, or None if it ended
-    first), rerunning the same command until it exits 0; then a fresh workdir while kills are due.
-    check_run(workdir) judges every finished run."""
-    kills, runs, exit_codes, failed = [], 0, collections.Counter(), False
-    while len(kills) < points and runs < points + 3 and not failed:
-        workdir, runs, outcome = lab.new_dir(label), runs + 1, None
-        for _ in range(4 * points + 10):
-            proc = lab.start(argv(workdir), label)
-            where = kill_somewhere(proc, workdir) if len(kills) < points else None
-            outcome = proc.finish()
-            exit_codes[outcome.rc] += 1
-            if not where:
-                break
-            kills.append(where)
-        failed = not c(outcome.rc == 0, f"run {runs} finishes after {len(kills)} kills", outcome.describe())
-        if not failed:
-            check_run(workdir)
-    c.values.update(kills=kills, runs=runs, exit_codes=dict(exit_codes))
-    kinds = dict(collections.Counter(where.split("@")[0] for where in kills))
-    c(len(kills) >= points, f"{len(kills)} SIGKILLs over {runs} run(s) {kinds}", f"only {len(kills)} of {points} landed")
 
 
 @scenario
@@ -380,6 +339,9 @@ def sigint_twice(lab: Lab, c: Checks):
     rerun = lab.run(lab.train_argv(workdir), "sigint_rerun")
     c(rerun.rc == 0, "the rerun finishes", rerun.describe())
     check_curve(c, "the rerun", workdir, reference)
+
+
+import chaos_commands  # noqa: E402, F401 — finetune's and export's scenarios register themselves
 
 
 def main(argv=None) -> int:

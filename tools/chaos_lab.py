@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {"train.steps": 30, "train.batch_size": 4, "data.seq_len": 32, "checkpoint.every_steps": 5, "checkpoint.keep": 2,
         "eval.every_steps": 10, "eval.batches": 2, "optim.warmup_steps": 5, "train.log_every": 1}
 STEPS, EVERY, EVAL_EVERY = 30, 5, 10
+FINETUNE = {"train.steps": 16, "train.batch_size": 8, "train.log_every": 1, "task.seq_len": 32, "task.verses": 2, "eval.every_steps": 4,
+            "eval.max_examples": 32, "eval.batch_size": 32, "checkpoint.every_steps": 4, "optim.warmup_steps": 2, "optim.lr": 3e-3}
 TRAIN_KEYS, EVAL_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_seen"), ("step", "eval_loss", "eval_bpb")
 STOPPED, BAD_INPUT, TIMEOUT_S = 75, 2, 300  # exit codes: stopped and resumable; bad input
 IN_USE = re.compile(r"in use|busy|locked", re.I)
@@ -239,6 +241,13 @@ class Lab:
     def eval_argv(self, workdir) -> list[str]:
         return [sys.executable, "-m", "bigmodel", "eval", "--workdir", str(workdir)]
 
+    def finetune_argv(self, run: Path, workdir: Path) -> list[str]:
+        return [sys.executable, "-m", "bigmodel", "finetune", "--from", str(run), "--task", "kjv_books", "--workdir", str(workdir),
+                *[f"--config.{k}={v}" for k, v in FINETUNE.items()]]
+
+    def export_argv(self, run: Path, out: Path) -> list[str]:
+        return [sys.executable, "-m", "bigmodel", "export", "--workdir", str(run), "--out", str(out)]
+
     def sweep_argv(self, experiment: Path, workdir: Path) -> list[str]:
         return [sys.executable, "-m", "bigmodel", "sweep", str(experiment), "--workdir", str(workdir)]
 
@@ -281,3 +290,45 @@ class Lab:
                         f"    return Study(base_config='configs/lm.py:L2', overrides={overrides!r},\n"
                         f"                 grid=SizeGrid([{shapes}], tokens={steps * 4 * 32}), analysis={analysis!r})\n")
         return path
+
+
+SCENARIOS = {}
+
+
+def scenario(function):
+    """Register a scenario: function(lab, checks, **options) → wrapper(lab, **options) → Result."""
+    def wrapper(lab: Lab, **options) -> Result:
+        checks, started = Checks(random.Random(f"{lab.seed}:{function.__name__}")), time.perf_counter()
+        try:
+            function(lab, checks, **options)
+        except Exception as error:  # noqa: BLE001 — a harness or setup failure is that scenario's FAIL
+            checks(False, "scenario raised", f"{type(error).__name__}: {error}")
+        details = "; ".join(checks.notes + (checks.failed or checks.passed))
+        return Result(function.__name__, not checks.failed, details, time.perf_counter() - started, checks.values)
+    wrapper.__name__ = wrapper.__qualname__ = function.__name__
+    wrapper.__doc__ = function.__doc__
+    SCENARIOS[function.__name__] = wrapper
+    return wrapper
+
+
+def kill_rounds(lab: Lab, c: Checks, points: int, label: str, argv, kill_somewhere, check_run) -> None:
+    """Run argv(workdir) and SIGKILL it (kill_somewhere(proc, workdir) → where, or None if it ended
+    first), rerunning the same command until it exits 0; then a fresh workdir while kills are due.
+    check_run(workdir) judges every finished run."""
+    kills, runs, exit_codes, failed = [], 0, collections.Counter(), False
+    while len(kills) < points and runs < points + 3 and not failed:
+        workdir, runs, outcome = lab.new_dir(label), runs + 1, None
+        for _ in range(4 * points + 10):
+            proc = lab.start(argv(workdir), label)
+            where = kill_somewhere(proc, workdir) if len(kills) < points else None
+            outcome = proc.finish()
+            exit_codes[outcome.rc] += 1
+            if not where:
+                break
+            kills.append(where)
+        failed = not c(outcome.rc == 0, f"run {runs} finishes after {len(kills)} kills", outcome.describe())
+        if not failed:
+            check_run(workdir)
+    c.values.update(kills=kills, runs=runs, exit_codes=dict(exit_codes))
+    kinds = dict(collections.Counter(where.split("@")[0] for where in kills))
+    c(len(kills) >= points, f"{len(kills)} SIGKILLs over {runs} run(s) {kinds}", f"only {len(kills)} of {points} landed")

@@ -96,18 +96,25 @@ def check_resumable(config, saved: dict | None, workdir: Path) -> None:
 # ----------------------------------------------------------------------------- restore
 
 
-def restore_backbone(setup, run: Path, step: int):
-    """The --from run's parameters at `step` (less its LM head) on the backbone's shardings, read
-    without its optimizer state (orbax partial restore) and without writing to the run."""
+def restore_backbone(setup, run: Path, step: int | None):
+    """(the --from run's parameters at `step` (None: its newest readable step) less its LM head,
+    on the backbone's shardings, the step read), read without its optimizer state (orbax partial
+    restore) and without writing to the run; a run still training is read as `bigmodel.restore`
+    reads one (its newest step may be replaced meanwhile)."""
     from bigmodel import checkpoint
     from bigmodel.finetune.classifier import BACKBONE
-    from bigmodel.restore import read_params
+    from bigmodel.restore import StepGone, read_params, still_training
 
     target = checkpoint.abstract_target(setup.abstract_state.train.params[BACKBONE], setup.params_shardings[BACKBONE])
     try:
         return read_params(run, step, target)
     except checkpoint.ShapeMismatch as error:
         raise ConfigError(str(error)) from None
+    except StepGone:
+        raise ConfigError(f"--from {run} deleted checkpoint step {step} while it was read: {still_training(run)}pick a step it keeps "
+                          "with --config.backbone.step, or 0 for the newest") from None
+    except checkpoint.NoReadableCheckpoint:
+        raise
     except Exception as error:  # noqa: BLE001 — a damaged checkpoint: one line, no fallback to another step
         raise ConfigError(f"--from {run} checkpoint step {step} cannot be read ({type(error).__name__}: {str(error)[:160]}): "
                           "pick another with --config.backbone.step") from None
@@ -164,6 +171,7 @@ def finetune_command(args: argparse.Namespace, overrides: dict[str, str]) -> int
     saved = saved_finetune_config(workdir)
     if saved is not None and config.backbone.step == 0:
         config.backbone.step = saved["backbone"]["step"]  # "newest" means the one the run started from
+    newest = config.backbone.step == 0  # read whichever step is newest when the run is read (it may be training)
     backbone_config, backbone_step = backbone_run(config)
     config.backbone.step = backbone_step
     check_resumable(config, saved, workdir)
@@ -176,7 +184,13 @@ def finetune_command(args: argparse.Namespace, overrides: dict[str, str]) -> int
     if runtime.EARLY_STOP["requested"]:
         print("stopped by SIGTERM while starting, before any step: rerun the same command to start or resume", file=sys.stderr)
         return exit_codes.STOPPED
-    return run(config, backbone_config, backbone_step, workdir, args.stop_at_step, stop)
+    try:
+        return run(config, backbone_config, None if newest else backbone_step, workdir, args.stop_at_step, stop)
+    except exit_codes.StorageFailed as error:
+        from bigmodel.train import leave_at_once
+
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        leave_at_once(exit_codes.STORAGE_ERROR)
 
 
 def task_data(config, backbone_config):
@@ -196,25 +210,43 @@ def task_data(config, backbone_config):
     return task, data
 
 
-def run(config, backbone_config, backbone_step: int, workdir: Path, stop_at_step: int | None, stop) -> int:
+def run(config, backbone_config, backbone_step: int | None, workdir: Path, stop_at_step: int | None, stop) -> int:
+    """Train OUT from `backbone_step` of the --from run (None: its newest, as found when read)."""
     import jax
 
-    from bigmodel import checkpoint, exit_codes, metrics as metrics_lib, sharding
+    from bigmodel import checkpoint, files, sharding
     from bigmodel.finetune import loop
     from bigmodel.finetune.settings import check_against_backbone
     from bigmodel.model import model_config
-    from bigmodel.restore import restore_newest
-    from bigmodel.workdir import claim, write_config
+    from bigmodel.train import state_bytes
+    from bigmodel.workdir import claim
 
     task, data = task_data(config, backbone_config)
     mesh = sharding.make_mesh(backbone_config.mesh)
     check_against_backbone(config, backbone_config, mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
     setup = loop.build(config, model_config(backbone_config), len(task.class_names), mesh, sharding.logical_rules(backbone_config))
     fresh = checkpoint.newest_step(workdir) == 0
-    parent_params = restore_backbone(setup, Path(config.backbone.init_from), backbone_step) if fresh and config.backbone.init == "pretrained" else None
+    parent_params = None
+    if fresh and config.backbone.init == "pretrained":
+        parent_params, backbone_step = restore_backbone(setup, Path(config.backbone.init_from), backbone_step)
+    backbone_step = config.backbone.step = backbone_step or config.backbone.step  # the step config.json records
+
+    lock = claim(workdir, finetune_run_directory())  # noqa: F841 — every check has passed: the workdir is ours until we return
+    guard = files.StorageGuard.of(workdir, bytes_needed=state_bytes(setup.abstract_state))
+    with files.storage_faults(guard):  # disk full, read-only, OUT deleted: one line, exit 74 (as train)
+        return train_and_test(config, setup, task, data, parent_params, backbone_step, workdir, stop_at_step, stop, guard)
+
+
+def train_and_test(config, setup, task, data, parent_params, backbone_step: int, workdir: Path, stop_at_step: int | None, stop, guard) -> int:
+    """Everything that writes OUT: resume or start, the loop, then the test set's report."""
+    import jax
+
+    from bigmodel import checkpoint, exit_codes, metrics as metrics_lib
+    from bigmodel.finetune import loop
+    from bigmodel.restore import restore_newest
+    from bigmodel.workdir import write_config
 
     is_writer = jax.process_index() == 0
-    lock = claim(workdir, finetune_run_directory())  # noqa: F841 — every check has passed: the workdir is ours until we return
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     state, _ = restore_newest(manager, setup.abstract_state, setup.state_shardings, move_unreadable=True)  # resume OUT
     if state is None:
@@ -227,7 +259,7 @@ def run(config, backbone_config, backbone_step: int, workdir: Path, stop_at_step
     try:
         code = exit_codes.OK
         if not loop.finished(state, config):
-            code, state = loop.train_loop(setup, manager, state, data, task.class_names, log, progress, stop, stop_at_step)
+            code, state = loop.train_loop(setup, manager, state, data, task.class_names, log, progress, stop, stop_at_step, guard)
         manager.wait_until_finished()
     finally:
         progress.close()

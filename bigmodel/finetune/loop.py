@@ -209,10 +209,12 @@ def eval_record(step: int, result: dict) -> dict:
     return {"step": step, "eval_loss": result["loss"], "eval_accuracy": result["accuracy"], "eval_macro_f1": result["macro"]["f1"]}
 
 
-def train_loop(setup: Setup, manager, state: FinetuneState, data: dict, class_names, log, progress, stop, stop_at_step: int | None):
+def train_loop(setup: Setup, manager, state: FinetuneState, data: dict, class_names, log, progress, stop, stop_at_step: int | None,
+               guard=None):
     """Steps from the restored step until the end, an early stop, stop_at_step or a signal.
     Returns (exit code, state): OK when done or at stop_at_step, STOPPED on a signal, FAILED on a
-    non-finite loss (the last good checkpoint is kept)."""
+    non-finite loss (the last good checkpoint is kept). `guard` (files.StorageGuard) is checked
+    before each checkpoint."""
     config = setup.config
     last_step = config.train.steps
     end_step = min(last_step, stop_at_step or last_step)
@@ -251,6 +253,8 @@ def train_loop(setup: Setup, manager, state: FinetuneState, data: dict, class_na
                              f"loss {result['loss']:.4f} (best at step {int(state.best_step)})"
                              + (f"; no improvement in {config.eval.patience} evaluations: stopping early" if out_of_patience else ""))
         if due(done, config.checkpoint.every_steps, end_step) or stopping or out_of_patience:
+            if guard is not None:
+                guard.check()  # fail before writing (disk full, OUT gone), not halfway through
             checkpoint.save(manager, done, state)
         if out_of_patience:
             break

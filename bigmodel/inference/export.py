@@ -28,8 +28,10 @@ import shutil
 import time
 from pathlib import Path
 
+from bigmodel import files
 from bigmodel.arguments import path_text, positive_int
 from bigmodel.config import ConfigError
+from bigmodel.exit_codes import StorageFailed
 
 EXPORT_HELP = "write a run's parameters, model settings and tokenizer to one safetensors file"
 FORMAT = "bigmodel-export-1"
@@ -110,6 +112,29 @@ def metadata(config, tokenizer, workdir: Path, step: int, dtype: str) -> dict[st
             "run": json.dumps(run)}
 
 
+def write_file(out: Path, write) -> None:
+    """write(path) inside a temporary folder beside `out` (safetensors writes its own `.tmpXXXXXX`
+    there first), then rename the file onto `out`: a reader never sees half a file, and an export
+    killed midway leaves one folder named with its pid, which the next export to `out` removes.
+    Out of space or read-only: StorageFailed (exit 74), nothing left."""
+    folder = files.temporary_sibling(out)
+    try:
+        files.remove_stale_temporaries(out)
+        folder.mkdir()
+        write(folder / out.name)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(folder / out.name, 0o666 & ~umask)  # safetensors writes 0600; a model file is made to be shared, like any other
+        os.replace(folder / out.name, out)
+    except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
+        reason = files.storage_failure(error)
+        if reason is None:
+            raise
+        raise StorageFailed(f"writing {out} failed ({reason}); nothing was left there: free space or pick a writable --out") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def export_command(args: argparse.Namespace) -> int:
     """Check the output path and the run (no JAX work), restore, write atomically, report."""
     from bigmodel.restore import open_for_use, restore_params
@@ -163,22 +188,14 @@ def shareable(path: Path) -> None:
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def write_file(out: Path, write) -> None:
-    """`write(path)` to a partial file beside `out`, then renamed: a reader never sees half a file."""
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    try:
-        write(partial)
-        shareable(partial)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def write_hf_directory(out: Path, tensors: dict, json_files: dict[str, str], force: bool, save_file) -> None:
-    """The directory built beside `out` and renamed into place whole; with --force the old one is
-    moved aside first and deleted only once the new one is there."""
-    partial, old = (out.with_name(f".{out.name}.{kind}-{os.getpid()}") for kind in ("partial", "old"))
+    """The directory built in a temporary sibling of `out` (named with the pid, so the next export
+    removes it after a kill: `files.remove_stale_temporaries`) and renamed into place whole; with
+    --force the old one is moved aside first and deleted only once the new one is there. Out of
+    space or read-only: StorageFailed (exit 74), nothing left."""
+    partial, old = files.temporary_sibling(out), out.with_name(f".{out.name}.old-{os.getpid()}")
     try:
+        files.remove_stale_temporaries(out)
         partial.mkdir()
         save_file(tensors, partial / "model.safetensors", metadata={"format": "pt"})  # transformers reads only "pt"-marked files
         for name, text in json_files.items():
@@ -188,6 +205,13 @@ def write_hf_directory(out: Path, tensors: dict, json_files: dict[str, str], for
         if force and out.is_dir():
             os.replace(out, old)
         os.replace(partial, out)
+    except Exception as error:  # noqa: BLE001 — only storage failures are handled; the rest re-raise
+        reason = files.storage_failure(error)
+        if reason is None:
+            raise
+        if old.is_dir() and not out.exists():
+            os.replace(old, out)  # the old model stays where it was
+        raise StorageFailed(f"writing {out} failed ({reason}); nothing was left there: free space or pick a writable --out") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

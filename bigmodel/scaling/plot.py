@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bigmodel import files
 from bigmodel.scaling import fit as fitting
 from bigmodel.scaling.counts import count_words
 from bigmodel.scaling.fit import N_DEFINITION
@@ -29,7 +28,7 @@ from bigmodel.scaling.plot_hyperparams import hyperparams_fit, plot_hyperparams
 from bigmodel.scaling.plot_figures import plot_isoflop, plot_loss_vs_compute, plot_loss_vs_params, plot_training_curves
 from bigmodel.scaling.plot_style import save_figure
 from bigmodel.scaling.plot_surface import plot_compute_optimal_frontier, plot_isoflop_slices, plot_loss_vs_tokens, with_allocation
-from bigmodel.scaling.registry import group_budgets
+from bigmodel.scaling.registry import group_budgets, read_fit
 
 BOOTSTRAP_FOR_PLOTS = 200  # replicates when plot_all fits the band itself
 MIN_POINTS_FOR_POWER_FIT = 4  # three parameters need at least one degree of freedom
@@ -77,7 +76,7 @@ def given_fit(fit: dict | str | Path | None, data: PlotInput) -> dict | None:
     if isinstance(fit, (str, Path)):
         if not Path(fit).is_file():
             raise ValueError(f"fit file {fit} not found: pass the JSON that `bigmodel fit` wrote")
-        return check_fit(files.read_json(fit), str(fit))
+        return check_fit(read_fit(fit), str(fit))
     if fit is not None:
         return check_fit(fit, "the fit")
     return None if data.fit is None else check_fit(data.fit, "the sweep's fit.json")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,9 @@ def check_points(name_to_values: dict[str, np.ndarray], minimum: int) -> None:
 
 
 def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header and (line number, row) pairs of a CSV, skipping blank and `#` comment lines."""
+    """Header and (line number, row) pairs of a CSV, skipping blank and `#` comment lines. A last
+    row with fewer fields than the header (a copy or a write cut short) is skipped with a warning
+    naming its line; any other row of the wrong width is an error naming its line."""
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as error:
@@ -122,7 +125,15 @@ def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
         raise ValueError(f"{path} is empty: write a header line params,tokens,loss[,flops] and one row per run")
     reader = csv.reader(line for _, line in numbered)
     header = [name.strip() for name in next(reader)]
-    rows = [(number, dict(zip(header, (value.strip() for value in values)))) for (number, _), values in zip(numbered[1:], reader)]
+    rows = []
+    for (number, _), values in zip(numbered[1:], reader):
+        if len(values) != len(header):
+            if number == numbered[-1][0] and len(values) < len(header):  # the torn tail of a write cut short
+                print(f"warning: {path} line {number} has {len(values)} of the header's {len(header)} fields "
+                      "(cut short while being written?): skipped", file=sys.stderr)
+                continue
+            raise ValueError(f"{path} line {number} has {len(values)} fields where the header has {len(header)}: fix or delete that row")
+        rows.append((number, dict(zip(header, (value.strip() for value in values)))))
     return header, rows
 
 

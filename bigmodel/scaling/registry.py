@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bigmodel import files
+from bigmodel.metrics import read_metrics
 from bigmodel.scaling.points import Points, loss_unit, parse_number, points_from_csv, read_table, require_columns
 
 REGISTRY_FILE = "runs.csv"
@@ -107,13 +108,25 @@ def run_summary(directory: str | Path, name: str) -> dict | None:
 
 
 def run_metrics(directory: str | Path, name: str) -> list[dict]:
-    """A run's metrics.jsonl records ([] without one; a torn last line is skipped)."""
-    return files.read_jsonl(Path(directory) / name / METRICS_FILE)
+    """A run's metrics.jsonl records ([] without one; `bigmodel.metrics.read_metrics`)."""
+    return read_metrics(Path(directory) / name)
 
 
 def read_sweep_fit(directory: str | Path) -> dict | None:
-    """The sweep's fit.json, or None when the analysis has not written one."""
-    return files.read_json(Path(directory) / FIT_FILE)
+    """The sweep's fit.json, or None when the analysis has not written one. One that is not a
+    whole JSON object (cut short, edited) is a ValueError: drawing another law instead would hide it."""
+    path = Path(directory) / FIT_FILE
+    return read_fit(path) if path.exists() else None
+
+
+def read_fit(path: str | Path) -> dict:
+    """A fit.json that `bigmodel fit` (or a sweep's analysis) wrote; ValueError if it is not a
+    whole JSON object (cut short, edited)."""
+    fit = files.read_json(path)
+    if fit is None:
+        raise ValueError(f"{path} is not a whole JSON object (cut short?): write it again with python -m bigmodel fit ... --out {path}, "
+                         "or delete it")
+    return fit
 
 
 # ----------------------------------------------------------------------------- the points view
