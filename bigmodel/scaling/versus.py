@@ -28,6 +28,10 @@ from bigmodel.scaling.intervals import percentile_interval
 from bigmodel.scaling.laws import chinchilla_loss, optimal_frontier, power_law
 from bigmodel.scaling.noise import sigma_inflation
 
+LAWS = ("chinchilla", "power")  # power: the compute frontier L(C) = E + A·C^-γ
+METHODS = ("noise", "wild")  # design-keeping bootstraps: resampling points could leave a recipe without a size
+SIDES = ("A", "B")
+EXPONENT_NAMES = {"chinchilla": ("alpha", "beta"), "power": ("alpha",)}
 GRID_STEP = 0.02  # decades of C between frontier points
 N_SEARCH_DECADES, N_SEARCH_POINTS = 4.0, 401  # the flops-basis optimum: N within ±2 decades of the 6ND one, 0.01 decades apart
 CROSSOVER_DECADES = (2.0, 3.0)  # the crossover is searched from 100× below the smallest run to 1000× above the largest C

@@ -39,12 +39,9 @@ from bigmodel.scaling.noise import (
     seed_variance,
 )
 from bigmodel.scaling.points import Points
+from bigmodel.scaling.versus import EXPONENT_NAMES, SIDES
 
-LAWS = ("chinchilla", "power")  # power: the compute frontier L(C) = E + A·C^-γ
-METHODS = ("noise", "wild")  # design-keeping bootstraps: resampling points could leave a recipe without a size
-SIDES = ("A", "B")
 PAIRED_STARTS = 4  # best end points of each recipe's own fit combined into joint starts
-EXPONENT_NAMES = {"chinchilla": ("alpha", "beta"), "power": ("alpha",)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigmodel.scaling import versus, versus_fit, versus_gate
+from bigmodel.scaling import versus, versus_gate
 from bigmodel.scaling.allocation import BASES, flops_per_token_line
 from bigmodel.scaling.intervals import intervals
 from bigmodel.scaling.laws import estimate
@@ -80,7 +80,7 @@ def check_same_data(a: Recipe, b: Recipe) -> None:
 def check_versus_options(law: str, x: str, budgets, bootstrap: int, bootstrap_method: str, floor: float | None, margin: str | None,
                          holdout, predict) -> dict | None:
     """Refuse what a two-recipe fit cannot do, before any file is read; the parsed margin."""
-    if law not in versus_fit.LAWS or (law == "power" and x != "flops"):
+    if law not in versus.LAWS or (law == "power" and x != "flops"):
         raise ValueError(f"--versus compares laws of compute: use --law chinchilla, or --law power --x flops (the frontier L(C) = E + A·C^-γ); "
                          f"got --law {law}" + (f" --x {x}" if law == "power" else ""))
     if not budgets:
@@ -88,8 +88,8 @@ def check_versus_options(law: str, x: str, budgets, bootstrap: int, bootstrap_me
     for budget in budgets:
         if not (math.isfinite(budget) and budget > 0):
             raise ValueError(f"--budget {budget:g} is not a compute: give FLOPs in (0, inf), e.g. --budget 1e15")
-    if bootstrap_method not in versus_fit.METHODS:
-        raise ValueError(f"--versus bootstraps with the noise model: use --bootstrap_method {' or '.join(versus_fit.METHODS)}")
+    if bootstrap_method not in versus.METHODS:
+        raise ValueError(f"--versus bootstraps with the noise model: use --bootstrap_method {' or '.join(versus.METHODS)}")
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be 0 or a positive number of replicates, got {bootstrap}")
     if holdout or predict:
@@ -150,19 +150,21 @@ def fit_versus_input(path_a: str, path_b: str, law: str, budgets: list[float], *
     points_a, points_b, basis = _on_one_basis(a.points, b.points, compute_basis)
     for points, side in ((points_a, "A"), (points_b, "B")):
         _check_recipe(points, law, side, floor)
+    from bigmodel.scaling import versus_fit  # loads JAX: only once the inputs passed every check
+
     fitted = versus_fit.fit_recipes(points_a, points_b, law, shared_exponents=shared_exponents, floor=floor, bootstrap=bootstrap,
                                     seed=seed, bootstrap_method=bootstrap_method)
     joint = fitted["joint"]
-    sample_laws = [{side: versus_fit.law_parameters(versus_fit.recipe_theta(theta, joint, side), law) for side in versus_fit.SIDES}
+    sample_laws = [{side: versus_fit.law_parameters(versus_fit.recipe_theta(theta, joint, side), law) for side in versus.SIDES}
                    for theta in fitted["thetas"]]
     lines = {side: (flops_per_token_line(p.non_embedding_params, p.tokens, p.flops) if basis == "flops" and law == "chinchilla" else None)
              for side, p in (("A", points_a), ("B", points_b))}
     compute = np.concatenate([points_a.compute(), points_b.compute()])
     report = versus.versus_report(fitted["laws"], sample_laws, law, lines, list(budgets), versus.search_range(compute, budgets), fitted["noise"])
-    shared = ["E (pinned: --floor)" if floor is not None else "E"] + (list(versus_fit.EXPONENT_NAMES[law]) if shared_exponents else [])
+    shared = ["E (pinned: --floor)" if floor is not None else "E"] + (list(versus.EXPONENT_NAMES[law]) if shared_exponents else [])
     result = {"law": law, "a": a.spec, "b": b.spec, "n_points": {"A": len(points_a), "B": len(points_b)}, "shared": shared,
               "compute_basis": versus.basis_names(lines, law), "flops_per_token": lines, "objective": fitted["objective"],
-              "laws": {side: _law_entry(fitted["laws"][side], [s[side] for s in sample_laws], fitted["at_bound"], side) for side in versus_fit.SIDES},
+              "laws": {side: _law_entry(fitted["laws"][side], [s[side] for s in sample_laws], fitted["at_bound"], side) for side in versus.SIDES},
               **report}
     if floor is not None:
         result["floor"] = floor
@@ -198,7 +200,7 @@ def describe_versus(result: dict) -> str:
     crossover = result["crossover_flops"]
     low, high = crossover["searched"]
     parts.append(f"crossover {_interval_text(crossover, '.3g')} (searched {low:.2g}–{high:.2g} FLOPs)")
-    laws = "; ".join(f"{side}: α {estimate(result['laws'][side], 'alpha', '.3f')}" for side in versus_fit.SIDES)
+    laws = "; ".join(f"{side}: α {estimate(result['laws'][side], 'alpha', '.3f')}" for side in versus.SIDES)
     text = f"versus ({result['law']}, shared {', '.join(result['shared'])}; {laws}): " + "; ".join(parts)
     if "margin" in result:
         text += "; " + versus_gate.describe_gate(result["margin"])
