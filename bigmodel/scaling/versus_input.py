@@ -102,7 +102,7 @@ def check_versus_options(law: str, x: str, budgets, bootstrap: int, bootstrap_me
     return parsed
 
 
-def _on_one_basis(a: Points, b: Points, compute_basis: str) -> tuple[Points, Points, str]:
+def on_one_basis(a: Points, b: Points, compute_basis: str) -> tuple[Points, Points, str]:
     """Both recipes' points on one basis: their FLOPs where both have every run's, else 6ND for both."""
     both = compute_basis == "flops" and np.isfinite(a.flops).all() and np.isfinite(b.flops).all()
     if both:
@@ -147,22 +147,35 @@ def fit_versus_input(path_a: str, path_b: str, law: str, budgets: list[float], *
         raise ValueError(f"unknown compute basis {compute_basis!r}: use flops (the runs' own FLOPs per token) or 6ND")
     a, b = load_recipe(path_a, "A"), load_recipe(path_b, "B")
     check_same_data(a, b)
-    points_a, points_b, basis = _on_one_basis(a.points, b.points, compute_basis)
+    points_a, points_b, _ = on_one_basis(a.points, b.points, compute_basis)
+    result = fit_versus_points(points_a, points_b, law, budgets, bootstrap=bootstrap, seed=seed, bootstrap_method=bootstrap_method,
+                               shared_exponents=shared_exponents, floor=floor, margin=parsed_margin)
+    result.update(a=a.spec, b=b.spec)
+    return {"law": "versus", "input": a.spec, "versus": result, "points": _points_json(points_a, points_b), "summary": describe_versus(result)}
+
+
+def fit_versus_points(points_a: Points, points_b: Points, law: str, budgets: list[float], *, bootstrap: int = 0, seed: int = 0,
+                      bootstrap_method: str = "noise", shared_exponents: bool = False, floor: float | None = None,
+                      margin: dict | None = None) -> dict:
+    """fit.json's `versus` object for two recipes' points already on one basis (a FLOPs per token
+    line per recipe where every run has FLOPs, else 6ND): what `fit --versus` and the calibration
+    harness (`calibrate_versus.py`) both run."""
     for points, side in ((points_a, "A"), (points_b, "B")):
         _check_recipe(points, law, side, floor)
-    from bigmodel.scaling import versus_fit  # loads JAX: only once the inputs passed every check
+    from bigmodel.scaling import (
+        versus_fit,  # loads JAX: only once the inputs passed every check
+    )
 
     fitted = versus_fit.fit_recipes(points_a, points_b, law, shared_exponents=shared_exponents, floor=floor, bootstrap=bootstrap,
                                     seed=seed, bootstrap_method=bootstrap_method)
     joint = fitted["joint"]
     sample_laws = [{side: versus_fit.law_parameters(versus_fit.recipe_theta(theta, joint, side), law) for side in versus.SIDES}
                    for theta in fitted["thetas"]]
-    lines = {side: (flops_per_token_line(p.non_embedding_params, p.tokens, p.flops) if basis == "flops" and law == "chinchilla" else None)
-             for side, p in (("A", points_a), ("B", points_b))}
+    lines = recipe_lines(points_a, points_b, law)
     compute = np.concatenate([points_a.compute(), points_b.compute()])
     report = versus.versus_report(fitted["laws"], sample_laws, law, lines, list(budgets), versus.search_range(compute, budgets), fitted["noise"])
     shared = ["E (pinned: --floor)" if floor is not None else "E"] + (list(versus.EXPONENT_NAMES[law]) if shared_exponents else [])
-    result = {"law": law, "a": a.spec, "b": b.spec, "n_points": {"A": len(points_a), "B": len(points_b)}, "shared": shared,
+    result = {"law": law, "n_points": {"A": len(points_a), "B": len(points_b)}, "shared": shared,
               "compute_basis": versus.basis_names(lines, law), "flops_per_token": lines, "objective": fitted["objective"],
               "laws": {side: _law_entry(fitted["laws"][side], [s[side] for s in sample_laws], fitted["at_bound"], side) for side in versus.SIDES},
               **report}
@@ -170,10 +183,15 @@ def fit_versus_input(path_a: str, path_b: str, law: str, budgets: list[float], *
         result["floor"] = floor
     if bootstrap:
         result.update(bootstrap=bootstrap, bootstrap_method=bootstrap_method, noise=fitted["noise"])
-    if parsed_margin:
-        result["margin"] = versus_gate.gate(report, parsed_margin, _seeds_per_point(points_a, points_b))
-    summary = describe_versus(result)
-    return {"law": "versus", "input": a.spec, "versus": result, "points": _points_json(points_a, points_b), "summary": summary}
+    if margin:
+        result["margin"] = versus_gate.gate(report, margin, _seeds_per_point(points_a, points_b))
+    return result
+
+
+def recipe_lines(points_a: Points, points_b: Points, law: str) -> dict:
+    """Each recipe's FLOPs per token line where its runs have FLOPs (Chinchilla), else None (6ND)."""
+    return {side: (flops_per_token_line(p.non_embedding_params, p.tokens, p.flops) if law == "chinchilla" else None)
+            for side, p in (("A", points_a), ("B", points_b))}
 
 
 def _points_json(a: Points, b: Points) -> dict:
