@@ -10,13 +10,17 @@ counts no position table): the compute basis is the same for both recipes.
 
   python -m bigmodel sweep experiments/recipes.py:learned --workdir runs/recipes/learned
   python -m bigmodel sweep experiments/recipes.py:rope --workdir runs/recipes/rope
-  python -m bigmodel fit runs/recipes/learned --versus runs/recipes/rope --law chinchilla \
-      --budget 1e13 --budget 1e14 --budget 1e15 --margin 1.1x --out experiments/recipes_results
+  python -m bigmodel fit runs/recipes/learned --versus runs/recipes/rope --law chinchilla --budget 1e12 \
+      --budget 1e13 --budget 1e14 --bootstrap 200 --margin 1.1x --out experiments/recipes_results/fit.json
 
 fits Chinchilla's L(N, D) to both recipes with one shared entropy floor E and reports the compute
 the learned-positions recipe needs to match rotary's compute-optimal loss at each budget, divided
 by the budget (> 1: rotary is better), with its bootstrap interval and a verdict against the
-declared 1.1× margin. experiments/recipes_results/ and docs/scaling/versus.md hold the result.
+declared 1.1× margin (1e12 FLOPs is inside the runs' compute, 3e10–1.4e12; 1e13 and 1e14 are
+extrapolations). experiments/recipes_results/ holds both registries (learned/runs.csv,
+rope/runs.csv), fit.json and fit_versus.png; docs/scaling/versus.md the result. From the
+committed registries: `fit experiments/recipes_results/learned/runs.csv:'*' --versus
+experiments/recipes_results/rope/runs.csv:'*' ...` (the :'*' selection keeps each branch's group).
 """
 
 from bigmodel.scaling.sweep import BranchGrid, RunPlan, Study, shape_of

@@ -33,7 +33,7 @@ def test_a_known_4x_multiplier_is_recovered_inside_its_interval(tmp_path):
     rng = np.random.default_rng(7)
     a, b = recipe_csv(tmp_path / "a.csv", 1.0, rng), recipe_csv(tmp_path / "b.csv", 2.0, rng)
     out = tmp_path / "fit.json"
-    code = main(["fit", a, "--versus", b, "--law", "chinchilla", "--budget", "1e12", "--budget", "1e13", "--bootstrap", "40",
+    code = main(["fit", a, "--versus", b, "--law", "chinchilla", "--budget", "1e12", "--budget", "1e13", "--bootstrap", "30",
                  "--margin", "2x", "--out", str(out)])
     assert code == 0
     result = json.loads(out.read_text())["versus"]
@@ -63,7 +63,7 @@ def test_the_compute_frontier_law_with_a_pinned_floor_recovers_3x(tmp_path):
         loss = power_law(scale * compute, 1.5, 900.0, 0.2) * np.exp(rng.normal(0, 0.003, compute.size))
         rows = [f"{c / 6e7:g},{6e7 / 6:g},{value:.6f},{c:g}" for c, value in zip(compute, loss)]
         (tmp_path / f"{name}.csv").write_text("params,tokens,loss,flops\n" + "\n".join(rows) + "\n")
-    result = fit_versus_input(str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "power", [1e14, 1e17], x="flops", bootstrap=30,
+    result = fit_versus_input(str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "power", [1e14, 1e17], x="flops", bootstrap=20,
                               floor=1.5, shared_exponents=True, margin="0.001nats")["versus"]
     assert result["laws"]["A"]["E"] == pytest.approx(1.5) and result["shared"] == ["E (pinned: --floor)", "alpha"]
     for row in result["budgets"]:

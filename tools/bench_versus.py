@@ -8,7 +8,7 @@ Designs:
   σ = 0.012 in log loss; budgets 1e12 and 1e13 FLOPs (inside and 2.5× past the runs' compute).
 - recipes: the two-recipe study experiments/recipes.py (rotary vs learned positions, its committed
   registries), the truth its own joint fit, half of each run's noise variance shared by the
-  branches of one stable run, σ from its seed replicates; budgets 1e13, 1e14, 1e15 FLOPs.
+  branches of one stable run, σ from its seed replicates; budgets 1e12, 1e13, 1e14 FLOPs.
 `--widths`: the grid design at 1, 2 and 4 seeds per point: the median width (in log) of the
 multiplier interval at each, the scaling `versus_gate` assumes (∝ 1/√runs).
 """
@@ -31,7 +31,7 @@ from bigmodel.scaling.laws import chinchilla_loss
 REPO = Path(__file__).resolve().parent.parent
 LAW = {"E": 1.0, "A": 6.0, "B": 27.0, "alpha": 0.25, "beta": 0.22}
 SIZES, TOKENS, SEEDS = (1e5, 2e5, 4e5, 8e5), (1e6, 2e6, 4e6, 8e6), 2
-GRID_BUDGETS, RECIPE_BUDGETS = (1e12, 1e13), (1e13, 1e14, 1e15)
+GRID_BUDGETS, RECIPE_BUDGETS = (1e12, 1e13), (1e12, 1e13, 1e14)
 SCALE = 2.0  # B at (N, D) = A at (2N, 2D)
 
 
