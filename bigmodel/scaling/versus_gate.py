@@ -7,11 +7,13 @@ bounds (their 5th and 95th percentiles): adopt where the lower bound clears the 
 where the upper bound is below it, undecided otherwise. Overall: adopt where every budget
 adopts, reject where any budget rejects, else undecided.
 
-An undecided budget gets an estimate of what would settle it: the one-sided interval must shrink
-by the factor r = |estimate − margin| / (its half-width on the side of the margin), and an
-interval's width falls as 1/√(runs) (measured by the calibration harness on a two-recipe design:
-docs/scaling/versus.md), so about 1/r² times the runs: that many times the seeds per point (or
-the sizes), if the estimate stays where it is. None where the estimate sits on the margin.
+An undecided budget gets a rough estimate of what would settle it: the one-sided interval must
+shrink by the factor r = |estimate − margin| / (its half-width on the side of the margin); if an
+interval's width fell as 1/√(runs), that takes about 1/r² times the runs (as seeds per point), if
+the estimate stays where it is. None where the estimate sits on the margin. The calibration
+harness did NOT see that scaling on a two-recipe grid at an extrapolated budget (widths 16×, 37×,
+16× at 1, 2, 4 seeds: docs/scaling/versus.md), where E and the exponents, not the seeds, set the
+width: the factor is a lower bound.
 """
 
 from __future__ import annotations
