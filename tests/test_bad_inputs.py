@@ -145,6 +145,25 @@ def _sweep(tmp_path: Path, registry_text: str = REGISTRY_HEADER + REGISTRY_ROWS,
 
 def _torn_mid_registry(tmp_path: Path) -> Path:
     return _sweep(tmp_path, REGISTRY_HEADER + "r9,done,10,5\n" + REGISTRY_ROWS)
+def _versus_sweep(tmp_path: Path, name: str, dataset: str) -> str:
+    """A sweep directory of 6 finished runs (2 sizes × 3 token counts), each with a config.json on `dataset`."""
+    from bigmodel.scaling.registry import COLUMNS, write_registry
+
+    directory, rows = tmp_path / name, []
+    for n in (1e5, 4e5):
+        for d in (1e6, 2e6, 4e6):
+            run = f"N{n:g}-D{d:g}"
+            _write(directory / run / "config.json", f'{{"data": {{"dataset": "{dataset}", "tokenizer": "bytes", "vocab_size": 256, "seq_len": 128}}}}')
+            loss = 2 + 10 * n ** -0.3 + 20 * d ** -0.3
+            rows.append({**dict.fromkeys(COLUMNS, ""), "name": run, "status": "done", "params": n, "non_embedding_params": n,
+                         "tokens": d, "flops": 6 * n * d, "final_loss": loss, "final_eval_loss": loss})
+    write_registry(directory, rows)
+    return str(directory)
+
+
+def _versus(tmp_path: Path, *flags: str) -> list[str]:
+    """`fit A --versus B` on two CSVs of the same points, with `flags`."""
+    return ["fit", _points(tmp_path, GOOD_POINTS), "--versus", _points(tmp_path, GOOD_POINTS), "--out", str(tmp_path / "fit.json"), *flags]
 
 
 GOOD_POINTS = "params,tokens,loss\n" + "".join(f"{n},{20 * n},{2 + 10 * n ** -0.3:.4f}\n" for n in (1e5, 2e5, 4e5, 8e5, 1.6e6))
@@ -350,6 +369,14 @@ ROWS = [
         lambda t, d: ["finetune", "--from", str(t / "run"), "--task", "kjv_books", "--workdir", str(_write(t / "notes.txt", "mine"))]),
     Row("eval of a run still training, before its first checkpoint", "has no checkpoint yet: the run is still training (pid",
         lambda t, d: ["eval", "--workdir", str(_live_run_without_checkpoint(t))]),
+    Row("fit --versus: A and B measured on different data", "A and B were not measured on the same data",
+        lambda t, d: ["fit", _versus_sweep(t, "a", "kjv"), "--versus", _versus_sweep(t, "b", "markov"), "--law", "chinchilla", "--budget", "1e13", "--out", str(t / "fit.json")]),
+    Row("fit --versus with a law that cannot be compared", "--versus compares laws of compute", lambda t, d: _versus(t, "--law", "isoflop", "--budget", "1e13")),
+    Row("fit --versus: a budget outside (0, inf)", "--budget 0 is not a compute: give FLOPs in (0, inf)", lambda t, d: _versus(t, "--law", "chinchilla", "--budget", "0")),
+    Row("fit --versus without a budget", "--versus needs at least one --budget", lambda t, d: _versus(t, "--law", "chinchilla")),
+    Row("fit --versus: a margin that is neither 1.1x nor 0.01nats", "--margin '10%' is neither a compute multiplier nor a loss gap",
+        lambda t, d: _versus(t, "--law", "chinchilla", "--budget", "1e13", "--bootstrap", "10", "--margin", "10%")),
+    Row("fit: --margin without --versus", "compare two recipes: add --versus B", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "chinchilla", "--margin", "1.1x", "--out", str(t / "fit.json")]),
 ]
 
 

@@ -288,21 +288,23 @@ def _single_threaded() -> None:
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
 
 
-def simulate(plan: Plan, studies: int, seed: int = 0, *, processes: int = PROCESSES, progress: bool = True) -> list[dict]:
-    """`run_study` for studies 0..K−1, in order, on `processes` spawned processes (1: here)."""
+def simulate(plan, studies: int, seed: int = 0, *, processes: int = PROCESSES, progress: bool = True, study=None) -> list[dict]:
+    """`study(plan, seed, index)` (default `run_study`; the two-recipe harness passes its own) for
+    studies 0..K−1, in order, on `processes` spawned processes (1: here)."""
     from tqdm import tqdm
 
+    study = study or run_study
     bar = tqdm(total=studies, desc="studies", unit="study", disable=not progress, leave=False)
     if processes <= 1:
         records = []
         for index in range(studies):
-            records.append(run_study(plan, seed, index))
+            records.append(study(plan, seed, index))
             bar.update()
         bar.close()
         return records
     context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context, initializer=_single_threaded) as pool:
-        futures = {pool.submit(run_study, plan, seed, index): index for index in range(studies)}
+        futures = {pool.submit(study, plan, seed, index): index for index in range(studies)}
         records = [None] * studies
         for future in concurrent.futures.as_completed(futures):
             records[futures[future]] = future.result()

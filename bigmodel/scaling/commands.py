@@ -35,8 +35,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         "one shared draw per stable run from the noise model), wild (Rademacher signs on the scaled residuals; "
                         "chinchilla, power), points (resample runs, Hoffmann et al.) or residuals (raw residuals, the old design bootstrap)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the bootstrap resampling")
-    parser.add_argument("--budget", type=positive_number, default=None, metavar="C",
-                        help="chinchilla: N_opt, D_opt, D/N and the loss there at a budget of C FLOPs (on --compute_basis; N non-embedding)")
+    parser.add_argument("--budget", type=positive_number, action="append", default=None, metavar="C",
+                        help="chinchilla: N_opt, D_opt, D/N and the loss there at a budget of C FLOPs (on --compute_basis; N non-embedding); "
+                        "with --versus: where to compare the recipes (repeatable)")
     parser.add_argument("--compute_basis", default="flops", help="chinchilla --budget: flops (allocate on the runs' own FLOPs per "
                         "token, where every run has FLOPs) or 6ND (Chinchilla's C = 6·N·D)")
     parser.add_argument("--count", default="non_embedding", help="what N counts: non_embedding (default, Kaplan's), total "
@@ -49,6 +50,14 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predict", action="append", default=None, metavar="N,D",
                         help="chinchilla or power: the law's loss at N non-embedding params and D tokens, with its mean and "
                         "prediction (one new run) intervals (repeatable)")
+    parser.add_argument("--versus", type=path_text, default=None, metavar="B", help="compare INPUT (recipe A) with recipe B (a sweep directory, a CSV, "
+                        "or REGISTRY:'PATTERN'): both fitted with one shared E; fit.json's versus gives the compute multiplier at each "
+                        "--budget, the crossover and the loss gap with intervals; also draws OUT's _versus.png (--law chinchilla, "
+                        "or power --x flops)")
+    parser.add_argument("--shared_exponents", action="store_true", help="--versus: one α and β (one γ) for both recipes, not only one E")
+    parser.add_argument("--floor", type=positive_number, default=None, metavar="E", help="--versus: pin the shared entropy floor E at this loss")
+    parser.add_argument("--margin", default=None, metavar="M", help="--versus: what B must clear to be adopted, a compute multiplier "
+                        "(1.1x) or a loss gap (0.01nats); one-sided 95%% verdict per budget and overall (needs --bootstrap)")
     parser.add_argument("--out", type=path_text, required=True, help="path of the JSON to write")
 
 
@@ -64,16 +73,39 @@ def fit_command(args: argparse.Namespace) -> int:
     try:
         if out.is_dir():
             raise ValueError(f"--out {out} is a directory: pass the path of the JSON file to write")
+        if args.versus is not None:
+            return versus_command(args, out)
+        if any(getattr(args, name) not in (None, False) for name in ("floor", "shared_exponents", "margin")):
+            raise ValueError("--floor, --shared_exponents and --margin compare two recipes: add --versus B")
+        if args.budget and len(args.budget) > 1:
+            raise ValueError(f"{len(args.budget)} --budget values: one law takes one budget; several compare recipes with --versus B")
         from bigmodel.scaling.fit import fit_input
 
         result = fit_input(args.input, args.law, x=args.x, bootstrap=args.bootstrap, seed=args.seed,
-                           budget=args.budget, holdout=args.holdout, bootstrap_method=args.bootstrap_method,
+                           budget=args.budget[0] if args.budget else None, holdout=args.holdout, bootstrap_method=args.bootstrap_method,
                            predict=args.predict or (), compute_basis=args.compute_basis, count=args.count,
                            unique_tokens=args.unique_tokens)
         files.write_json_atomic(out, result)
     except (ValueError, OSError) as error:
         return bad_input(error)
     print(result["summary"])
+    return exit_codes.OK
+
+
+def versus_command(args: argparse.Namespace, out: Path) -> int:
+    """`fit A --versus B`: fit.json with its `versus` object, and the figure beside it."""
+    from bigmodel.scaling.versus_input import fit_versus_input
+
+    result = fit_versus_input(args.input, args.versus, args.law, args.budget or [], x=args.x, bootstrap=args.bootstrap, seed=args.seed,
+                              bootstrap_method=args.bootstrap_method, compute_basis=args.compute_basis,
+                              shared_exponents=args.shared_exponents, floor=args.floor, margin=args.margin, holdout=args.holdout,
+                              predict=args.predict)
+    files.write_json_atomic(out, result)
+    from bigmodel.scaling.plot_versus import plot_versus
+
+    paths = plot_versus(result, out.parent, out.stem + "_versus")
+    print(result["summary"])
+    print(f"wrote {out} and {paths[0]} (+ .svg)")
     return exit_codes.OK
 
 

@@ -111,22 +111,24 @@ def residual_targets(theta, features, log_loss, replicates: int, rng) -> np.ndar
 
 
 def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, reduction: str, method: str = DEFAULT_METHOD,
-                      theta=None, groups=None, seeds=None) -> tuple[np.ndarray, dict]:
+                      theta=None, groups=None, seeds=None, layout=None) -> tuple[np.ndarray, dict]:
     """One best parameter vector per replicate, and the noise model of the fit at `theta` (for the
     prediction intervals): each replicate resamples the points ("points") or keeps them and
-    redraws their noise (`noise.bootstrap_targets`; `groups` and `seeds` shape the noise model)."""
+    redraws their noise (`noise.bootstrap_targets`; `groups` and `seeds` shape the noise model).
+    `layout`: a joint fit's (`noise.Layout`, `versus_fit.py`)."""
     rng = np.random.default_rng(seed)
     n_points = log_loss.size
     if method != "points":
-        targets, model = bootstrap_targets(method, theta, features, log_loss, replicates, rng, groups, seeds)
+        targets, model = bootstrap_targets(method, theta, features, log_loss, replicates, rng, groups, seeds, layout)
         counts = np.ones((replicates, n_points))
     else:
         counts, targets = rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=replicates).astype(float), None
-        model = estimate_noise(theta, features, log_loss, groups, seeds)
+        model = estimate_noise(theta, features, log_loss, groups, seeds, layout)
     all_starts = np.tile(starts, (replicates, 1))
     all_weights = np.repeat(counts, len(starts), axis=0)
     all_targets = log_loss if targets is None else np.repeat(targets, len(starts), axis=0)
-    thetas, values = lbfgs.minimise(all_starts, all_weights, features, all_targets, reduction=reduction, iterations=BOOTSTRAP_ITERATIONS)
+    thetas, values = lbfgs.minimise(all_starts, all_weights, features, all_targets, reduction=reduction, iterations=BOOTSTRAP_ITERATIONS,
+                                    layout=layout)
     thetas, values = thetas.reshape(replicates, len(starts), -1), values.reshape(replicates, len(starts))
     return thetas[np.arange(replicates), np.argmin(values, axis=1)], model.to_json()
 

@@ -18,6 +18,11 @@ done and measured 40+ s for 100 iterations here. This one is fixed-cost per iter
   Huber terms gives the same optimum (the Besiroglu et al. 2024 failure of the original fit).
 `minimise` runs in float64 (inside `jax.enable_x64`, so nothing global changes) or, for the
 coarse grid stage, float32.
+
+A `Layout` fits several laws at once (`versus_fit.py`: two recipes with one shared E): an offset
+per term and point switches a term off where it does not apply (`MASKED`), a tie matrix lets
+terms share one slope (slopes = ties · s, so the layout is `[e, c_1..c_K, s_1..s_S]`), and a
+mask of free parameters pins the others at their start (a known floor).
 """
 
 from __future__ import annotations
@@ -28,18 +33,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigmodel.scaling.noise import Layout
+
 HUBER_DELTA = 1e-3
 MEMORY = 10  # curvature pairs kept
 # Step sizes tried along each search direction, all in one batched evaluation. Step 1 is the
 # quasi-Newton step; the long tail of small steps rescues starts far out on a steep wall.
 TRIAL_STEPS = 2.0 ** np.array([1, 0, -1, -2, -3, -5, -7, -10, -14, -18], dtype=float)
-
-
-def _log_prediction_parts(theta, features):
+def _log_prediction_parts(theta, features, offsets, ties):
     """The LSE prediction and the pieces its gradient needs (shift m, exps, their sum z)."""
     n_terms = features.shape[0]
-    e, intercepts, slopes = theta[0], theta[1 : 1 + n_terms], theta[1 + n_terms :]
-    terms = intercepts[:, None] - slopes[:, None] * features  # (K, n_points)
+    e, intercepts, slopes = theta[0], theta[1 : 1 + n_terms], ties @ theta[1 + n_terms :]
+    terms = intercepts[:, None] - slopes[:, None] * features + offsets  # (K, n_points)
     shift = jnp.maximum(jnp.max(terms, axis=0), e)  # keeps every exp ≤ 1
     exp_terms, exp_e = jnp.exp(terms - shift), jnp.exp(e - shift)
     total = exp_e + jnp.sum(exp_terms, axis=0)
@@ -51,22 +56,23 @@ def _huber(residual):
     return jnp.where(size <= HUBER_DELTA, 0.5 * residual**2, HUBER_DELTA * (size - 0.5 * HUBER_DELTA))
 
 
-def objective(theta, weights, features, log_loss, scale):
+def objective(theta, weights, features, log_loss, scale, offsets, ties, free):
     """scale · Σ weights · Huber(prediction − log loss); scale = 1 (sum) or 1/Σweights (mean)."""
-    prediction = _log_prediction_parts(theta, features)[0]
+    prediction = _log_prediction_parts(theta, features, offsets, ties)[0]
     return scale * jnp.sum(weights * _huber(prediction - log_loss))
 
 
-def objective_and_gradient(theta, weights, features, log_loss, scale):
-    """The objective and its gradient in closed form: ∂pred/∂c_k = p_k, ∂pred/∂s_k = −p_k·f_k."""
-    prediction, exp_terms, exp_e, total = _log_prediction_parts(theta, features)
+def objective_and_gradient(theta, weights, features, log_loss, scale, offsets, ties, free):
+    """The objective and its gradient in closed form: ∂pred/∂c_k = p_k, ∂pred/∂s_k = −p_k·f_k
+    (summed over the terms tied to a slope); a pinned parameter's gradient is 0, so it stays."""
+    prediction, exp_terms, exp_e, total = _log_prediction_parts(theta, features, offsets, ties)
     residual = prediction - log_loss
     value = scale * jnp.sum(weights * _huber(residual))
     pull = scale * weights * jnp.clip(residual, -HUBER_DELTA, HUBER_DELTA) / total  # Huber′ / z
     gradient_e = jnp.sum(pull * exp_e)
     gradient_intercepts = jnp.sum(pull * exp_terms, axis=1)
-    gradient_slopes = -jnp.sum(pull * exp_terms * features, axis=1)
-    return value, jnp.concatenate([gradient_e[None], gradient_intercepts, gradient_slopes])
+    gradient_slopes = ties.T @ -jnp.sum(pull * exp_terms * features, axis=1)
+    return value, free * jnp.concatenate([gradient_e[None], gradient_intercepts, gradient_slopes])
 
 
 def _direction(gradient, steps, gradient_changes, inverse_curvatures, count):
@@ -98,10 +104,11 @@ def _direction(gradient, steps, gradient_changes, inverse_curvatures, count):
     return -r
 
 
-def _minimise_one(theta, weights, features, log_loss, scale, iterations):
+def _minimise_one(theta, weights, features, log_loss, scale, offsets, ties, free, iterations):
     """L-BFGS from one start; returns the final parameters and objective."""
     trial_steps = jnp.asarray(TRIAL_STEPS, theta.dtype)
-    value_of = jax.vmap(objective, in_axes=(0, None, None, None, None))
+    value_of = jax.vmap(objective, in_axes=(0, None, None, None, None, None, None, None))
+    layout = (offsets, ties, free)
 
     def iteration(_, carry):
         theta, value, gradient, steps, changes, inverse_curvatures, count = carry
@@ -109,12 +116,12 @@ def _minimise_one(theta, weights, features, log_loss, scale, iterations):
         descending = jnp.dot(direction, gradient) < 0
         direction = jnp.where(descending, direction, -gradient / jnp.maximum(jnp.linalg.norm(gradient), 1e-300))
         trials = theta[None, :] + trial_steps[:, None] * direction[None, :]
-        trial_values = value_of(trials, weights, features, log_loss, scale)
+        trial_values = value_of(trials, weights, features, log_loss, scale, *layout)
         trial_values = jnp.where(jnp.isfinite(trial_values), trial_values, jnp.inf)
         best = jnp.argmin(trial_values)
         improved = trial_values[best] < value
         new_theta = jnp.where(improved, trials[best], theta)
-        new_value, new_gradient = objective_and_gradient(new_theta, weights, features, log_loss, scale)
+        new_value, new_gradient = objective_and_gradient(new_theta, weights, features, log_loss, scale, *layout)
         step, change = new_theta - theta, new_gradient - gradient
         curvature = jnp.dot(step, change)
         keep = improved & (curvature > 1e-12 * jnp.linalg.norm(step) * jnp.linalg.norm(change))
@@ -126,7 +133,7 @@ def _minimise_one(theta, weights, features, log_loss, scale, iterations):
         count = jnp.where(improved, count + keep.astype(count.dtype), 0)
         return new_theta, new_value, new_gradient, steps, changes, inverse_curvatures, count
 
-    value, gradient = objective_and_gradient(theta, weights, features, log_loss, scale)
+    value, gradient = objective_and_gradient(theta, weights, features, log_loss, scale, *layout)
     empty = jnp.zeros((MEMORY, theta.shape[0]), theta.dtype)
     carry = (theta, value, gradient, empty, empty, jnp.zeros(MEMORY, theta.dtype), jnp.zeros((), jnp.int32))
     theta, value, *_ = jax.lax.fori_loop(0, iterations, iteration, carry)
@@ -134,29 +141,33 @@ def _minimise_one(theta, weights, features, log_loss, scale, iterations):
 
 
 @partial(jax.jit, static_argnames=("iterations",))
-def _minimise_batch(starts, weights, features, log_loss, scales, iterations):
+def _minimise_batch(starts, weights, features, log_loss, scales, offsets, ties, free, iterations):
     one = partial(_minimise_one, iterations=iterations)
-    return jax.vmap(one, in_axes=(0, 0, None, 0, 0))(starts, weights, features, log_loss, scales)
+    return jax.vmap(one, in_axes=(0, 0, None, 0, 0, None, None, None))(starts, weights, features, log_loss, scales, offsets, ties, free)
 
 
-def minimise(starts, weights, features, log_loss, *, reduction: str = "sum", iterations: int = 150, dtype: str = "float64"):
+def minimise(starts, weights, features, log_loss, *, reduction: str = "sum", iterations: int = 150, dtype: str = "float64",
+             layout: Layout | None = None):
     """Run L-BFGS from every row of `starts` (S, P) with point weights `weights` (S, n).
 
     `features` (K, n) are shared; `log_loss` is shared (n,) or one row per start (S, n), as a
     residual bootstrap's targets are. `dtype="float32"` is ~2× faster on CPU and
-    good enough to find the basins from a grid; finish in float64. Returns float64 numpy arrays
+    good enough to find the basins from a grid; finish in float64. `layout`: several laws in one
+    fit (the class's docstring); None: one law, every term at every point. Returns float64 numpy arrays
     (parameters (S, P), objectives (S,)); a start that never found a finite objective ends at inf.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
-    n_starts = len(starts)
-    log_loss = np.broadcast_to(np.asarray(log_loss, dtype=float), (n_starts, np.shape(log_loss)[-1]))
+    n_starts, n_points = len(starts), np.shape(log_loss)[-1]
+    layout = layout or Layout.plain(np.shape(features)[0], n_points)
+    log_loss = np.broadcast_to(np.asarray(log_loss, dtype=float), (n_starts, n_points))
     starts, weights, features, log_loss = _pad_to_buckets(*(np.asarray(v, dtype=float) for v in (starts, weights, features, log_loss)))
+    offsets = np.pad(np.asarray(layout.offsets, dtype=float), ((0, 0), (0, features.shape[1] - n_points)))  # padded points: weight 0
     scales = np.ones(len(starts)) if reduction == "sum" else 1.0 / np.sum(weights, axis=1)
     with jax.enable_x64(dtype == "float64"):
-        arrays = (jnp.asarray(v, dtype) for v in (starts, weights, features, log_loss, scales))
+        arrays = (jnp.asarray(v, dtype) for v in (starts, weights, features, log_loss, scales, offsets, layout.ties, layout.free))
         thetas, values = _minimise_batch(*arrays, iterations)
         thetas, values = np.asarray(thetas, dtype=float)[:n_starts], np.asarray(values, dtype=float)[:n_starts]
     values = np.where(np.isfinite(values), values, np.inf)

@@ -68,25 +68,51 @@ class NoiseModel:
 
 # ----------------------------------------------------------------------------- the fit's geometry
 
+MASKED = -1e4  # a term's offset where it does not apply: e^-10000 is 0 in float32 and float64
 
-def _law_terms(theta, features) -> np.ndarray:
-    """(K + 1, n): the LSE law's log terms e, c_k − s_k·f_k at every point."""
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How the LSE law's terms meet the points: `offsets` (K, n) added to each term (0, or MASKED
+    where the term does not apply), `ties` (K, S): which slope parameter each term uses (slopes =
+    ties · s), `free` (P,): 1 for a fitted parameter, 0 for one pinned at its start value."""
+
+    offsets: np.ndarray
+    ties: np.ndarray
+    free: np.ndarray
+
+    @staticmethod
+    def plain(n_terms: int, n_points: int) -> Layout:
+        """The one-law layout: every term at every point, a slope of its own, all free."""
+        return Layout(np.zeros((n_terms, n_points)), np.eye(n_terms), np.ones(1 + 2 * n_terms))
+
+
+
+
+def _law_terms(theta, features, layout: Layout | None = None) -> np.ndarray:
+    """(K + 1, n): the LSE law's log terms e, c_k − s_k·f_k (+ the layout's offsets) at every point."""
     theta, features = np.asarray(theta, dtype=float), np.asarray(features, dtype=float)
     n_terms = features.shape[0]
-    return np.vstack([np.full(features.shape[1], theta[0]), theta[1 : 1 + n_terms, None] - theta[1 + n_terms :, None] * features])
+    layout = layout or Layout.plain(n_terms, features.shape[1])
+    slopes = layout.ties @ theta[1 + n_terms :]
+    terms = theta[1 : 1 + n_terms, None] - slopes[:, None] * features + layout.offsets
+    return np.vstack([np.full(features.shape[1], theta[0]), terms])
 
 
-def log_prediction(theta, features) -> np.ndarray:
+def log_prediction(theta, features, layout: Layout | None = None) -> np.ndarray:
     """log L at every point: LSE(e, a − α log N, b − β log D) (one term per feature row)."""
-    return np.logaddexp.reduce(_law_terms(theta, features), axis=0)
+    return np.logaddexp.reduce(_law_terms(theta, features, layout), axis=0)
 
 
-def log_prediction_jacobian(theta, features) -> np.ndarray:
-    """(n, p): ∂ log L / ∂[e, c_1..c_K, s_1..s_K] of the LSE law (the layout of `lbfgs.py`)."""
+def log_prediction_jacobian(theta, features, layout: Layout | None = None) -> np.ndarray:
+    """(n, p): ∂ log L / ∂[e, c_1..c_K, s_1..s_S] of the LSE law (the layout of `lbfgs.py`); a
+    pinned parameter's column is 0 (the fit does not move it)."""
     features = np.asarray(features, dtype=float)
-    terms = _law_terms(theta, features)
+    layout = layout or Layout.plain(features.shape[0], features.shape[1])
+    terms = _law_terms(theta, features, layout)
     shares = np.exp(terms - np.logaddexp.reduce(terms, axis=0))  # each term's share of L at each point
-    return np.column_stack([shares[0], *shares[1:], *(-shares[1:] * features)])
+    slope_columns = (-shares[1:] * features).T @ layout.ties
+    return np.column_stack([shares[0], *shares[1:], slope_columns]) * layout.free
 
 
 def hat_matrix(jacobian: np.ndarray) -> tuple[np.ndarray, int]:
@@ -132,15 +158,16 @@ def seed_variance(points: Points | None) -> tuple[float, int] | None:
     return (squares / dof, dof) if dof else None
 
 
-def estimate_noise(theta, features, log_loss, groups=None, seeds: tuple[float, int] | None = None) -> NoiseModel:
+def estimate_noise(theta, features, log_loss, groups=None, seeds: tuple[float, int] | None = None,
+                   layout: Layout | None = None) -> NoiseModel:
     """The noise model of a fit at `theta` (module docstring); `seeds` from `seed_variance`.
 
     σ_run² = RSS/(n − p). σ_shared² (only where some group has two or more runs): from seed
     replicates, σ_seeds² − σ_run², but never below the assumed share; without seeds, the assumed
     share (σ_shared = σ_run at ASSUMED_SHARED_SHARE = 0.5). With seeds and no groups, σ_run is the
-    larger of the two estimates of the same thing."""
-    hat_rank = hat_matrix(log_prediction_jacobian(theta, features))[1]
-    residuals = np.asarray(log_loss, dtype=float) - log_prediction(theta, features)
+    larger of the two estimates of the same thing. `layout`: a joint fit's (`lbfgs.Layout`)."""
+    hat_rank = hat_matrix(log_prediction_jacobian(theta, features, layout))[1]
+    residuals = np.asarray(log_loss, dtype=float) - log_prediction(theta, features, layout)
     labels = group_labels(groups, residuals.size)
     dof = int(residuals.size - hat_rank)
     run = float(residuals @ residuals) / max(dof, 1)
@@ -194,10 +221,10 @@ def raw_residual_targets(fitted, log_loss, replicates: int, rng) -> np.ndarray:
 
 
 def bootstrap_targets(method: str, theta, features, log_loss, replicates: int, rng, groups=None,
-                      seeds: tuple[float, int] | None = None) -> tuple[np.ndarray, NoiseModel]:
+                      seeds: tuple[float, int] | None = None, layout: Layout | None = None) -> tuple[np.ndarray, NoiseModel]:
     """(replicates, n) log-loss targets of a design-keeping bootstrap, and the noise model."""
-    model = estimate_noise(theta, features, log_loss, groups, seeds)
-    fitted = log_prediction(theta, features)
+    model = estimate_noise(theta, features, log_loss, groups, seeds, layout)
+    fitted = log_prediction(theta, features, layout)
     if method == "residuals":
         return raw_residual_targets(fitted, log_loss, replicates, rng), model
     if method == "wild":

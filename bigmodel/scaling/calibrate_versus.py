@@ -1,0 +1,158 @@
+"""Calibration of `fit A --versus B`: do the compute multiplier's 95% intervals hold the truth?
+
+Two designs (recipe A's runs and recipe B's: sweep directories, their runs.csv, or CSVs;
+`calibrate_design.load_design`) and two true laws with one E (default: the joint fit of the
+designs' own measured losses, as `fit --versus` finds it). Each simulated study draws both
+recipes' losses as the true law's times exp(ε), ε as in `calibrate.py` (a per-run part and a part
+shared by a group, e.g. one stable run's branches; groups stay within a recipe), and fits them
+exactly as `fit --versus` does (`versus_input.fit_versus_points`, the same bootstrap). Measured:
+at every budget the compute, parameter and data multipliers and the loss gap against the true
+laws' values (`versus.comparison` on the same compute basis), and each law's E and exponents.
+Coverage and median widths come from `calibrate.coverage_table`; the studies run on
+`calibrate.simulate`'s process pool, each a function of (seed, index) alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from bigmodel.scaling import calibrate_design, versus
+from bigmodel.scaling.calibrate import (
+    PROCESSES,
+    coverage_table,
+    noise_labels,
+    shared_noise,
+    simulate,
+)
+from bigmodel.scaling.calibrate_design import Design, build_points
+from bigmodel.scaling.laws import chinchilla_loss, power_law
+from bigmodel.scaling.points import Points
+from bigmodel.scaling.versus_input import fit_versus_points, on_one_basis, recipe_lines
+
+NUMBERS = ("compute_multiplier", "parameter_multiplier", "data_multiplier", "loss_gap")
+LAW_KEYS = {"chinchilla": ("E", "A", "B", "alpha", "beta"), "power": ("E", "A", "alpha")}
+
+
+@dataclasses.dataclass(frozen=True)
+class VersusPlan:
+    """Both designs on one compute basis, the true laws and their numbers, the noise, how to fit."""
+
+    points: dict  # side → Points (losses replaced in simulation)
+    groups: dict  # side → group labels per run (what the fit sees)
+    labels: dict  # side → integer noise labels (what shares the noise's shared part)
+    laws: dict  # side → true law
+    truth: dict  # interval name → true value
+    noise: dict  # sd, source, model, shared_fraction
+    law: str
+    budgets: tuple
+    bootstrap: int
+    method: str
+    shared_exponents: bool
+
+    def true_loss(self, side: str) -> np.ndarray:
+        points, law = self.points[side], self.laws[side]
+        if self.law == "power":
+            return power_law(points.compute(), law["E"], law["A"], law["alpha"])
+        return chinchilla_loss(points.non_embedding_params, points.tokens, *(law[key] for key in LAW_KEYS["chinchilla"]))
+
+
+def interval_name(key: str, budget: float) -> str:
+    return f"{key} at {budget:.3g}"
+
+
+def true_numbers(laws: dict, law: str, points: dict, budgets) -> dict:
+    """Every number whose interval is measured, as the true laws have it."""
+    compute = np.concatenate([p.compute() for p in points.values()])
+    lines = recipe_lines(points["A"], points["B"], law)
+    numbers = versus.comparison(laws, law, lines, list(budgets), versus.search_range(compute, list(budgets)))
+    truth = {interval_name(key, budget): float(numbers[key][index]) for index, budget in enumerate(budgets) for key in NUMBERS}
+    truth.update({f"{side}.{key}": float(laws[side][key]) for side in versus.SIDES for key in LAW_KEYS[law] if key != "A" and key != "B"})
+    return truth
+
+
+def _pooled_sd(designs: list[Design]) -> dict | None:
+    found = [calibrate_design.seed_sd(design) for design in designs]
+    found = [entry for entry in found if entry]
+    if not found:
+        return None
+    return {"sd": float(np.sqrt(np.mean([entry["sd"] ** 2 for entry in found]))), "source": "; ".join(entry["source"] for entry in found)}
+
+
+def prepare_versus(design_a: Design, design_b: Design, budgets, *, law: str = "chinchilla", laws: dict | None = None,
+                   noise_sd: float | None = None, noise_model: str = "group", shared_fraction: float = 0.5, bootstrap: int = 200,
+                   method: str = "noise", shared_exponents: bool = False) -> VersusPlan:
+    """The plan: both designs on one basis, the true laws (given, else the designs' joint fit), σ
+    (given, else the designs' seed replicates pooled, else the true laws' residuals)."""
+    if law == "chinchilla":  # the frontier law needs only compute values (fit_versus_points checks them)
+        for design in (design_a, design_b):
+            calibrate_design.check_design(design)
+    points_a, points_b, _ = on_one_basis(design_a.points, design_b.points, "flops")
+    points = {"A": points_a, "B": points_b}
+    if laws is None:
+        fitted = fit_versus_points(points_a, points_b, law, list(budgets), shared_exponents=shared_exponents)["laws"]
+        laws = {side: {key: float(fitted[side][key]) for key in LAW_KEYS[law]} for side in versus.SIDES}
+    plan = VersusPlan(points=points, groups={"A": design_a.groups, "B": design_b.groups},
+                      labels={"A": noise_labels(design_a, noise_model), "B": noise_labels(design_b, noise_model)}, laws=laws,
+                      truth=true_numbers(laws, law, points, budgets), noise={}, law=law, budgets=tuple(budgets), bootstrap=bootstrap,
+                      method=method, shared_exponents=shared_exponents)
+    if noise_sd is not None:
+        found = {"sd": float(noise_sd), "source": "given"}
+    else:
+        found = _pooled_sd([design_a, design_b]) or _residual_sd(plan)
+    shared = 0.0 if noise_model == "iid" else shared_fraction
+    return dataclasses.replace(plan, noise={**found, "model": noise_model, "shared_fraction": shared})
+
+
+def _residual_sd(plan: VersusPlan) -> dict:
+    residuals = np.concatenate([np.log(plan.points[side].loss) - np.log(plan.true_loss(side)) for side in versus.SIDES])
+    freedom = max(residuals.size - 2 * len(LAW_KEYS[plan.law]) + 1, 1)
+    return {"sd": float(np.sqrt(np.sum(residuals**2) / freedom)), "source": f"residuals of the true laws ({freedom} degrees of freedom)"}
+
+
+def simulated_recipe(plan: VersusPlan, side: str, rng: np.random.Generator) -> Points:
+    points = plan.points[side]
+    loss = plan.true_loss(side) * np.exp(shared_noise(rng, plan.labels[side], plan.noise["sd"], plan.noise["shared_fraction"]))
+    arrays = {name: getattr(points, name) for name in ("non_embedding_params", "tokens", "flops")}
+    return build_points({**arrays, "loss": loss}, points.loss_name, points.names, plan.groups[side])
+
+
+def run_versus_study(plan: VersusPlan, seed: int, index: int) -> dict:
+    """Simulate study `index` and fit it as `fit --versus` would: name → (low, high, truth), CPU s."""
+    started = time.process_time()
+    rng = np.random.default_rng([seed, index])
+    points_a, points_b = (simulated_recipe(plan, side, rng) for side in versus.SIDES)
+    try:
+        result = fit_versus_points(points_a, points_b, plan.law, list(plan.budgets), bootstrap=plan.bootstrap,
+                                   seed=int(rng.integers(2**31)), bootstrap_method=plan.method, shared_exponents=plan.shared_exponents)
+    except ValueError as error:
+        return {"error": str(error)}
+    intervals = {}
+    for row in result["budgets"]:
+        for key in NUMBERS:
+            entry = row.get(key) or {}
+            name = interval_name(key, row["budget"])
+            if entry.get("interval") and None not in entry["interval"] and name in plan.truth:
+                intervals[name] = (*entry["interval"], plan.truth[name])
+    for side in versus.SIDES:
+        for key, bounds in (result["laws"][side].get("ci") or {}).items():
+            if f"{side}.{key}" in plan.truth:
+                intervals[f"{side}.{key}"] = (*bounds, plan.truth[f"{side}.{key}"])
+    return {"intervals": {name: tuple(float(v) for v in value) for name, value in intervals.items()}, "cpu_s": time.process_time() - started}
+
+
+def calibrate_versus(plan: VersusPlan, studies: int, *, seed: int = 0, processes: int = PROCESSES, progress: bool = True) -> dict:
+    """The coverage report of `fit --versus`'s intervals on the plan's two designs over `studies` studies."""
+    if studies <= 0:
+        raise ValueError(f"--studies must be a positive number of simulated studies, got {studies}")
+    records = simulate(plan, studies, seed, processes=processes, progress=progress, study=run_versus_study)
+    errors = [record["error"] for record in records if "error" in record]
+    cpu = [record["cpu_s"] for record in records if "cpu_s" in record]
+    return {"law": plan.law, "runs": {side: len(plan.points[side]) for side in versus.SIDES}, "budgets": list(plan.budgets),
+            "bootstrap": plan.bootstrap, "bootstrap_method": plan.method, "shared_exponents": plan.shared_exponents,
+            "studies": studies, "seed": seed, "true_laws": plan.laws, "noise": plan.noise, "failed_studies": len(errors),
+            "failures": sorted(set(errors))[:5], "cpu_s_per_study": float(np.mean(cpu)) if cpu else math.nan,
+            "coverage": coverage_table(records)}
