@@ -372,7 +372,7 @@ ROWS = [
     Row("fit --versus: A and B measured on different data", "A and B were not measured on the same data",
         lambda t, d: ["fit", _versus_sweep(t, "a", "kjv"), "--versus", _versus_sweep(t, "b", "markov"), "--law", "chinchilla", "--budget", "1e13", "--out", str(t / "fit.json")]),
     Row("fit --versus with a law that cannot be compared", "--versus compares laws of compute", lambda t, d: _versus(t, "--law", "isoflop", "--budget", "1e13")),
-    Row("fit --versus: a budget outside (0, inf)", "--budget 0 is not a compute: give FLOPs in (0, inf)", lambda t, d: _versus(t, "--law", "chinchilla", "--budget", "0")),
+    Row("fit --versus: a budget outside (0, inf)", "argument --budget: expected a finite number > 0, got '0'", lambda t, d: _versus(t, "--law", "chinchilla", "--budget", "0")),
     Row("fit --versus without a budget", "--versus needs at least one --budget", lambda t, d: _versus(t, "--law", "chinchilla")),
     Row("fit --versus: a margin that is neither 1.1x nor 0.01nats", "--margin '10%' is neither a compute multiplier nor a loss gap",
         lambda t, d: _versus(t, "--law", "chinchilla", "--budget", "1e13", "--bootstrap", "10", "--margin", "10%")),
