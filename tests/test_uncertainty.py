@@ -1,7 +1,7 @@
 """Honest uncertainty: the noise model and its bootstrap, bound flags, prediction intervals,
 baselines and Approach 2 replicates that keep every budget (docs/scaling/uncertainty.md).
 
-Coverage itself is measured by simulation (tools/bootstrap_coverage.py), not here: these tests
+Coverage itself is measured by simulation (tools/bench_calibration.py), not here: these tests
 pin the pieces' values. One Chinchilla fit of the demo's runs per module (~10 s).
 """
 
