@@ -20,7 +20,6 @@ appears under its name only once whole (`prepare.Staging`). Exit codes: 0 done, 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
