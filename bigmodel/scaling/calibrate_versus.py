@@ -17,21 +17,24 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
 from bigmodel.scaling import calibrate_design, versus
 from bigmodel.scaling.calibrate import (
     PROCESSES,
+    check_simulation,
     coverage_table,
+    format_table,
     noise_labels,
     shared_noise,
     simulate,
 )
-from bigmodel.scaling.calibrate_design import Design, build_points
+from bigmodel.scaling.calibrate_design import Design, build_points, load_design
 from bigmodel.scaling.laws import chinchilla_loss, power_law
 from bigmodel.scaling.points import Points
-from bigmodel.scaling.versus_input import fit_versus_points, on_one_basis, recipe_lines
+from bigmodel.scaling.versus_input import check_same_data, check_versus_options, fit_versus_points, load_recipe, on_one_basis, recipe_lines
 
 NUMBERS = ("compute_multiplier", "parameter_multiplier", "data_multiplier", "loss_gap")
 LAW_KEYS = {"chinchilla": ("E", "A", "B", "alpha", "beta"), "power": ("E", "A", "alpha")}
@@ -58,6 +61,31 @@ class VersusPlan:
         if self.law == "power":
             return power_law(points.compute(), law["E"], law["A"], law["alpha"])
         return chinchilla_loss(points.non_embedding_params, points.tokens, *(law[key] for key in LAW_KEYS["chinchilla"]))
+
+
+def check_versus_settings(law: str, budgets, studies: int, bootstrap: int, method: str, noise_model: str, noise_sd: float | None,
+                          shared_fraction: float) -> None:
+    """Refuse what `calibrate A --versus B` cannot measure, before any design is read."""
+    if law not in versus.LAWS:
+        raise ValueError(f"calibrate --versus measures laws of compute: use --law chinchilla, or --law power (the frontier "
+                         f"L(C) = E + A·C^-γ), got --law {law}")
+    check_versus_options(law, "flops", budgets, bootstrap, method, None, None, None, ())
+    check_simulation(studies, bootstrap, noise_model, noise_sd, shared_fraction)
+
+
+def load_recipe_designs(spec_a: str, spec_b: str) -> tuple[Design, Design]:
+    """Both recipes' designs, read as `fit A --versus B` reads them (a sweep directory, a CSV, or
+    REGISTRY:'PATTERN', whose matching runs keep their groups and seeds) and checked alike."""
+    recipes = [load_recipe(spec, side) for spec, side in ((spec_a, "A"), (spec_b, "B"))]
+    check_same_data(*recipes)
+    designs = []
+    for recipe in recipes:
+        if recipe.directory is None or Path(recipe.spec).exists():
+            designs.append(load_design(recipe.spec))
+            continue
+        whole, chosen = load_design(recipe.directory), set(recipe.points.names)
+        designs.append(dataclasses.replace(whole.select(np.array([name in chosen for name in whole.points.names])), source=recipe.spec))
+    return designs[0], designs[1]
 
 
 def interval_name(key: str, budget: float) -> str:
@@ -156,3 +184,22 @@ def calibrate_versus(plan: VersusPlan, studies: int, *, seed: int = 0, processes
             "studies": studies, "seed": seed, "true_laws": plan.laws, "noise": plan.noise, "failed_studies": len(errors),
             "failures": sorted(set(errors))[:5], "cpu_s_per_study": float(np.mean(cpu)) if cpu else math.nan,
             "coverage": coverage_table(records)}
+
+
+def format_versus(report: dict) -> str:
+    """The compute multiplier's coverage per budget (± its binomial SE, median width, truth), then
+    every measured interval as `calibrate` prints one law's."""
+    rows = {row["interval"]: row for row in report["coverage"]}
+    noise = report["noise"]
+    lines = [f"compute multiplier's 95% interval over {report['studies']} simulated pairs of studies (A {report['runs']['A']} runs, "
+             f"B {report['runs']['B']}; {report['law']}; σ {noise['sd']:.3g} of log loss, {noise['model']} noise, shared "
+             f"{noise['shared_fraction']:g}; {report['cpu_s_per_study']:.1f} CPU s a study)",
+             f"{'budget (FLOPs)':>15} {'coverage ± SE':>15} {'median width':>13} {'true multiplier':>16}"]
+    for budget in report["budgets"]:
+        row = rows.get(interval_name("compute_multiplier", budget))
+        if row is None:
+            lines.append(f"{budget:>15.3g} {'no study printed an interval':>46}")
+            continue
+        lines.append(f"{budget:>15.3g} {row['coverage']:>7.3f} ± {row['se']:.3f} {row['median_width']:>13.4g} {row['median_truth']:>16.4g}"
+                     + (f"  (of {row['studies']} studies)" if row["studies"] != report["studies"] else ""))
+    return "\n".join(lines) + "\n\n" + format_table(report)
