@@ -156,3 +156,26 @@ def test_calibrate_versus_measures_the_multiplier_per_budget_and_is_a_function_o
         assert f"{float(budget):>15.3g} {row['coverage']:>7.3f} ± {row['se']:.3f}" in printed
     assert reports[0]["designs"] == {"A": a, "B": b} and reports[0]["seed"] == 5 and reports[0]["shared_exponents"] is True
     assert reports[0]["coverage"] == reports[1]["coverage"]
+
+
+def test_the_versus_figure_is_in_the_runs_loss_unit_and_shades_past_the_fitted_compute():
+    """The committed rotary-vs-learned fit (bytes tokenizer): its loss axis in nats/byte, and both
+    panels shade the compute outside the runs' (3.0e10–1.4e12 FLOPs), where the laws extrapolate."""
+    from pathlib import Path
+
+    from bigmodel.scaling.plot_versus import fitted_compute, versus_figure
+
+    result = json.loads((Path(__file__).resolve().parent.parent / "experiments" / "recipes_results" / "fit.json").read_text())
+    assert result["loss_unit"] == "nats/byte" and "nats/byte)" in result["summary"]
+    for law in result["versus"]["laws"].values():
+        law["samples"] = law["samples"][:20]  # a band is drawn all the same, at a tenth of the cost
+    low, high = fitted_compute(result["points"])
+    figure = versus_figure(result)
+    left, right = figure.axes[:2]
+    assert left.get_ylabel() == "loss (nats/byte)"
+    for axes in (left, right):
+        spans = [patch for patch in axes.patches if patch.get_gid() == "extrapolated"]
+        starts = sorted(patch.get_x() for patch in spans)
+        assert len(spans) == 2 and starts[1] == pytest.approx(high) and starts[0] == pytest.approx(axes.get_xlim()[0])
+        assert any("extrapolated" in text.get_text() for text in axes.get_legend().get_texts())
+    assert 2.9e10 < low < 3.1e10 and 1.3e12 < high < 1.5e12
