@@ -31,12 +31,25 @@ from bigmodel.scaling.calibrate import (
     shared_noise,
     simulate,
 )
-from bigmodel.scaling.calibrate_design import Design, build_points, load_design
+from bigmodel.scaling.calibrate_design import (
+    Design,
+    build_points,
+    load_design,
+    synthetic_design,
+)
 from bigmodel.scaling.laws import chinchilla_loss, power_law
 from bigmodel.scaling.points import Points
-from bigmodel.scaling.versus_input import check_same_data, check_versus_options, fit_versus_points, load_recipe, on_one_basis, recipe_lines
+from bigmodel.scaling.versus_input import (
+    check_same_data,
+    check_versus_options,
+    fit_versus_points,
+    load_recipe,
+    on_one_basis,
+    recipe_lines,
+)
 
 NUMBERS = ("compute_multiplier", "parameter_multiplier", "data_multiplier", "loss_gap")
+MAX_SETTLE_SEEDS = 64  # a `to_settle` past this many seeds per point is counted, not simulated
 LAW_KEYS = {"chinchilla": ("E", "A", "B", "alpha", "beta"), "power": ("E", "A", "alpha")}
 
 
@@ -191,9 +204,9 @@ def format_versus(report: dict) -> str:
     every measured interval as `calibrate` prints one law's."""
     rows = {row["interval"]: row for row in report["coverage"]}
     noise = report["noise"]
-    lines = [f"compute multiplier's 95% interval over {report['studies']} simulated pairs of studies (A {report['runs']['A']} runs, "
-             f"B {report['runs']['B']}; {report['law']}; σ {noise['sd']:.3g} of log loss, {noise['model']} noise, shared "
-             f"{noise['shared_fraction']:g}; {report['cpu_s_per_study']:.1f} CPU s a study)",
+    lines = [(f"compute multiplier's 95% interval over {report['studies']} simulated pairs of studies (A {report['runs']['A']} runs, "
+              f"B {report['runs']['B']}; {report['law']}; σ {noise['sd']:.3g} of log loss, {noise['model']} noise, shared "
+              f"{noise['shared_fraction']:g}; {report['cpu_s_per_study']:.1f} CPU s a study)"),
              f"{'budget (FLOPs)':>15} {'coverage ± SE':>15} {'median width':>13} {'true multiplier':>16}"]
     for budget in report["budgets"]:
         row = rows.get(interval_name("compute_multiplier", budget))
@@ -203,3 +216,75 @@ def format_versus(report: dict) -> str:
         lines.append(f"{budget:>15.3g} {row['coverage']:>7.3f} ± {row['se']:.3f} {row['median_width']:>13.4g} {row['median_truth']:>16.4g}"
                      + (f"  (of {row['studies']} studies)" if row["studies"] != report["studies"] else ""))
     return "\n".join(lines) + "\n\n" + format_table(report)
+
+
+# ----------------------------------------------------------------------------- does to_settle settle it?
+
+
+@dataclasses.dataclass(frozen=True)
+class SettlePlan:
+    """The design as it is (`plan`), its two designs to repeat at more seeds, the margin judged."""
+
+    plan: VersusPlan
+    designs: dict  # side → Design
+    margin: dict  # versus_gate.parse_margin
+
+
+def _verdicts(plan: VersusPlan, rng: np.random.Generator, margin: dict) -> list[dict]:
+    """Simulate one study of the plan, fit it as `fit --versus --margin` does: the margin's rows."""
+    points_a, points_b = (simulated_recipe(plan, side, rng) for side in versus.SIDES)
+    result = fit_versus_points(points_a, points_b, plan.law, list(plan.budgets), bootstrap=plan.bootstrap, seed=int(rng.integers(2**31)),
+                               bootstrap_method=plan.method, shared_exponents=plan.shared_exponents, margin=margin)
+    return result["margin"]["budgets"]
+
+
+def more_seeds(settle: SettlePlan, seeds: int, budget: float) -> VersusPlan:
+    """The plan's designs with every (N, D) at `seeds` seeds (each seed its own stable run), the same truth and noise."""
+    plan = settle.plan
+    designs = [synthetic_design(settle.designs[side], np.ones(len(settle.designs[side].points), dtype=bool), seeds=seeds)[0]
+               for side in versus.SIDES]
+    return prepare_versus(*designs, (budget,), law=plan.law, laws=plan.laws, noise_sd=plan.noise["sd"], noise_model=plan.noise["model"],
+                          shared_fraction=plan.noise["shared_fraction"], bootstrap=plan.bootstrap, method=plan.method,
+                          shared_exponents=plan.shared_exponents)
+
+
+def settle_study(settle: SettlePlan, seed: int, index: int) -> dict:
+    """Study `index` of the design as it is, judged against the margin; at each undecided budget
+    whose `to_settle` names seeds per point, a fresh study at that many seeds, judged again."""
+    started = time.process_time()
+    rng = np.random.default_rng([seed, index])
+    try:
+        rows = []
+        for budget, row in zip(settle.plan.budgets, _verdicts(settle.plan, rng, settle.margin)):
+            entry = {"budget": budget, "verdict": row["verdict"], "seeds_per_point": (row.get("to_settle") or {}).get("seeds_per_point")}
+            if entry["seeds_per_point"] and entry["seeds_per_point"] <= MAX_SETTLE_SEEDS:
+                entry["verdict_after"] = _verdicts(more_seeds(settle, entry["seeds_per_point"], budget), rng, settle.margin)[0]["verdict"]
+            rows.append(entry)
+    except ValueError as error:
+        return {"error": str(error)}
+    return {"budgets": rows, "cpu_s": time.process_time() - started}
+
+
+def settle_report(settle: SettlePlan, studies: int, *, seed: int = 0, processes: int = PROCESSES, progress: bool = True) -> dict:
+    """Per budget: how many studies were undecided, and of those whose suggested seeds were
+    simulated, the share that the new study decided (and decided right: adopt where the true
+    multiplier clears the margin)."""
+    records = simulate(settle, studies, seed, processes=processes, progress=progress, study=settle_study)
+    fitted = [record for record in records if "budgets" in record]
+    rows = []
+    for index, budget in enumerate(settle.plan.budgets):
+        truth = settle.plan.truth[interval_name(settle.margin["kind"], budget)]
+        right = "adopt" if truth > settle.margin["value"] else "reject"
+        entries = [record["budgets"][index] for record in fitted]
+        undecided = [entry for entry in entries if entry["verdict"] == "undecided"]
+        tried = [entry for entry in undecided if "verdict_after" in entry]
+        settled = [entry for entry in tried if entry["verdict_after"] != "undecided"]
+        share = len(settled) / len(tried) if tried else math.nan
+        rows.append({"budget": budget, "truth": truth, "right_verdict": right, "studies": len(entries), "undecided": len(undecided),
+                     "suggested_seeds": sorted(entry["seeds_per_point"] for entry in undecided if entry["seeds_per_point"]),
+                     "tried": len(tried), "settled": len(settled), "share_settled": share,
+                     "se": math.sqrt(share * (1 - share) / len(tried)) if tried else math.nan,
+                     "settled_right": sum(entry["verdict_after"] == right for entry in settled)})
+    return {"margin": settle.margin["text"], "studies": studies, "seed": seed, "bootstrap": settle.plan.bootstrap,
+            "failed_studies": len(records) - len(fitted), "cpu_s_per_study": float(np.mean([r["cpu_s"] for r in fitted])) if fitted else math.nan,
+            "budgets": rows}
