@@ -161,6 +161,11 @@ def _versus_sweep(tmp_path: Path, name: str, dataset: str) -> str:
     return str(directory)
 
 
+def _calibrate_versus(tmp_path: Path, *flags: str) -> list[str]:
+    """`calibrate A --versus B` on two CSVs of the same points, with `flags`."""
+    return ["calibrate", _points(tmp_path, GOOD_POINTS), "--versus", _points(tmp_path, GOOD_POINTS), "--out", str(tmp_path / "c.json"), *flags]
+
+
 def _versus(tmp_path: Path, *flags: str) -> list[str]:
     """`fit A --versus B` on two CSVs of the same points, with `flags`."""
     return ["fit", _points(tmp_path, GOOD_POINTS), "--versus", _points(tmp_path, GOOD_POINTS), "--out", str(tmp_path / "fit.json"), *flags]
@@ -377,6 +382,15 @@ ROWS = [
     Row("fit --versus: a margin that is neither 1.1x nor 0.01nats", "--margin '10%' is neither a compute multiplier nor a loss gap",
         lambda t, d: _versus(t, "--law", "chinchilla", "--budget", "1e13", "--bootstrap", "10", "--margin", "10%")),
     Row("fit: --margin without --versus", "compare two recipes: add --versus B", lambda t, d: ["fit", _points(t, GOOD_POINTS), "--law", "chinchilla", "--margin", "1.1x", "--out", str(t / "fit.json")]),
+    Row("calibrate --versus: --studies 0", "--studies must be a positive number of simulated studies",
+        lambda t, d: _calibrate_versus(t, "--budget", "1e13", "--studies", "0")),
+    Row("calibrate --versus with a law that cannot be compared", "calibrate --versus measures laws of compute",
+        lambda t, d: _calibrate_versus(t, "--law", "isoflop", "--budget", "1e13")),
+    Row("calibrate --versus without a budget", "--versus needs at least one --budget", lambda t, d: _calibrate_versus(t)),
+    Row("calibrate --versus with --truth", "--truth calibrate one law: drop it with --versus",
+        lambda t, d: _calibrate_versus(t, "--budget", "1e13", "--truth", "1,6,27,0.25,0.22")),
+    Row("calibrate: two budgets without --versus", "one law takes one budget",
+        lambda t, d: ["calibrate", _points(t, GOOD_POINTS), "--budget", "1e13", "--budget", "1e14"]),
 ]
 
 

@@ -275,7 +275,7 @@ def test_compare_prints_welch_and_the_minimal_detectable_difference(seed_groups,
     out = capsys.readouterr().out
     assert "A: 3 runs" in out and "B: 3 runs" in out
     assert "B − A = -0.10000 nats/token" in out and "Welch t = -12.247, df = 4.00" in out
-    assert (f"minimal detectable difference at 3 vs 3 seeds (Welch's t-test, 80% power, α = 0.05): {minimal_detectable_difference(0.01, 3):.5f} "
+    assert (f"minimal detectable difference at 3 vs 3 seeds (Welch's t-test, 80% power, α = 0.05): {minimal_detectable_difference(0.01, 3):.5f} nats/token "
             "(both sides at the pooled seed SD 0.01000)") in out
     assert f"{minimal_detectable_difference(0.01, 3, test='pooled'):.5f}" not in out
 
@@ -288,6 +288,7 @@ def test_compare_json_and_comma_lists(seed_groups, capsys):
     assert result["p_value"] < 0.001 and result["low"] < -0.1 < result["high"] < 0
     assert result["pooled_sd"] == pytest.approx(0.01) and result["a"]["eval_losses"] == pytest.approx([1.50, 1.51, 1.52])
     assert result["power_test"] == "welch" and result["minimal_detectable_difference"] == pytest.approx(0.01 * 3.5074, rel=1e-4)
+    assert result["loss_unit"] == "nats/token"  # summary.json without eval_bpb: how many bytes a token holds is unknown
 
 
 def test_compare_reads_the_committed_branch_study_registries(capsys):
@@ -298,6 +299,10 @@ def test_compare_reads_the_committed_branch_study_registries(capsys):
     assert result["difference"] == pytest.approx(-0.02037, abs=1e-5) and result["p_value"] > 0.05
     # Welch's own 80%-power difference at 2 vs 2 seeds (the pooled t-test's was 0.08663, 10 seeds).
     assert result["minimal_detectable_difference"] == pytest.approx(0.15924, abs=1e-5) and result["seeds_needed"] == 11
+    assert result["loss_unit"] == "nats/byte"  # the bytes tokenizer: eval_bpb = loss / ln 2 in every row
+    assert main(["compare", f"{results / 'cosine_runs.csv'}:L2-d96-tok1.6M-*", f"{results / 'branches_runs.csv'}:L2-d96-tok1.6M-*"]) == 0
+    out = capsys.readouterr().out
+    assert "B − A = -0.02037 nats/byte" in out and ": 0.15924 nats/byte (both sides" in out and "nats/token" not in out
 
 
 def test_the_tool_is_the_same_command(seed_groups):

@@ -129,3 +129,53 @@ def test_the_harness_measures_the_multipliers_coverage_on_a_two_recipe_design(tm
     report = calibrate_versus.calibrate_versus(plan, 8, processes=1, progress=False)
     row = next(row for row in report["coverage"] if row["interval"] == "compute_multiplier at 1e+14")
     assert row["studies"] == 8 and row["coverage"] >= 0.75
+
+
+def test_calibrate_versus_measures_the_multiplier_per_budget_and_is_a_function_of_its_seed(tmp_path, capsys):
+    """`calibrate A --versus B` on two frontier designs with a known 3× multiplier (their noise-free
+    joint fit is the truth): a coverage row per budget against a true multiplier of 3, and the same
+    report from the same --seed (studies draw from (seed, index) alone)."""
+    from bigmodel.cli import main
+
+    rng = np.random.default_rng(0)
+    a, b = (frontier_csv(tmp_path / f"{side}.csv", scale, rng, sigma=0.0) for side, scale in (("a", 1.0), ("b", 3.0)))
+    reports = []
+    for run in range(2):
+        out = tmp_path / f"calibration{run}.json"
+        code = main(["calibrate", a, "--versus", b, "--law", "power", "--shared_exponents", "--budget", "1e14", "--budget", "1e17",
+                     "--studies", "2", "--bootstrap", "8", "--noise", "iid", "--noise_sd", "0.003", "--processes", "1", "--seed", "5",
+                     "--out", str(out)])
+        assert code == 0
+        reports.append(json.loads(out.read_text()))
+    printed = capsys.readouterr().out
+    rows = {row["interval"]: row for row in reports[0]["coverage"]}
+    for budget in ("1e+14", "1e+17"):
+        row = rows[f"compute_multiplier at {budget}"]
+        assert row["median_truth"] == pytest.approx(3.0, rel=1e-3) and row["studies"] == 2
+        assert row["coverage"] in (0.0, 0.5, 1.0) and row["se"] == pytest.approx(math.sqrt(row["coverage"] * (1 - row["coverage"]) / 2))
+        assert f"{float(budget):>15.3g} {row['coverage']:>7.3f} ± {row['se']:.3f}" in printed
+    assert reports[0]["designs"] == {"A": a, "B": b} and reports[0]["seed"] == 5 and reports[0]["shared_exponents"] is True
+    assert reports[0]["coverage"] == reports[1]["coverage"]
+
+
+def test_the_versus_figure_is_in_the_runs_loss_unit_and_shades_past_the_fitted_compute():
+    """The committed rotary-vs-learned fit (bytes tokenizer): its loss axis in nats/byte, and both
+    panels shade the compute outside the runs' (3.0e10–1.4e12 FLOPs), where the laws extrapolate."""
+    from pathlib import Path
+
+    from bigmodel.scaling.plot_versus import fitted_compute, versus_figure
+
+    result = json.loads((Path(__file__).resolve().parent.parent / "experiments" / "recipes_results" / "fit.json").read_text())
+    assert result["loss_unit"] == "nats/byte" and "nats/byte)" in result["summary"]
+    for law in result["versus"]["laws"].values():
+        law["samples"] = law["samples"][:20]  # a band is drawn all the same, at a tenth of the cost
+    low, high = fitted_compute(result["points"])
+    figure = versus_figure(result)
+    left, right = figure.axes[:2]
+    assert left.get_ylabel() == "loss (nats/byte)"
+    for axes in (left, right):
+        spans = [patch for patch in axes.patches if patch.get_gid() == "extrapolated"]
+        starts = sorted(patch.get_x() for patch in spans)
+        assert len(spans) == 2 and starts[1] == pytest.approx(high) and starts[0] == pytest.approx(axes.get_xlim()[0])
+        assert any("extrapolated" in text.get_text() for text in axes.get_legend().get_texts())
+    assert 2.9e10 < low < 3.1e10 and 1.3e12 < high < 1.5e12

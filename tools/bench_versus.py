@@ -11,6 +11,9 @@ Designs:
   branches of one stable run, σ from its seed replicates; budgets 1e12, 1e13, 1e14 FLOPs.
 `--widths`: the grid design at 1, 2 and 4 seeds per point: the median width (in log) of the
 multiplier interval at each, the scaling `versus_gate` assumes (∝ 1/√runs).
+`--settle 50x`: does `to_settle` settle it? On the recipes design at `--settle_budget`, each study
+is judged against the margin; where it is undecided, a fresh study with the seeds per point its
+`to_settle` suggests is judged again: the share of those that decide (and decide right).
 """
 
 from __future__ import annotations
@@ -57,12 +60,34 @@ def report_lines(name: str, report: dict, keys=("compute_multiplier",)) -> list[
     return lines
 
 
+def settle_lines(args, results: Path, out: Path | None) -> None:
+    """The `--settle` check on the recipes design, printed (and written to OUT/settle.json)."""
+    from bigmodel.scaling.versus_gate import parse_margin
+
+    designs = {"A": load_design(results / "learned"), "B": load_design(results / "rope")}
+    plan = calibrate_versus.prepare_versus(designs["A"], designs["B"], (args.settle_budget,), noise_model="group", shared_fraction=0.5,
+                                           bootstrap=args.bootstrap)
+    settle = calibrate_versus.SettlePlan(plan=plan, designs=designs, margin=parse_margin(args.settle))
+    started = time.perf_counter()
+    report = calibrate_versus.settle_report(settle, args.studies, processes=args.processes)
+    print(f"\n## settle: margin {report['margin']}, {args.studies} studies, bootstrap {args.bootstrap}, {report['cpu_s_per_study']:.1f} CPU s per study")
+    for row in report["budgets"]:
+        print(f"at {row['budget']:.3g} (true multiplier {row['truth']:.4g}: {row['right_verdict']}): undecided in {row['undecided']} of "
+              f"{row['studies']}; suggested seeds per point {row['suggested_seeds']}; of {row['tried']} resimulated at those seeds "
+              f"{row['settled']} decided ({row['share_settled']:.2f} ± {row['se']:.2f}), {row['settled_right']} rightly")
+    print(f"({time.perf_counter() - started:.0f} s wall)", flush=True)
+    if out:
+        (out / "settle.json").write_text(json.dumps(report, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=100)
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--designs", default="grid,recipes")
     parser.add_argument("--widths", action="store_true", help="also the grid design's interval width at 1, 2, 4 seeds")
+    parser.add_argument("--settle", default=None, metavar="MARGIN", help="also: does to_settle settle an undecided budget (recipes design)")
+    parser.add_argument("--settle_budget", type=float, default=RECIPE_BUDGETS[0])
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -86,6 +111,8 @@ def main() -> None:
             print("\n".join(report_lines(name, report)) + f"\n({time.perf_counter() - started:.0f} s wall)", flush=True)
             if out:
                 (out / f"{name}.json").write_text(json.dumps(report, indent=1))
+        if args.settle:
+            settle_lines(args, results, out)
         if args.widths:
             print("\n## grid: median width of log(compute multiplier) interval at 1e13 by seeds per point")
             base = np.ones(len(designs["A"].points), dtype=bool)

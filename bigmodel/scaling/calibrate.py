@@ -70,17 +70,22 @@ def check_settings(settings: Settings, studies: int) -> None:
     """Refuse settings that cannot give a coverage, before any fit runs."""
     if settings.law not in LAWS:
         raise ValueError(f"unknown law {settings.law!r} for calibrate: use {' or '.join(LAWS)}")
+    check_simulation(studies, settings.bootstrap, settings.noise_model, settings.noise_sd, settings.shared_fraction)
+    check_options(settings.law, "non_embedding_params", settings.bootstrap, settings.budget, settings.holdout, **method_option(settings))
+
+
+def check_simulation(studies: int, bootstrap: int, noise_model: str, noise_sd: float | None, shared_fraction: float) -> None:
+    """What every calibration needs, of one law or of two recipes: studies, replicates, a noise model."""
     if not 0 < studies <= MAX_STUDIES:
         raise ValueError(f"--studies must be a positive number of simulated studies, at most {MAX_STUDIES:,}, got {studies}")
-    if settings.bootstrap < 2:
-        raise ValueError(f"--bootstrap must be at least 2 replicates (the intervals calibrate measures), got {settings.bootstrap}")
-    if settings.noise_model not in NOISE_MODELS:
-        raise ValueError(f"unknown noise model {settings.noise_model!r}: use one of {', '.join(NOISE_MODELS)}")
-    if settings.noise_sd is not None and not (math.isfinite(settings.noise_sd) and settings.noise_sd >= 0):
-        raise ValueError(f"--noise_sd must be 0 or more (σ of log loss), got {settings.noise_sd}")
-    if not 0 <= settings.shared_fraction < 1:
-        raise ValueError(f"--shared_fraction must be in [0, 1) (the share of noise variance runs of a group share), got {settings.shared_fraction}")
-    check_options(settings.law, "non_embedding_params", settings.bootstrap, settings.budget, settings.holdout, **method_option(settings))
+    if bootstrap < 2:
+        raise ValueError(f"--bootstrap must be at least 2 replicates (the intervals calibrate measures), got {bootstrap}")
+    if noise_model not in NOISE_MODELS:
+        raise ValueError(f"unknown noise model {noise_model!r}: use one of {', '.join(NOISE_MODELS)}")
+    if noise_sd is not None and not (math.isfinite(noise_sd) and noise_sd >= 0):
+        raise ValueError(f"--noise_sd must be 0 or more (σ of log loss), got {noise_sd}")
+    if not 0 <= shared_fraction < 1:
+        raise ValueError(f"--shared_fraction must be in [0, 1) (the share of noise variance runs of a group share), got {shared_fraction}")
 
 
 def method_option(settings: Settings) -> dict:

@@ -27,6 +27,7 @@ import sys
 from bigmodel import exit_codes
 from bigmodel.arguments import bad_input, bootstrap_replicates, path_text, positive_int, seed, tool_main
 from bigmodel.scaling import run_groups
+from bigmodel.scaling.points import loss_unit
 
 COMPARE_HELP = "B − A in final eval loss: 95%% interval, p-value, minimal detectable difference (Welch over seeds, or a paired bootstrap over eval batches)"
 CHECKPOINT_DIR = "checkpoints"  # bigmodel.checkpoint.CHECKPOINT_DIR (importing it loads JAX)
@@ -87,6 +88,7 @@ def seed_comparison(runs_a: list[run_groups.RunLoss], runs_b: list[run_groups.Ru
     sd = significance.pooled_sd(losses_a, losses_b)
     return {
         "method": "welch",
+        "loss_unit": runs_loss_unit(runs_a + runs_b),
         "a": group_summary(runs_a),
         "b": group_summary(runs_b),
         "difference": test.difference,
@@ -136,6 +138,7 @@ def batch_comparison(run_a: run_groups.RunLoss, run_b: run_groups.RunLoss, batch
     test = significance.paired_bootstrap(evaluated[0][1], evaluated[1][1], resamples or significance.BOOTSTRAP_RESAMPLES, seed=seed)
     return {
         "method": "paired_bootstrap",
+        "loss_unit": runs_loss_unit([run_a, run_b]),
         "a": evaluated_side(run_a, *evaluated[0]),
         "b": evaluated_side(run_b, *evaluated[1]),
         "difference": test.difference,
@@ -150,6 +153,11 @@ def batch_comparison(run_a: run_groups.RunLoss, run_b: run_groups.RunLoss, batch
         "resamples": test.resamples,
         "minimal_detectable_difference": None,  # no seed-to-seed SD from one run a side
     }
+
+
+def runs_loss_unit(runs: list[run_groups.RunLoss]) -> str:
+    """nats/byte where every run's tokens are bytes (its eval_bpb says so), else nats/token (`points.loss_unit`)."""
+    return loss_unit([run.bytes_per_token for run in runs])
 
 
 def evaluated_side(run: run_groups.RunLoss, step: int, losses) -> dict:
@@ -199,8 +207,9 @@ def verdict(p_value: float, alpha: float = 0.05) -> str:
 
 
 def report(result: dict, spec_a: str, spec_b: str) -> list[str]:
-    """The human-readable lines of a result (nats/token: nats/byte with the bytes tokenizer)."""
-    difference = (f"B − A = {result['difference']:+.5f} nats/token, {result['confidence']:.0%} CI "
+    """The human-readable lines of a result, in its `loss_unit` (nats/byte where the runs' tokens are bytes)."""
+    unit = result["loss_unit"]
+    difference = (f"B − A = {result['difference']:+.5f} {unit}, {result['confidence']:.0%} CI "
                   f"[{result['low']:+.5f}, {result['high']:+.5f}], p = {result['p_value']:.3g}")
     if result["method"] == "welch":
         from bigmodel.scaling.significance import TEST_NAMES as significance_names
@@ -213,7 +222,7 @@ def report(result: dict, spec_a: str, spec_b: str) -> list[str]:
         needed = (f"|B − A| = {abs(result['difference']):.5f} would need {seeds} seeds a side" if seeds
                   else "the observed difference is too small to detect with any practical number of seeds")
         lines.append(f"minimal detectable difference at {n_a} vs {n_b} seeds ({significance_names[result['power_test']]}, {result['power']:.0%} power, α = {result['alpha']:g}): "
-                     f"{result['minimal_detectable_difference']:.5f} (both sides at the pooled seed SD {result['pooled_sd']:.5f}); {needed}")
+                     f"{result['minimal_detectable_difference']:.5f} {unit} (both sides at the pooled seed SD {result['pooled_sd']:.5f}); {needed}")
         return lines
     lines = [f"{name}: {side['run']} at step {side['step']}: eval loss {side['eval_loss']:.5f} on these batches (summary.json: {side['final_eval_loss']:.5f})"
              for name, side in (("A", result["a"]), ("B", result["b"]))]

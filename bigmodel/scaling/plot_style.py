@@ -37,6 +37,8 @@ STYLE = {
 SIZE_COLORMAP = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0, 0.88, 256)), name="viridis_dark")
 BUDGET_COLORMAP = ListedColormap(matplotlib.colormaps["plasma"](np.linspace(0, 0.85, 256)), name="plasma_dark")
 UNITS = TOKEN_UNIT  # a figure's default loss unit; the data's own is `Points.loss_unit` (points.py decides)
+EXTRAPOLATED = {"color": "0.55", "alpha": 0.12, "linewidth": 0, "zorder": 0}  # the shading beyond the fitted runs
+EXTRAPOLATED_KEY = {"color": "0.55", "alpha": 0.25, "linewidth": 0}  # its legend patch, darker to be seen at legend size
 
 
 def new_figure(size=FIGURE_SIZE_INCHES) -> Figure:
@@ -100,6 +102,16 @@ def tidy_log_axis(axis) -> None:
         return rf"$\mathdefault{{{mantissa}\times10^{{{exponent}}}}}$"
 
     axis.set_minor_formatter(FuncFormatter(label))
+
+
+def shade_beyond(axes, low: float, high: float, limits: tuple[float, float], gid: str) -> bool:
+    """Shade the stretches of an x axis outside [low, high] that the figure shows; whether any."""
+    shaded = False
+    for start, stop in ((limits[0], low), (high, limits[1])):
+        if stop > start:
+            axes.axvspan(start, stop, gid=gid, **EXTRAPOLATED)
+            shaded = True
+    return shaded
 
 
 def log_grid(values: np.ndarray, margin: float = 1.3, count: int = 200) -> np.ndarray:

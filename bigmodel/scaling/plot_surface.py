@@ -37,6 +37,7 @@ from bigmodel.scaling.plot_figures import (MIN_SAMPLES_FOR_BAND, compute_frontie
                                           interval_text)
 from bigmodel.scaling.plot_style import (
     BUDGET_COLORMAP,
+    EXTRAPOLATED_KEY,
     STYLE,
     UNITS,
     fit_loss_limits,
@@ -44,6 +45,7 @@ from bigmodel.scaling.plot_style import (
     law_label,
     log_grid,
     new_figure,
+    shade_beyond,
     size_colors,
     tidy_log_axis,
 )
@@ -51,7 +53,6 @@ from bigmodel.scaling.plot_style import (
 MAX_ANNOTATED_HOLDOUTS = 2
 SLICES = 5  # isoFLOP budgets drawn, log-spaced from the cheapest fitted run's C to the dearest's
 BOX = {"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7", "alpha": 0.9}
-EXTRAPOLATED = {"color": "0.55", "alpha": 0.12, "linewidth": 0, "zorder": 0}  # the shading beyond the fitted runs
 
 
 def training_compute(non_embedding_params, tokens, fit: dict | None = None, flops=None) -> np.ndarray:
@@ -198,16 +199,6 @@ def _frontier_grid(compute: np.ndarray, fit: dict) -> np.ndarray:
     return np.geomspace(low, high, 200)
 
 
-def _shade_beyond(axes, low: float, high: float, limits: tuple[float, float], gid: str) -> bool:
-    """Shade the stretches of an x axis outside [low, high] that the figure shows; whether any."""
-    shaded = False
-    for start, stop in ((limits[0], low), (high, limits[1])):
-        if stop > start:
-            axes.axvspan(start, stop, gid=gid, **EXTRAPOLATED)
-            shaded = True
-    return shaded
-
-
 def _budget_text(fit: dict, ranges: dict) -> str:
     """How far the named budget lies beyond the fitted runs' compute, and its D_opt beyond the
     unique data (fit.json `unique_data`), for the corner box."""
@@ -270,8 +261,8 @@ def plot_compute_optimal_frontier(
         axes.set(xscale="log", yscale="log", xlabel=compute_axis_label(fit), ylabel=f"{loss_name} ({unit})",
                  title="Compute frontier and the fitted compute-optimal loss")
         axes.set_xlim(grid[0], grid[-1])
-        if _shade_beyond(axes, *ranges["C"], (grid[0], grid[-1]), "extrapolated"):
-            entries.append((Patch(color="0.55", alpha=0.25, linewidth=0), "shaded: C beyond the fitted runs'"))
+        if shade_beyond(axes, *ranges["C"], (grid[0], grid[-1]), "extrapolated"):
+            entries.append((Patch(**EXTRAPOLATED_KEY), "shaded: C beyond the fitted runs'"))
         shown = [loss, optimal_loss[(grid >= compute.min()) & (grid <= compute.max())]]
         fit_loss_limits(axes, np.concatenate(shown))
         label_loss_axis(axes)
@@ -351,9 +342,8 @@ def plot_isoflop_slices(
             handles.append(Line2D([], [], color="0.6", marker="o", markeredgecolor="black", linestyle="",
                                   label=f"fitted runs ({(~held_out).sum()}; colour = their own C)"))
             shown.append(loss[~held_out])
-        if _shade_beyond(axes, *ranges["N"], (grid[0], grid[-1]), "extrapolated"):
-            handles.append(Patch(color="0.55", alpha=0.25, linewidth=0,
-                                                    label="sizes outside the fitted runs': extrapolated"))
+        if shade_beyond(axes, *ranges["N"], (grid[0], grid[-1]), "extrapolated"):
+            handles.append(Patch(**EXTRAPOLATED_KEY, label="sizes outside the fitted runs': extrapolated"))
         if not measured.all():
             handles.append(Line2D([], [], color="white", marker="*", markersize=15, markeredgecolor="0.3", markeredgewidth=2,
                                   linestyle="", label=f"optimum outside the fitted sizes ({(~measured).sum()} of {len(budgets)})"))

@@ -170,10 +170,11 @@ def sweep_points(directory: str | Path, rungs: bool = False) -> Points:
 
 
 def run_bytes_per_token(row: dict[str, str]) -> float:
-    """Bytes per token of a registry row, from its eval loss and bits per byte (NaN without them)."""
+    """Bytes per token of a registry row (or a run's summary.json: the same keys), from its eval
+    loss and bits per byte (NaN without them)."""
     try:
         return float(row["final_eval_loss"]) / math.log(2) / float(row.get("eval_bpb", ""))
-    except (ValueError, ZeroDivisionError):
+    except (TypeError, ValueError, ZeroDivisionError):
         return math.nan
 
 

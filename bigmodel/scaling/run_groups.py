@@ -35,8 +35,9 @@ DATA_KEYS = ("dataset", "tokenizer", "vocab_size", "seq_len")
 @dataclasses.dataclass(frozen=True)
 class RunLoss:
     label: str  # how the report names the run: its directory, or REGISTRY:name
-    eval_loss: float  # final eval loss, nats/token
+    eval_loss: float  # final eval loss, nats/token (nats/byte where a token is a byte)
     workdir: Path | None  # the run directory, where there is one
+    bytes_per_token: float = math.nan  # from its eval_bpb (`registry.run_bytes_per_token`); NaN where unknown
 
 
 def select_runs(group: str, side: str) -> list[RunLoss]:
@@ -91,7 +92,7 @@ def run_directory_loss(path: Path) -> RunLoss:
     if not isinstance(loss, (int, float)) or not math.isfinite(loss) or loss <= 0:
         raise ValueError(f"{path / registry.SUMMARY_FILE} has no final_eval_loss ({loss!r}): the run never evaluated; "
                          f"run `python -m bigmodel eval --workdir {path}`")
-    return RunLoss(str(path), float(loss), path)
+    return RunLoss(str(path), float(loss), path, registry.run_bytes_per_token(summary))
 
 
 def registry_runs(source: Path, pattern: str) -> list[RunLoss]:
@@ -113,7 +114,7 @@ def registry_runs(source: Path, pattern: str) -> list[RunLoss]:
         if row["status"] == registry.DONE:
             loss = parse_number(path, line, "final_eval_loss", row["final_eval_loss"])
             workdir = path.parent / row["name"]
-            runs.append(RunLoss(f"{source}:{row['name']}", loss, workdir if workdir.is_dir() else None))
+            runs.append(RunLoss(f"{source}:{row['name']}", loss, workdir if workdir.is_dir() else None, registry.run_bytes_per_token(row)))
     if not runs:
         names = ", ".join(row["name"] for _, row in rows[:3])
         raise ValueError(f"no finished run of {source} matches {pattern!r} (its names look like {names or 'nothing: it is empty'})")

@@ -10,10 +10,12 @@ adopts, reject where any budget rejects, else undecided.
 An undecided budget gets a rough estimate of what would settle it: the one-sided interval must
 shrink by the factor r = |estimate − margin| / (its half-width on the side of the margin); if an
 interval's width fell as 1/√(runs), that takes about 1/r² times the runs (as seeds per point), if
-the estimate stays where it is. None where the estimate sits on the margin. The calibration
-harness did NOT see that scaling on a two-recipe grid at an extrapolated budget (widths 16×, 37×,
-16× at 1, 2, 4 seeds: docs/scaling/versus.md), where E and the exponents, not the seeds, set the
-width: the factor is a lower bound.
+the estimate stays where it is. None where the estimate sits on the margin. At those runs the
+bound only just reaches the margin: even odds of a decision. The calibration harness
+(`tools/bench_versus.py --settle`) found 6 of 10 undecided studies of the rotary-vs-learned
+design decided (all rightly) when rerun at the suggested seeds; on a two-recipe grid at an
+extrapolated budget it saw no narrowing with seeds at all (widths 16×, 37×, 16× at 1, 2, 4
+seeds), where E and the exponents set the width: the factor is the least that could settle it.
 """
 
 from __future__ import annotations

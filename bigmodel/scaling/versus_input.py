@@ -22,7 +22,7 @@ from bigmodel.scaling import versus, versus_gate
 from bigmodel.scaling.allocation import BASES, flops_per_token_line
 from bigmodel.scaling.intervals import intervals
 from bigmodel.scaling.laws import estimate
-from bigmodel.scaling.points import Points, check_points
+from bigmodel.scaling.points import TOKEN_UNIT, Points, check_points
 from bigmodel.scaling.registry import REGISTRY_FILE, load_points, sweep_points
 from bigmodel.scaling.seeds import replicate_groups
 
@@ -151,7 +151,14 @@ def fit_versus_input(path_a: str, path_b: str, law: str, budgets: list[float], *
     result = fit_versus_points(points_a, points_b, law, budgets, bootstrap=bootstrap, seed=seed, bootstrap_method=bootstrap_method,
                                shared_exponents=shared_exponents, floor=floor, margin=parsed_margin)
     result.update(a=a.spec, b=b.spec)
-    return {"law": "versus", "input": a.spec, "versus": result, "points": _points_json(points_a, points_b), "summary": describe_versus(result)}
+    unit = shared_loss_unit(a.points, b.points)
+    return {"law": "versus", "input": a.spec, "loss_unit": unit, "versus": result, "points": _points_json(points_a, points_b),
+            "summary": describe_versus(result, unit)}
+
+
+def shared_loss_unit(a: Points, b: Points) -> str:
+    """Both recipes' loss unit (nats/byte where every run's tokens are bytes); per token unless both agree."""
+    return a.loss_unit if a.loss_unit == b.loss_unit else TOKEN_UNIT
 
 
 def fit_versus_points(points_a: Points, points_b: Points, law: str, budgets: list[float], *, bootstrap: int = 0, seed: int = 0,
@@ -209,12 +216,12 @@ def _interval_text(entry: dict, digits: str) -> str:
     return text
 
 
-def describe_versus(result: dict) -> str:
+def describe_versus(result: dict, unit: str = TOKEN_UNIT) -> str:
     """One line: per budget the compute multiplier and gap with intervals, the crossover, the verdict."""
     parts = []
     for row in result["budgets"]:
         parts.append(f"at C={row['budget']:.3g} A needs {_interval_text(row['compute_multiplier'], '.3g')}× B's compute"
-                     f" (loss gap A−B {_interval_text(row['loss_gap'], '.4f')} nats)")
+                     f" (loss gap A−B {_interval_text(row['loss_gap'], '.4f')} {unit})")
     crossover = result["crossover_flops"]
     low, high = crossover["searched"]
     parts.append(f"crossover {_interval_text(crossover, '.3g')} (searched {low:.2g}–{high:.2g} FLOPs)")
