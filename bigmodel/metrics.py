@@ -41,6 +41,23 @@ def scalars(record: dict) -> dict:
     return {key: value for key, value in record.items() if key != "step" and isinstance(value, (int, float)) and math.isfinite(value)}
 
 
+def summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without PyTorch. tensorboardX tries `import torch`
+    only to accept torch tensors (a run logs Python floats), and where torch is installed (the
+    HF export's extra) that import costs about 2 CPU-seconds and far more wall time of every
+    trainer's start. With "torch" marked absent while tensorboardX loads, it falls back to NumPy;
+    a process that has torch already loaded keeps it."""
+    if "tensorboardX.writer" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # `import torch` raises ImportError, as if not installed
+        try:
+            import tensorboardX.writer  # noqa: F401 — loaded once, here
+        finally:
+            del sys.modules["torch"]
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter
+
+
 class MetricsLog:
     """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard,
     and to W&B when the run's config names a project (`config.logging.wandb`, see wandb_log.py)."""
@@ -49,14 +66,12 @@ class MetricsLog:
         self.enabled = enabled
         if not enabled:
             return
-        from tensorboardX import SummaryWriter
-
         from bigmodel import wandb_log
 
         project = wandb_log.project_of(config) if config is not None else ""
         self._wandb = wandb_log.WandbRun(project, Path(workdir), config.to_dict()) if project else None
         self._file = open(Path(workdir) / METRICS_FILE, "a")
-        self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        self._tensorboard = summary_writer_class()(str(Path(workdir) / "tensorboard"))
 
     def write(self, record: dict) -> None:
         if not self.enabled:

@@ -33,10 +33,16 @@ def kjv_data_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
     """One JAX compilation cache for the session's CLI runs (in-process and subprocesses), never
-    the user's own: later runs of the same program skip most of their compile time."""
+    the user's own: later runs of the same program skip most of their compile time. Under xdist
+    the workers share it (in the run's own temporary root): both train tiny_run and many L1 runs
+    alike, and each program is then compiled once per run instead of once per worker."""
     import os
 
-    directory = tmp_path_factory.mktemp("jax_cache")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # basetemp is <the run's root>/popen-gwN
+        directory = tmp_path_factory.getbasetemp().parent / "jax_cache"
+        directory.mkdir(exist_ok=True)
+    else:
+        directory = tmp_path_factory.mktemp("jax_cache")
     previous = os.environ.get("BIGMODEL_COMPILATION_CACHE")
     os.environ["BIGMODEL_COMPILATION_CACHE"] = str(directory)
     yield directory

@@ -105,6 +105,15 @@ def _fit_lse(features, log_loss, grid, *, reduction: str = "sum") -> tuple[np.nd
     return best, summed_objective(best, features, log_loss), _distinct_best(polished, values, BOOTSTRAP_STARTS)
 
 
+def _at_least(starts: np.ndarray, count: int) -> np.ndarray:
+    """`starts` topped up to `count` rows with copies of the first (the best), so a bootstrap from
+    7 distinct end points has the shape of one from 8 and reuses its compiled program (a
+    calibration's studies would otherwise compile anew whenever one found fewer). A copy ends
+    where its original does, and the argmin of a replicate's objectives takes the first of equal
+    values, so no replicate's pick changes."""
+    return np.concatenate([starts, np.repeat(starts[:1], max(0, count - len(starts)), axis=0)])
+
+
 def residual_targets(theta, features, log_loss, replicates: int, rng) -> np.ndarray:
     """(replicates, n): the old "residuals" method's targets (raw residuals with replacement)."""
     return raw_residual_targets(log_prediction(theta, features), log_loss, replicates, rng)
@@ -118,6 +127,7 @@ def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, re
     `layout`: a joint fit's (`noise.Layout`, `versus_fit.py`)."""
     rng = np.random.default_rng(seed)
     n_points = log_loss.size
+    starts = _at_least(starts, BOOTSTRAP_STARTS)
     if method != "points":
         targets, model = bootstrap_targets(method, theta, features, log_loss, replicates, rng, groups, seeds, layout)
         counts = np.ones((replicates, n_points))
