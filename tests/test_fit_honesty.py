@@ -166,8 +166,11 @@ def test_approach_2_under_another_count():
     isoflop = REPO / "experiments" / "isoflop_results"
     kaplan, total = (fit_input(isoflop, "isoflop", count=count) for count in ("non_embedding", "total"))
     assert kaplan["n_definition"] == "non_embedding_params" and total["n_definition"] == "total_params"
-    # Adding the embeddings and head (2·256·d, a fixed share of a small model) to every N flattens N_opt(C).
-    assert total["a"] < kaplan["a"] - 0.05 and total["b"] == pytest.approx(kaplan["b"], abs=0.01)
+    # Adding the embeddings and head (2·256·d, a fixed share of a small model) to every N flattens the
+    # parabola vertices' N_opt(C); most of that was their design bias, which differs between the counts
+    before, after = total["uncorrected"], kaplan["uncorrected"]
+    assert before["a"] < after["a"] - 0.05 and before["b"] == pytest.approx(after["b"], abs=0.01)
+    assert kaplan["a"] - 0.05 < total["a"] < kaplan["a"]
 
 
 def test_repeated_data_is_flagged_only_beyond_the_corpus(tmp_path):

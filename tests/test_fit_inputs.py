@@ -143,7 +143,8 @@ def test_cli_round_trip_writes_the_fit_and_prints_the_law(tmp_path):
     written = json.loads(out.read_text())
     direct = fit.fit_input(source, "isoflop")
     assert written["a"] == pytest.approx(direct["a"]) and written["a"] == pytest.approx(0.497, abs=0.04)
-    assert len(written["budgets"]) == 12 and set(written["budgets"][0]) == {"flops", "n_opt", "d_opt", "loss_opt", "parabola", "n_points"}
+    assert len(written["budgets"]) == 12 and set(written["budgets"][0]) == {"flops", "n_opt", "d_opt", "loss_opt", "parabola", "n_points",
+                                                                          "n_opt_corrected", "d_opt_corrected", "n_bias", "d_bias"}
     assert completed.stdout.strip() == written["summary"] and completed.stdout.startswith("isoflop (12 budgets")
 
 

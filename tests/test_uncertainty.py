@@ -189,6 +189,45 @@ def test_isoflop_noise_replicates_keep_every_budget_where_resampling_runs_loses_
     assert resampled["bootstrap_dropped"] > 30 and len(resampled["samples"]) == 100 - resampled["bootstrap_dropped"]
 
 
+def approach_2_of(law: dict, params, tokens, flops) -> dict:
+    """`fit`'s Approach 2 (with a small bootstrap) of the law's noise-free losses at these runs."""
+    from bigmodel.scaling.calibrate_design import build_points
+
+    loss = fit.chinchilla_loss(params, tokens, **law)
+    points = build_points({"non_embedding_params": params, "tokens": tokens, "flops": flops, "loss": loss}, "loss", (), ("",) * len(loss))
+    return fit.fit_points(points, "isoflop", bootstrap=20, seed=0), points
+
+
+def test_approach_2_removes_the_vertex_bias_of_a_few_sizes_per_budget():
+    # The isoFLOP study's own 14 runs (4–5 sizes per budget, its real FLOPs) under a law like its
+    # fit: the parabola vertices miss the law's allocation slope by ~0.1, the width of their interval.
+    from bigmodel.scaling.calibrate import isoflop_truth
+
+    study = load_points(ISOFLOP)
+    law = {"E": 0.7, "A": 14.0, "B": 600.0, "alpha": 0.33, "beta": 0.5}
+    result, points = approach_2_of(law, study.non_embedding_params, study.tokens, study.flops)
+    truth = isoflop_truth(law, points)
+    assert result["a"] == pytest.approx(truth["a"], abs=0.01) and result["b"] == pytest.approx(truth["b"], abs=0.01)
+    before, bias = result["uncorrected"], result["design_bias"]
+    assert before["a"] > truth["a"] + 0.08 and before["b"] < truth["b"] - 0.08  # the parabola vertices' own
+    assert bias["applied"] and bias["a"] == pytest.approx(before["a"] - result["a"])
+    # the replicates moved with the estimate, every one kept
+    assert result["bootstrap_dropped"] == 0 and len(result["samples"]) == 20
+    assert result["ci"]["a"] == pytest.approx([end - bias["a"] for end in before["ci"]["a"]])
+    assert "design bias removed" in fit.summarize(result)
+
+
+def test_where_sizes_bracket_each_optimum_evenly_the_correction_is_near_zero():
+    # 4 budgets × 7 sizes 0.25 decades apart about the law's own optimum (C = 6ND): Approach 2 is
+    # nearly unbiased there, and the correction leaves it so
+    law = {"E": 0.7, "A": 14.0, "B": 600.0, "alpha": 0.33, "beta": 0.5}
+    optimum = fit.compute_optimal(law["A"], law["B"], law["alpha"], law["beta"])
+    runs = np.array([(n, c / (6 * n), c) for c in (1e12, 3e12, 1e13, 3e13)
+                     for n in optimum["G"] * (c / 6) ** optimum["a"] * 10 ** np.arange(-0.75, 0.76, 0.25)])
+    result, _ = approach_2_of(law, *runs.T)
+    assert abs(result["design_bias"]["a"]) < 0.02 and result["a"] == pytest.approx(0.5 / 0.83, abs=0.005)
+
+
 def test_a_replicate_budget_always_has_an_optimum_inside_its_sizes():
     log_params = np.log10([1e4, 2e4, 4e4, 8e4, 1.6e5])
     assert isoflop.replicate_log_optimum(log_params, np.array([1.2, 1.3, 1.35, 1.3, 1.25])) == log_params[0]  # opens downward: lowest run

@@ -39,7 +39,8 @@ from bigmodel.scaling import calibrate_design
 from bigmodel.scaling.calibrate_design import Design, build_points
 from bigmodel.scaling.fit import _chinchilla_parameters, check_options, fit_points
 from bigmodel.scaling.holdout import held_out_mask, holdout_rows
-from bigmodel.scaling.allocation import allocation_at, flops_per_token_line
+from bigmodel.scaling.allocation import flops_per_token_line
+from bigmodel.scaling.isoflop_bias import allocation_slopes
 from bigmodel.scaling.laws import chinchilla_loss
 from bigmodel.scaling.registry import group_budgets
 from bigmodel.scaling.noise import DEFAULT_METHOD
@@ -173,10 +174,7 @@ def isoflop_truth(law: dict, points) -> dict:
     budgets = [float(np.exp(np.mean(np.log(points.flops[labels == label])))) for label in np.unique(labels[labels >= 0])]
     if line is None or len(budgets) < 2:
         return {}
-    optima = [allocation_at(law, budget, line) for budget in budgets]
-    slope = {key: float(np.polyfit(np.log(budgets), np.log([optimum[column] for optimum in optima]), 1)[0])
-             for key, column in (("a", "n_opt"), ("b", "d_opt"))}
-    return slope
+    return allocation_slopes(law, budgets, line)
 
 
 def law_truth(plan: Plan) -> tuple[dict, dict]:

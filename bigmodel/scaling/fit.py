@@ -7,7 +7,8 @@
   law uses the same objective and optimiser (`lbfgs.py`) from its own 270-start grid.
 - `isoflop` (Approach 2, `isoflop.py`): per budget a parabola of loss in log10 N through the
   points nearest the minimum; its vertex is N_opt(C); power laws through the vertices give
-  N_opt ∝ Cᵃ and D_opt ∝ Cᵇ.
+  N_opt ∝ Cᵃ and D_opt ∝ Cᵇ; with few sizes per budget the vertices are biased, and `fit`
+  removes that design bias on the Approach 3 fit of the same runs (`isoflop_bias.py`).
 
 Every start runs a fixed number of L-BFGS iterations (no tolerance test: see `lbfgs.py`) in
 float32 (2× faster on CPU; enough to find the basins), then the 16 best distinct end points are
@@ -42,6 +43,7 @@ from bigmodel.scaling.prediction import describe_predictions, parse_predict, pre
 from bigmodel.scaling.holdout import CHOICES as HOLDOUT_CHOICES, describe_holdout, held_out_mask, holdout_rows, what_is_held_out
 from bigmodel.scaling.laws import chinchilla_loss, compute_optimal, estimate, law_loss, law_text, power_law  # noqa: F401 — fit.power_law etc. stay importable
 from bigmodel.scaling.isoflop import ISOFLOP_POINTS_PER_PARABOLA, budget_vertex, fit_isoflop  # noqa: F401 — Approach 2, importable here as before
+from bigmodel.scaling.isoflop_bias import correct_design_bias, describe_design_bias
 from bigmodel.scaling.counts import DEFAULT_COUNT, check_count, count_words, counted, n_definition
 from bigmodel.scaling.points import Points, check_points
 from bigmodel.scaling.floor import compare_with_floor, describe_floor, known_floor
@@ -254,6 +256,8 @@ def summarize(result: dict) -> str:
                 f"N_opt = {result['n_coefficient']:.3g}·C^{result['a']:.3f}, D_opt = {result['d_coefficient']:.3g}·C^{result['b']:.3f}")
         if result["skipped"]:
             text += f" ({len(result['skipped'])} budgets skipped: no bracketed minimum)"
+        if describe_design_bias(result):
+            text += "; " + describe_design_bias(result)
     shown = next((name for name in ("alpha", "a") if name in result.get("ci", {})), None)
     if shown and law != "chinchilla":
         low, high = result["ci"][shown]
@@ -343,7 +347,18 @@ def fit_points(points: Points, law: str, *, x: str = "non_embedding_params", boo
         line = flops_per_token_line(points.non_embedding_params, points.tokens, points.flops) if compute_basis == "flops" else None
         return fit_chinchilla(points.non_embedding_params, points.tokens, points.loss, bootstrap=bootstrap, seed=seed, budget=budget,
                               flops_line=line, definition=n_definition(count), **noise)
-    return fit_isoflop(points.non_embedding_params, points.tokens, points.loss, points.flops, bootstrap=bootstrap, seed=seed, **noise)
+    return fit_approach_2(points.non_embedding_params, points.tokens, points.loss, points.flops, bootstrap=bootstrap, seed=seed, **noise)
+
+
+def fit_approach_2(non_embedding_params, tokens, loss, flops, **options) -> dict:
+    """Approach 2 as `fit --law isoflop` reports it: `fit_isoflop(..., **options)` with its design
+    bias removed on the Approach 3 fit of the same runs as the plug-in law (`isoflop_bias.py`)."""
+    result = fit_isoflop(non_embedding_params, tokens, loss, flops, **options)
+    try:
+        plug_in = fit_chinchilla(non_embedding_params, tokens, loss)
+    except ValueError as error:
+        return {**result, "design_bias": {"applied": False, "why": f"no Approach 3 fit of these runs ({error})"}}
+    return correct_design_bias(result, plug_in, non_embedding_params, tokens, flops)
 
 
 def fit_input(path, law: str, *, x: str = "non_embedding_params", bootstrap: int = 0, seed: int = 0,

@@ -128,7 +128,8 @@ def isoflop_figure_fit(data: PlotInput, fit: dict | None, in_budget: np.ndarray,
     except ValueError as error:
         note(f"isoflop skipped: {error}")
         return None
-    note(f"isoflop: no isoflop fit given, fitted here: N_opt ∝ C^{isoflop['a']:.3f}")
+    note(f"isoflop: no isoflop fit given, fitted here: N_opt ∝ C^{isoflop['a']:.3f} (the parabola vertices as they are;"
+         " `fit --law isoflop` also removes their design bias)")
     return isoflop
 
 

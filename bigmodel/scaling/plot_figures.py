@@ -312,8 +312,9 @@ def plot_isoflop(
     Left: loss vs N per budget with its fitted parabola in log10 N, drawn over the points it was
     fitted to (the budget's `n_points` lowest), and the vertex marked; linear loss axis, since
     the model is a parabola in loss. Points of budgets the fit skipped (no bracketed minimum)
-    are hollow. Right: the vertices N_opt(C) and the law N_opt = k·C^a. `fit` is a
-    `fit_isoflop` result. Colour encodes the budget in both panels.
+    are hollow. Right: the vertices N_opt(C), each vertex less its design bias where `fit`
+    removed it (hollow circles, `isoflop_bias.py`), and the law N_opt = k·C^a. `fit` is a
+    `fit_isoflop` result (or `fit.fit_approach_2`'s). Colour encodes the budget in both panels.
     """
     params, loss, flops = (np.asarray(values, dtype=float) for values in (non_embedding_params, loss, flops))
     budgets = sorted(fit["budgets"], key=lambda budget: budget["flops"])
@@ -336,6 +337,9 @@ def plot_isoflop(
                              edgecolor="black", linewidth=1, zorder=4, gid="vertex")
             optimum.scatter([budget["flops"]], [budget["n_opt"]], marker="*", s=220, color=color,
                             edgecolor="black", zorder=3, gid="n-opt")
+            if "n_opt_corrected" in budget:  # the vertex less the design's bias (`isoflop_bias.py`): what the law runs through
+                optimum.scatter([budget["flops"]], [budget["n_opt_corrected"]], marker="o", s=70, facecolor="none",
+                                edgecolor=color, linewidth=2, zorder=3, gid="n-opt-corrected")
         skipped = member_of < 0
         if skipped.any():
             profiles.scatter(params[skipped], loss[skipped], facecolor="none", edgecolor=mappable.to_rgba(flops[skipped]),
@@ -346,6 +350,9 @@ def plot_isoflop(
         window_on_minima(profiles, loss, np.array(fitted_loss))
         # Profiles fill their panel, so the main legend lives in the N_opt panel (stars in both).
         optimum.scatter([], [], marker="*", s=180, color="white", edgecolor="black", label=r"parabola vertex $N_{opt}(C)$")
+        if any("n_opt_corrected" in budget for budget in budgets):
+            optimum.scatter([], [], marker="o", s=70, facecolor="none", edgecolor="black", linewidth=2,
+                            label="vertex less its design bias")
         if len(budgets) >= 2 and np.isfinite(fit.get("a", math.nan)):
             scale, grid, line = _isoflop_fit_line(fit, budgets)
             label = rf"$N_{{opt}} = {format_coefficient(scale)}\,C^{{{fit['a']:.3f}}}$"
