@@ -35,8 +35,7 @@ import numpy as np
 from bigmodel.arguments import MAX_REPLICATES, is_positive_number, is_seed
 from bigmodel.scaling import lbfgs
 from bigmodel.scaling.allocation import BASES, describe_basis, flops_per_token_line, numerical_optimum
-from bigmodel.scaling.intervals import (describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval,  # noqa: F401
-                                        reaching_bound, snap_to_bound)
+from bigmodel.scaling.intervals import describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval, reaching_bound, snap_to_bound  # noqa: F401
 from bigmodel.scaling.noise import (BOOTSTRAP_METHODS, DEFAULT_METHOD, bootstrap_targets, estimate_noise, log_prediction,  # noqa: F401
                                     raw_residual_targets, seed_variance)
 from bigmodel.scaling.prediction import describe_predictions, parse_predict, predictions
