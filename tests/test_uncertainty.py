@@ -146,6 +146,42 @@ def test_the_held_out_row_has_a_prediction_interval_and_baselines_that_can_win(d
     assert predicted["prediction_interval"][0] < predicted["mean_interval"][0] < predicted["predicted_loss"] < predicted["mean_interval"][1]
 
 
+def test_an_e_interval_reaching_its_bound_is_flagged_and_a_far_mean_keeps_only_its_upper_end():
+    assert set(intervals.reaching_bound({"ci": {"E": [0.0004, 0.74]}})) == {"E"}  # reads as [0, 0.74]
+    assert intervals.reaching_bound({"ci": {"E": [0.12, 1.8]}}) == {} and intervals.reaching_bound({"ci": {}}) == {}
+    result = {"law": "chinchilla", "E": 0.3, "A": 5.4, "B": 27.0, "alpha": 0.24, "beta": 0.22, "ci": {"E": [0.0, 0.7]},
+              "interval_flags": intervals.reaching_bound({"ci": {"E": [0.0, 0.7]}}), "noise": {"sigma_total": 0.012, "residual_dof": 11},
+              "samples": [{"E": E, "A": 5.4, "B": 27.0, "alpha": 0.24, "beta": 0.22} for E in np.linspace(0.2, 0.4, 50)]}
+    assert "E 0.300 [0.000, 0.700] (not calibrated)" == "E " + fit.estimate(result, "E", ".3f")
+    mean, run = prediction.intervals_at(result, np.array([3.2e6]), np.array([1.6e7]), np.array([np.nan]))
+    assert mean[0][0] == 0.0 and run[0][0] > 0.5  # one-sided mean interval; the prediction interval keeps both ends
+    (row,) = prediction.predictions(result, [(3.2e6, 1.6e7)])
+    assert row["mean_interval_one_sided"] is True and "mean ≤ " in prediction.describe_predictions([row])
+
+
+def test_a_study_whose_e_lands_off_a_true_bound_of_0_still_holds_the_far_mean():
+    """One simulated study of the stress design (true E = 0, 4 × 4 grid, σ = 0.012, a run at 8× the
+    largest fitted compute held out): Ê lands at 0.22 and the two-sided mean interval was
+    [0.828, 0.943] about a true mean of 0.812, the miss docs/scaling/uncertainty.md measures."""
+    from bigmodel.scaling.calibrate_design import build_points
+    from bigmodel.scaling.holdout import holdout_rows
+    from bigmodel.scaling.laws import chinchilla_loss
+
+    runs = [(n, d) for n in (1e5, 2e5, 4e5, 8e5) for d in (1e6, 2e6, 4e6, 8e6)] + [(3.2e6, 1.6e7)]
+    params, tokens = (np.array(column) for column in zip(*runs))
+    truth = chinchilla_loss(params, tokens, E=0.0, A=5.4124, B=27.0194, alpha=0.24438, beta=0.22266)
+    loss = truth * np.exp(np.random.default_rng(4).normal(0.0, 0.012, truth.size))
+    points = build_points({"non_embedding_params": params, "tokens": tokens, "flops": 6 * params * tokens, "loss": loss}, "loss", (),
+                          tuple(f"run{i}" for i in range(truth.size)))
+    held = np.arange(truth.size) == truth.size - 1
+    result = fit.fit_points(points.select(~held), "chinchilla", bootstrap=40, seed=0)
+    assert "E" not in result["at_bound"] and set(result["interval_flags"]) == {"E"} and result["ci"]["E"][0] == 0.0
+    assert "E: its interval reaches the bound 0" in fit.summarize(result)
+    row = holdout_rows(points, held, result)
+    assert row["mean_interval_one_sided"] is True and row["mean_interval"][0] == 0.0 < truth[-1] < row["mean_interval"][1]
+    assert row["prediction_interval"][0] > 0.8  # the prediction interval keeps its low end
+
+
 def test_a_prediction_interval_is_wider_than_the_mean_interval_by_one_runs_noise():
     rng = np.random.default_rng(0)
     law = {"law": "power", "x": "non_embedding_params", "E": 2.0, "A": 1e3, "alpha": 0.5, "noise": {"sigma_total": 0.02, "residual_dof": 8},

@@ -36,7 +36,7 @@ import numpy as np
 from bigmodel.arguments import MAX_REPLICATES, is_positive_number, is_seed
 from bigmodel.scaling import lbfgs
 from bigmodel.scaling.allocation import BASES, describe_basis, flops_per_token_line, numerical_optimum
-from bigmodel.scaling.intervals import describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval, snap_to_bound  # noqa: F401
+from bigmodel.scaling.intervals import describe_bounds, intervals as _intervals, lse_at_bound, percentile_interval, reaching_bound, snap_to_bound  # noqa: F401
 from bigmodel.scaling.noise import (BOOTSTRAP_METHODS, DEFAULT_METHOD, bootstrap_targets, estimate_noise, log_prediction,  # noqa: F401
                                     raw_residual_targets, seed_variance)
 from bigmodel.scaling.prediction import describe_predictions, parse_predict, predictions
@@ -148,6 +148,9 @@ def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, re
 def _add_bootstrap(result: dict, model: dict, samples: list[dict], method: str) -> None:
     """The replicates' intervals (one-sided for a parameter at its bound), method and noise model."""
     result.update(_intervals(samples, result.get("at_bound")), bootstrap_method=method, noise=model)
+    if reaching_bound(result):  # read as [0, high] (`intervals.reaching_bound`), so printed so
+        result["interval_flags"] = reaching_bound(result)
+        result["ci"]["E"][0] = 0.0
 
 
 def _power_parameters(theta) -> dict:
@@ -263,7 +266,7 @@ def summarize(result: dict) -> str:
         low, high = result["ci"][shown]
         dropped = f", {result['bootstrap_dropped']} dropped" if "bootstrap_dropped" in result else ""
         text += f"; 95% CI {shown} [{low:.3f}, {high:.3f}] ({len(result['samples'])} bootstrap fits, {result['bootstrap_method']}{dropped})"
-    if result.get("at_bound"):
+    if result.get("at_bound") or result.get("interval_flags"):
         text += "; " + describe_bounds(result)
     if result.get("holdout"):
         text += "; " + describe_holdout(result["holdout"])

@@ -14,8 +14,10 @@ its relative error:
 - `flops` and `compute_ratio`: its C, and C ÷ the largest fitted run's C (how far out it is), on
   `compute_basis` ("flops": the runs' own; "6ND");
 - `mean_interval` (also under its old name `interval`): the 2.5/97.5 percentiles of the bootstrap
-  laws' predictions, where the law's mean lies; `prediction_interval`: where one run there lands
-  (the same plus one run's noise, `prediction.py`), and `inside_prediction_interval`, the verdict
+  laws' predictions, where the law's mean lies (one-sided, `mean_interval_one_sided`, its low end
+  0, where E's interval reaches its bound: `prediction.mean_is_one_sided`); `prediction_interval`:
+  where one run there lands (the same plus one run's noise, `prediction.py`), and
+  `inside_prediction_interval`, the verdict
   on the measured run (only with `--bootstrap K`);
 - `baselines`: the loss and relative error of each baseline fitted to the same points
   (`baselines.py`: log-linear in (log N, log D), a power law through the compute frontier, the
@@ -31,7 +33,7 @@ import numpy as np
 from bigmodel.scaling.baselines import baseline_predictions, judge
 from bigmodel.scaling.laws import law_loss
 from bigmodel.scaling.points import Points
-from bigmodel.scaling.prediction import intervals_at
+from bigmodel.scaling.prediction import intervals_at, mean_is_one_sided
 
 CHOICES = ("largest",)
 
@@ -74,6 +76,8 @@ def holdout_rows(points: Points, held_out: np.ndarray, result: dict) -> dict | l
                              for name, values in baselines.items()}}
         if mean_intervals is not None:
             row["interval"] = row["mean_interval"] = [float(value) for value in mean_intervals[index]]
+            if mean_is_one_sided(result):
+                row["mean_interval_one_sided"] = True
         if run_intervals is not None:
             row["prediction_interval"] = [float(value) for value in run_intervals[index]]
             row["inside_prediction_interval"] = bool(run_intervals[index][0] <= measured <= run_intervals[index][1])
@@ -103,7 +107,8 @@ def describe_holdout(holdout: dict | list[dict]) -> str:
     if isinstance(holdout, dict):
         interval = holdout.get("prediction_interval") or holdout.get("interval")
         which = "a run" if "prediction_interval" in holdout else "mean"
-        band = f" ({which} [{interval[0]:.4f}, {interval[1]:.4f}])" if interval else ""
+        one_sided = which == "mean" and holdout.get("mean_interval_one_sided")
+        band = "" if not interval else f" (mean ≤ {interval[1]:.4f})" if one_sided else f" ({which} [{interval[0]:.4f}, {interval[1]:.4f}])"
         inside = "" if "inside_prediction_interval" not in holdout else (
             " inside" if holdout["inside_prediction_interval"] else " OUTSIDE")
         return (f"held out N={holdout['non_embedding_params']:.3g}, D={holdout['tokens']:.3g} "

@@ -74,6 +74,8 @@ def estimate(result: dict, key: str, digits: str) -> str:
     if key in (result.get("ci") or {}):
         low, high = result["ci"][key]
         text += f" [{low:{digits}}, {high:{digits}}]"
+        if key in result.get("interval_flags", {}):  # reaches its bound: not a calibrated 95% interval (intervals.py)
+            text += " (not calibrated)"
     return text
 
 
