@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -50,6 +51,10 @@ def test_a_known_4x_multiplier_is_recovered_inside_its_interval(tmp_path):
     assert result["margin"]["overall"] == "adopt"  # 4× clears a 2× margin one-sided
     assert result["laws"]["A"]["E"] == result["laws"]["B"]["E"]  # one shared floor
     assert (tmp_path / "fit_versus.png").stat().st_size > 10_000
+    # intervals in the summary only where the harness found them calibrated (the laws' under-cover)
+    assert result["calibration"]["calibrated"] == ["compute_multiplier", "loss_gap"] and "laws" in result["calibration"]["not_calibrated"]
+    summary = json.loads(out.read_text())["summary"]
+    assert re.search(r"A: α [0-9.]+; B: α [0-9.]+\)", summary) and "A needs" in summary, summary
 
 
 def test_the_compute_frontier_law_with_a_pinned_floor_recovers_3x(tmp_path):

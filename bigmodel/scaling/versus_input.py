@@ -21,7 +21,6 @@ import numpy as np
 from bigmodel.scaling import versus, versus_gate
 from bigmodel.scaling.allocation import BASES, flops_per_token_line
 from bigmodel.scaling.intervals import intervals
-from bigmodel.scaling.laws import estimate
 from bigmodel.scaling.points import TOKEN_UNIT, Points, check_points
 from bigmodel.scaling.registry import REGISTRY_FILE, load_points, sweep_points
 from bigmodel.scaling.seeds import replicate_groups
@@ -225,7 +224,8 @@ def describe_versus(result: dict, unit: str = TOKEN_UNIT) -> str:
     crossover = result["crossover_flops"]
     low, high = crossover["searched"]
     parts.append(f"crossover {_interval_text(crossover, '.3g')} (searched {low:.2g}–{high:.2g} FLOPs)")
-    laws = "; ".join(f"{side}: α {estimate(result['laws'][side], 'alpha', '.3f')}" for side in versus.SIDES)
+    # the laws' intervals under-cover (versus.CALIBRATION): their values only, the intervals in fit.json
+    laws = "; ".join(f"{side}: α {result['laws'][side]['alpha']:.3f}" for side in versus.SIDES)
     text = f"versus ({result['law']}, shared {', '.join(result['shared'])}; {laws}): " + "; ".join(parts)
     if "margin" in result:
         text += "; " + versus_gate.describe_gate(result["margin"])
