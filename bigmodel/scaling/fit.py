@@ -148,8 +148,9 @@ def _bootstrap_thetas(features, log_loss, starts, replicates: int, seed: int, re
 def _add_bootstrap(result: dict, model: dict, samples: list[dict], method: str) -> None:
     """The replicates' intervals (one-sided for a parameter at its bound), method and noise model."""
     result.update(_intervals(samples, result.get("at_bound")), bootstrap_method=method, noise=model)
-    if reaching_bound(result):  # read as [0, high] (`intervals.reaching_bound`), so printed so
-        result["interval_flags"] = reaching_bound(result)
+    flags = reaching_bound(result)
+    if flags:  # read as [0, high] (`intervals.reaching_bound`), so printed so
+        result["interval_flags"] = flags
         result["ci"]["E"][0] = 0.0
 
 
@@ -259,8 +260,8 @@ def summarize(result: dict) -> str:
                 f"N_opt = {result['n_coefficient']:.3g}·C^{result['a']:.3f}, D_opt = {result['d_coefficient']:.3g}·C^{result['b']:.3f}")
         if result["skipped"]:
             text += f" ({len(result['skipped'])} budgets skipped: no bracketed minimum)"
-        if describe_design_bias(result):
-            text += "; " + describe_design_bias(result)
+        if bias := describe_design_bias(result):
+            text += "; " + bias
     shown = next((name for name in ("alpha", "a") if name in result.get("ci", {})), None)
     if shown and law != "chinchilla":
         low, high = result["ci"][shown]

@@ -33,7 +33,7 @@ import numpy as np
 from bigmodel.scaling.baselines import baseline_predictions, judge
 from bigmodel.scaling.laws import law_loss
 from bigmodel.scaling.points import Points
-from bigmodel.scaling.prediction import intervals_at, mean_is_one_sided
+from bigmodel.scaling.prediction import intervals_at, mean_is_one_sided, mean_words
 
 CHOICES = ("largest",)
 
@@ -107,8 +107,7 @@ def describe_holdout(holdout: dict | list[dict]) -> str:
     if isinstance(holdout, dict):
         interval = holdout.get("prediction_interval") or holdout.get("interval")
         which = "a run" if "prediction_interval" in holdout else "mean"
-        one_sided = which == "mean" and holdout.get("mean_interval_one_sided")
-        band = "" if not interval else f" (mean ≤ {interval[1]:.4f})" if one_sided else f" ({which} [{interval[0]:.4f}, {interval[1]:.4f}])"
+        band = "" if not interval else f" ({mean_words(holdout)})" if which == "mean" else f" (a run [{interval[0]:.4f}, {interval[1]:.4f}])"
         inside = "" if "inside_prediction_interval" not in holdout else (
             " inside" if holdout["inside_prediction_interval"] else " OUTSIDE")
         return (f"held out N={holdout['non_embedding_params']:.3g}, D={holdout['tokens']:.3g} "

@@ -103,7 +103,7 @@ def predictions(result: dict, pairs: list[tuple[float, float]]) -> list[dict]:
 
 def mean_words(row: dict) -> str:
     """`mean [2.29, 2.33]`, or `mean ≤ 2.33` where the interval is one-sided (`mean_is_one_sided`)."""
-    low, high = row["mean_interval"]
+    low, high = row.get("mean_interval") or row["interval"]  # a held-out row of an older fit.json has only `interval`
     return f"mean ≤ {high:.4f}" if row.get("mean_interval_one_sided") else f"mean [{low:.4f}, {high:.4f}]"
 
 
